@@ -1,0 +1,281 @@
+//! Planning: turns the keys of the parts a worker drained into one pipeline per node, with `GET`s of one slot
+//! merged into bounded `MGET`s. Pure: no I/O.
+
+use std::collections::HashMap;
+
+use crate::error::Error;
+use crate::request::{Kind, Part};
+use crate::topology::SlotMap;
+
+/// One key of one part (for `Ping`, one node) on its way to a node, with what its previous attempts left.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Unit {
+    pub(crate) part: usize,
+    /// Index of the key in its part (for `Ping`, of the node).
+    pub(crate) key: usize,
+    /// Redirects and retries followed so far.
+    pub(crate) redirects: usize,
+    /// A node this unit must go to regardless of the map (ASK target, or the node a `Ping` is for).
+    pub(crate) to: Option<String>,
+    /// Send `ASKING` first.
+    pub(crate) asking: bool,
+    /// Already resent once on a fresh connection after an I/O error.
+    pub(crate) io_retried: bool,
+}
+
+impl Unit {
+    pub(crate) fn new(part: usize, key: usize) -> Unit {
+        Unit {
+            part,
+            key,
+            redirects: 0,
+            to: None,
+            asking: false,
+            io_retried: false,
+        }
+    }
+}
+
+/// The command of one planned step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Command {
+    Get,
+    Mget,
+    Exists,
+    Set { ttl_secs: Option<u64> },
+    Del,
+    Ping,
+}
+
+/// One command in a node's pipeline and the units it answers, in reply order.
+#[derive(Debug)]
+pub(crate) struct Step {
+    pub(crate) command: Command,
+    pub(crate) asking: bool,
+    pub(crate) units: Vec<Unit>,
+}
+
+/// Everything one node gets in one round trip.
+#[derive(Debug)]
+pub(crate) struct NodePlan {
+    pub(crate) node: String,
+    pub(crate) steps: Vec<Step>,
+}
+
+/// The outcome of planning: pipelines per node, and units that cannot be routed.
+#[derive(Debug, Default)]
+pub(crate) struct Plan {
+    pub(crate) nodes: Vec<NodePlan>,
+    pub(crate) unroutable: Vec<(Unit, Error)>,
+}
+
+/// Bounds that shape the plan.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Limits {
+    /// Most keys in one `MGET`.
+    pub(crate) mget_max_keys: usize,
+    /// Most expected bytes in one `MGET`.
+    pub(crate) mget_max_bytes: usize,
+    /// Values expected larger than this get a `GET` each.
+    pub(crate) mget_max_value_size: usize,
+}
+
+/// Plans `units` (in the order given, which is priority order) against `map`.
+pub(crate) fn plan(parts: &[Part], units: Vec<Unit>, map: &SlotMap, limits: Limits) -> Plan {
+    let mut out = Plan::default();
+    let mut node_index: HashMap<String, usize> = HashMap::new();
+    // (node, slot) -> index of the open MGET step in that node's pipeline.
+    let mut open_mget: HashMap<(usize, Option<u16>), usize> = HashMap::new();
+    for unit in units {
+        let part = &parts[unit.part];
+        let (node, slot) = match (&unit.to, part.kind) {
+            (Some(to), _) => (to.clone(), None),
+            (None, _) => match map.route(&part.keys[unit.key]) {
+                Ok((n, slot)) => (map.nodes[n].clone(), slot.map(|s| s.get())),
+                Err(e) => {
+                    out.unroutable.push((unit, e));
+                    continue;
+                }
+            },
+        };
+        let n = *node_index.entry(node.clone()).or_insert_with(|| {
+            out.nodes.push(NodePlan {
+                node,
+                steps: Vec::new(),
+            });
+            out.nodes.len() - 1
+        });
+        let steps = &mut out.nodes[n].steps;
+        let single = |command| Step {
+            command,
+            asking: unit.asking,
+            units: Vec::new(),
+        };
+        let command = match part.kind {
+            Kind::Get if unit.asking || part.expected_value > limits.mget_max_value_size => Command::Get,
+            Kind::Get => {
+                let per_mget = (limits.mget_max_bytes / part.expected_value.max(1)).clamp(1, limits.mget_max_keys);
+                let open = open_mget.get(&(n, slot)).copied();
+                match open {
+                    Some(i) if steps[i].units.len() < per_mget => steps[i].units.push(unit),
+                    _ => {
+                        open_mget.insert((n, slot), steps.len());
+                        let mut step = single(Command::Mget);
+                        step.units.push(unit);
+                        steps.push(step);
+                    }
+                }
+                continue;
+            }
+            Kind::Exists => Command::Exists,
+            Kind::Set { ttl_secs } => Command::Set { ttl_secs },
+            Kind::Del => Command::Del,
+            Kind::Ping => Command::Ping,
+        };
+        let mut step = single(command);
+        step.units.push(unit);
+        steps.push(step);
+    }
+    // An MGET of one key is a GET (a plainer reply, same cost).
+    for node in &mut out.nodes {
+        for step in &mut node.steps {
+            if step.command == Command::Mget && step.units.len() == 1 {
+                step.command = Command::Get;
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::request::Priority;
+    use crate::slot::Slot;
+    use bytes::Bytes;
+    use std::time::Instant;
+
+    fn part(kind: Kind, keys: &[&str], expected: usize) -> Part {
+        let (tx, _rx) = crossbeam_channel::bounded(1);
+        Part {
+            kind,
+            priority: Priority::Get,
+            keys: keys.iter().map(|k| Bytes::copy_from_slice(k.as_bytes())).collect(),
+            values: Vec::new(),
+            bytes: 0,
+            expected_value: expected,
+            deadline: Instant::now(),
+            reply: tx,
+        }
+    }
+
+    fn units(parts: &[Part]) -> Vec<Unit> {
+        parts
+            .iter()
+            .enumerate()
+            .flat_map(|(p, part)| (0..part.keys.len()).map(move |k| Unit::new(p, k)))
+            .collect()
+    }
+
+    const LIMITS: Limits = Limits {
+        mget_max_keys: 100,
+        mget_max_bytes: 1 << 20,
+        mget_max_value_size: 128 << 10,
+    };
+
+    fn two_node_map() -> SlotMap {
+        use redis::Value;
+        let range = |a, b, port| {
+            Value::Array(vec![
+                Value::Int(a),
+                Value::Int(b),
+                Value::Array(vec![Value::BulkString(b"h".to_vec()), Value::Int(port)]),
+            ])
+        };
+        SlotMap::from_cluster_slots(&Value::Array(vec![range(0, 8191, 1), range(8192, 16383, 2)]), "h:1").unwrap()
+    }
+
+    #[test]
+    fn standalone_gets_from_many_parts_share_one_mget() {
+        let parts = vec![part(Kind::Get, &["a", "b"], 100), part(Kind::Get, &["c"], 100)];
+        let map = SlotMap::standalone("h:1".into());
+        let plan = plan(&parts, units(&parts), &map, LIMITS);
+        assert_eq!(plan.nodes.len(), 1);
+        let steps = &plan.nodes[0].steps;
+        assert_eq!(steps.len(), 1);
+        assert_eq!(steps[0].command, Command::Mget);
+        let order: Vec<_> = steps[0].units.iter().map(|u| (u.part, u.key)).collect();
+        assert_eq!(order, vec![(0, 0), (0, 1), (1, 0)]);
+    }
+
+    #[test]
+    fn mgets_are_bounded_by_keys_and_bytes() {
+        let keys: Vec<String> = (0..250).map(|i| format!("k{i}")).collect();
+        let refs: Vec<&str> = keys.iter().map(String::as_str).collect();
+        let map = SlotMap::standalone("h:1".into());
+        let parts = vec![part(Kind::Get, &refs, 10)];
+        let p = plan(&parts, units(&parts), &map, LIMITS);
+        let sizes: Vec<_> = p.nodes[0].steps.iter().map(|s| s.units.len()).collect();
+        assert_eq!(sizes, vec![100, 100, 50]);
+        // 64 KiB expected: 1 MiB / 64 KiB = 16 keys per MGET.
+        let parts = vec![part(Kind::Get, &refs[..40], 64 << 10)];
+        let p = plan(&parts, units(&parts), &map, LIMITS);
+        let sizes: Vec<_> = p.nodes[0].steps.iter().map(|s| s.units.len()).collect();
+        assert_eq!(sizes, vec![16, 16, 8]);
+        // Large values: one GET each.
+        let parts = vec![part(Kind::Get, &refs[..3], 1 << 20)];
+        let p = plan(&parts, units(&parts), &map, LIMITS);
+        assert!(p.nodes[0].steps.iter().all(|s| s.command == Command::Get && s.units.len() == 1));
+        assert_eq!(p.nodes[0].steps.len(), 3);
+    }
+
+    #[test]
+    fn cluster_mgets_never_cross_slots_and_group_per_node() {
+        let keys: Vec<String> = (0..500).map(|i| format!("key:{i}")).collect();
+        let refs: Vec<&str> = keys.iter().map(String::as_str).collect();
+        let parts = vec![part(Kind::Get, &refs, 100)];
+        let map = two_node_map();
+        let p = plan(&parts, units(&parts), &map, LIMITS);
+        assert_eq!(p.nodes.len(), 2);
+        let mut seen = 0;
+        for node in &p.nodes {
+            for step in &node.steps {
+                let slots: std::collections::HashSet<_> =
+                    step.units.iter().map(|u| Slot::of(parts[0].keys[u.key].as_ref())).collect();
+                assert_eq!(slots.len(), 1, "an MGET spans slots");
+                let owner = map.route(parts[0].keys[step.units[0].key].as_ref()).unwrap().0;
+                assert_eq!(map.nodes[owner], node.node);
+                seen += step.units.len();
+            }
+        }
+        assert_eq!(seen, 500);
+    }
+
+    #[test]
+    fn tagged_keys_share_an_mget_and_writes_are_one_step_per_key() {
+        let parts = vec![
+            part(Kind::Get, &["{t}a", "{t}b", "{t}c"], 100),
+            part(Kind::Set { ttl_secs: None }, &["x", "y"], 0),
+        ];
+        let map = two_node_map();
+        let p = plan(&parts, units(&parts), &map, LIMITS);
+        let mgets: Vec<_> = p.nodes.iter().flat_map(|n| &n.steps).filter(|s| s.command == Command::Mget).collect();
+        assert_eq!(mgets.len(), 1);
+        assert_eq!(mgets[0].units.len(), 3);
+        let sets = p.nodes.iter().flat_map(|n| &n.steps).filter(|s| matches!(s.command, Command::Set { .. }));
+        assert_eq!(sets.count(), 2);
+    }
+
+    #[test]
+    fn ask_targets_bypass_the_map_with_asking() {
+        let parts = vec![part(Kind::Get, &["a", "b"], 100)];
+        let mut u = units(&parts);
+        u[1].to = Some("other:9".into());
+        u[1].asking = true;
+        let p = plan(&parts, u, &SlotMap::standalone("h:1".into()), LIMITS);
+        let other = p.nodes.iter().find(|n| n.node == "other:9").unwrap();
+        assert_eq!(other.steps.len(), 1);
+        assert!(other.steps[0].asking);
+        assert_eq!(other.steps[0].command, Command::Get);
+    }
+}

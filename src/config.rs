@@ -1,0 +1,419 @@
+//! Configuration: plain data with every default in one `impl Default`, parsed from a URL, adjusted by by-value
+//! setters.
+
+use std::fmt;
+use std::str::FromStr;
+use std::time::Duration;
+
+use crate::error::{Error, Result};
+
+/// How the client finds out whether it talks to a Cluster.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Ask the first reachable seed (`CLUSTER SLOTS`); a server without cluster support means standalone.
+    Auto,
+    /// One server owns every key.
+    Standalone,
+    /// A Redis / Valkey Cluster; the slot map is discovered from the seeds.
+    Cluster,
+}
+
+/// Client configuration. Build it from a URL with [`str::parse`] / [`Config::from_url`], then adjust it with the
+/// by-value setters, e.g. `Config::from_url("redis://127.0.0.1:6379")?.workers(4)`.
+///
+/// # URL syntax
+/// `SCHEME://[USER[:PASSWORD]@]HOST[:PORT][,HOST[:PORT]...][/DB][?OPTION=VALUE&...]`
+///
+/// * `SCHEME`: `redis` or `valkey`; `redis-cluster` / `valkey-cluster` also force cluster mode. (TLS schemes are
+///   not supported yet and are rejected.)
+/// * `USER` and `PASSWORD` are percent-decoded; a password alone is written `:PASSWORD@`.
+/// * Several seeds are separated by commas; `PORT` defaults to 6379; IPv6 hosts go in brackets.
+/// * `DB` selects a database (standalone only).
+/// * Options: `mode` (`auto`, `standalone`, `cluster`), `workers`, `timeout_ms`, `connect_timeout_ms`,
+///   `drain_timeout_ms`, `batch_max_keys`, `batch_max_bytes`, `value_size_hint`, `ttl_secs`. Any other option is
+///   an error.
+#[derive(Clone)]
+pub struct Config {
+    pub(crate) seeds: Vec<String>,
+    pub(crate) mode: Mode,
+    pub(crate) username: Option<String>,
+    pub(crate) password: Option<String>,
+    pub(crate) db: u32,
+    pub(crate) workers: usize,
+    pub(crate) request_timeout: Duration,
+    pub(crate) connect_timeout: Duration,
+    pub(crate) drain_timeout: Duration,
+    pub(crate) batch_max_keys: usize,
+    pub(crate) batch_max_bytes: usize,
+    pub(crate) mget_max_value_size: usize,
+    pub(crate) value_size_hint: usize,
+    pub(crate) max_redirects: usize,
+    pub(crate) ttl_secs: Option<u64>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            seeds: vec!["127.0.0.1:6379".to_string()],
+            mode: Mode::Auto,
+            username: None,
+            password: None,
+            db: 0,
+            workers: 4,
+            request_timeout: Duration::from_secs(5),
+            connect_timeout: Duration::from_secs(5),
+            drain_timeout: Duration::from_secs(2),
+            batch_max_keys: 1024,
+            batch_max_bytes: 8 << 20,
+            mget_max_value_size: 128 << 10,
+            value_size_hint: 16 << 10,
+            max_redirects: 5,
+            ttl_secs: None,
+        }
+    }
+}
+
+impl fmt::Debug for Config {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Config")
+            .field("seeds", &self.seeds)
+            .field("mode", &self.mode)
+            .field("username", &self.username)
+            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .field("db", &self.db)
+            .field("workers", &self.workers)
+            .field("request_timeout", &self.request_timeout)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("drain_timeout", &self.drain_timeout)
+            .field("batch_max_keys", &self.batch_max_keys)
+            .field("batch_max_bytes", &self.batch_max_bytes)
+            .field("mget_max_value_size", &self.mget_max_value_size)
+            .field("value_size_hint", &self.value_size_hint)
+            .field("max_redirects", &self.max_redirects)
+            .field("ttl_secs", &self.ttl_secs)
+            .finish()
+    }
+}
+
+impl FromStr for Config {
+    type Err = Error;
+
+    fn from_str(url: &str) -> Result<Config> {
+        parse_url(url)
+    }
+}
+
+impl Config {
+    /// Parses a URL (see the type's docs for the syntax).
+    pub fn from_url(url: &str) -> Result<Config> {
+        url.parse()
+    }
+
+    /// Forces standalone or cluster mode. Defaults to [`Mode::Auto`].
+    pub fn mode(mut self, mode: Mode) -> Self {
+        self.mode = mode;
+        self
+    }
+
+    /// ACL user name and password (`AUTH user pass`), or the legacy password alone when `username` is `None`.
+    /// Defaults to no authentication.
+    pub fn auth(mut self, username: Option<&str>, password: &str) -> Self {
+        self.username = username.map(str::to_string);
+        self.password = Some(password.to_string());
+        self
+    }
+
+    /// Number of worker threads, each with its own connections. Defaults to 4.
+    pub fn workers(mut self, n: usize) -> Self {
+        self.workers = n;
+        self
+    }
+
+    /// Deadline of each call, from submission to reply. Defaults to 5 s.
+    pub fn request_timeout(mut self, d: Duration) -> Self {
+        self.request_timeout = d;
+        self
+    }
+
+    /// Timeout of one TCP connect (plus authentication). Defaults to 5 s.
+    pub fn connect_timeout(mut self, d: Duration) -> Self {
+        self.connect_timeout = d;
+        self
+    }
+
+    /// How long [`Client::close`](crate::Client::close) keeps executing requests that were already queued before
+    /// answering the rest with [`Error::Closed`]. Defaults to 2 s.
+    pub fn drain_timeout(mut self, d: Duration) -> Self {
+        self.drain_timeout = d;
+        self
+    }
+
+    /// Most keys in one round trip to one node (and in one queued part of a call). Defaults to 1024.
+    pub fn batch_max_keys(mut self, n: usize) -> Self {
+        self.batch_max_keys = n;
+        self
+    }
+
+    /// Most payload bytes in one round trip: actual bytes for writes, expected bytes for reads. Defaults to
+    /// 8 MiB.
+    pub fn batch_max_bytes(mut self, n: usize) -> Self {
+        self.batch_max_bytes = n;
+        self
+    }
+
+    /// Values expected to be larger than this are read with one `GET` each rather than inside an `MGET`, since
+    /// servers build huge aggregate replies slowly. Defaults to 128 KiB.
+    pub fn mget_max_value_size(mut self, n: usize) -> Self {
+        self.mget_max_value_size = n;
+        self
+    }
+
+    /// Expected size of a value before the client has learned it from replies; used to bound reads. Defaults
+    /// to 16 KiB.
+    pub fn value_size_hint(mut self, n: usize) -> Self {
+        self.value_size_hint = n;
+        self
+    }
+
+    /// Most redirects (MOVED, ASK, TRYAGAIN, CLUSTERDOWN, LOADING, MASTERDOWN) followed for one key. Defaults to 5.
+    pub fn max_redirects(mut self, n: usize) -> Self {
+        self.max_redirects = n;
+        self
+    }
+
+    /// Time to live of every stored value, in seconds (`SET ... EX`). Defaults to none.
+    pub fn ttl_secs(mut self, ttl: Option<u64>) -> Self {
+        self.ttl_secs = ttl;
+        self
+    }
+
+    /// The seed addresses, `host:port`.
+    pub fn seeds(&self) -> &[String] {
+        &self.seeds
+    }
+
+    pub(crate) fn validate(&self) -> Result<()> {
+        let positive = [
+            ("workers", self.workers),
+            ("batch_max_keys", self.batch_max_keys),
+            ("batch_max_bytes", self.batch_max_bytes),
+            ("value_size_hint", self.value_size_hint),
+        ];
+        for (name, v) in positive {
+            if v == 0 {
+                return Err(Error::Config(format!("{name} must be at least 1")));
+            }
+        }
+        if self.request_timeout.is_zero() || self.connect_timeout.is_zero() {
+            return Err(Error::Config("timeouts must be positive".into()));
+        }
+        if self.seeds.is_empty() {
+            return Err(Error::Config("no seed address".into()));
+        }
+        if self.ttl_secs == Some(0) {
+            return Err(Error::Config("ttl_secs must be positive".into()));
+        }
+        Ok(())
+    }
+}
+
+fn parse_url(url: &str) -> Result<Config> {
+    let bad = |what: &str| Error::Config(format!("{what} in URL {}", redact(url)));
+    let (scheme, rest) = url.split_once("://").ok_or_else(|| bad("no scheme"))?;
+    let mut cfg = Config::default();
+    match scheme {
+        "redis" | "valkey" => {}
+        "redis-cluster" | "valkey-cluster" => cfg.mode = Mode::Cluster,
+        "rediss" | "valkeys" => {
+            return Err(bad("TLS schemes are not supported yet"));
+        }
+        other => return Err(bad(&format!("unknown scheme {other:?}"))),
+    }
+    let (rest, query) = match rest.split_once('?') {
+        Some((r, q)) => (r, Some(q)),
+        None => (rest, None),
+    };
+    let (authority, path) = match rest.split_once('/') {
+        Some((a, p)) => (a, p),
+        None => (rest, ""),
+    };
+    let hosts = match authority.rsplit_once('@') {
+        Some((userinfo, hosts)) => {
+            let (user, pass) = match userinfo.split_once(':') {
+                Some((u, p)) => (u, Some(p)),
+                None => (userinfo, None),
+            };
+            let user = percent_decode(user).ok_or_else(|| bad("bad percent-encoding"))?;
+            let pass = match pass {
+                Some(p) => Some(percent_decode(p).ok_or_else(|| bad("bad percent-encoding"))?),
+                None => None,
+            };
+            match pass {
+                // `user@host` alone carries a password-less user name: LMCache treats it as the password.
+                None => cfg.password = Some(user),
+                Some(p) => {
+                    cfg.username = (!user.is_empty()).then_some(user);
+                    cfg.password = Some(p);
+                }
+            }
+            hosts
+        }
+        None => authority,
+    };
+    cfg.seeds = hosts
+        .split(',')
+        .map(|h| parse_host(h).ok_or_else(|| bad(&format!("bad host {h:?}"))))
+        .collect::<Result<_>>()?;
+    if !path.is_empty() {
+        cfg.db = path.parse().map_err(|_| bad(&format!("bad database {path:?}")))?;
+    }
+    for pair in query.into_iter().flat_map(|q| q.split('&')).filter(|p| !p.is_empty()) {
+        let (k, v) = pair.split_once('=').ok_or_else(|| bad(&format!("option {pair:?} has no value")))?;
+        let num = |v: &str| -> Result<u64> { v.parse().map_err(|_| bad(&format!("bad number for {k}: {v:?}"))) };
+        match k {
+            "mode" => {
+                cfg.mode = match v {
+                    "auto" => Mode::Auto,
+                    "standalone" => Mode::Standalone,
+                    "cluster" => Mode::Cluster,
+                    _ => return Err(bad(&format!("bad mode {v:?}"))),
+                }
+            }
+            "workers" => cfg.workers = num(v)? as usize,
+            "timeout_ms" => cfg.request_timeout = Duration::from_millis(num(v)?),
+            "connect_timeout_ms" => cfg.connect_timeout = Duration::from_millis(num(v)?),
+            "drain_timeout_ms" => cfg.drain_timeout = Duration::from_millis(num(v)?),
+            "batch_max_keys" => cfg.batch_max_keys = num(v)? as usize,
+            "batch_max_bytes" => cfg.batch_max_bytes = num(v)? as usize,
+            "value_size_hint" => cfg.value_size_hint = num(v)? as usize,
+            "ttl_secs" => cfg.ttl_secs = Some(num(v)?),
+            _ => return Err(bad(&format!("unknown option {k:?}"))),
+        }
+    }
+    if cfg.mode == Mode::Cluster && cfg.db != 0 {
+        return Err(bad("a database number is not allowed in cluster mode"));
+    }
+    cfg.validate()?;
+    Ok(cfg)
+}
+
+/// `host[:port]` or `[v6]:port` to `host:port`; `None` when malformed.
+fn parse_host(h: &str) -> Option<String> {
+    let (host, port) = if let Some(v6) = h.strip_prefix('[') {
+        let (host, after) = v6.split_once(']')?;
+        let port = match after {
+            "" => None,
+            p => Some(p.strip_prefix(':')?),
+        };
+        (format!("[{host}]"), port)
+    } else {
+        match h.split_once(':') {
+            Some((host, port)) => (host.to_string(), Some(port)),
+            None => (h.to_string(), None),
+        }
+    };
+    let port: u16 = match port {
+        Some(p) => p.parse().ok().filter(|&p| p != 0)?,
+        None => 6379,
+    };
+    let valid = !host.is_empty()
+        && host != "*"
+        && host
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b".-_[]:".contains(&b));
+    valid.then(|| format!("{host}:{port}"))
+}
+
+fn percent_decode(s: &str) -> Option<String> {
+    let mut out = Vec::with_capacity(s.len());
+    let mut bytes = s.bytes();
+    while let Some(b) = bytes.next() {
+        if b == b'%' {
+            let hi = (bytes.next()? as char).to_digit(16)?;
+            let lo = (bytes.next()? as char).to_digit(16)?;
+            out.push((hi * 16 + lo) as u8);
+        } else {
+            out.push(b);
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+/// The URL with any password replaced, for error messages.
+pub(crate) fn redact(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return "<unparsable URL>".into();
+    };
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    match rest[..authority_end].rsplit_once('@') {
+        Some((_, hosts)) => format!("{scheme}://<redacted>@{hosts}{}", &rest[authority_end..]),
+        None => url.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_good_urls() {
+        let cases: &[(&str, &[&str], Mode, Option<&str>, Option<&str>, u32)] = &[
+            ("redis://127.0.0.1:6379", &["127.0.0.1:6379"], Mode::Auto, None, None, 0),
+            ("valkey://localhost", &["localhost:6379"], Mode::Auto, None, None, 0),
+            ("redis://h:7000/3", &["h:7000"], Mode::Auto, None, None, 3),
+            ("redis://:s%40cret@h:1", &["h:1"], Mode::Auto, None, Some("s@cret"), 0),
+            ("redis://bob:pw@h:1", &["h:1"], Mode::Auto, Some("bob"), Some("pw"), 0),
+            ("redis-cluster://a:1,b:2", &["a:1", "b:2"], Mode::Cluster, None, None, 0),
+            ("redis://a:1,b:2?mode=cluster", &["a:1", "b:2"], Mode::Cluster, None, None, 0),
+            ("redis://[::1]:7000", &["[::1]:7000"], Mode::Auto, None, None, 0),
+            ("redis://h?mode=standalone&workers=2", &["h:6379"], Mode::Standalone, None, None, 0),
+        ];
+        for (url, seeds, mode, user, pass, db) in cases {
+            let c: Config = url.parse().unwrap_or_else(|e| panic!("{url}: {e}"));
+            assert_eq!(c.seeds, *seeds, "{url}");
+            assert_eq!(c.mode, *mode, "{url}");
+            assert_eq!(c.username.as_deref(), *user, "{url}");
+            assert_eq!(c.password.as_deref(), *pass, "{url}");
+            assert_eq!(c.db, *db, "{url}");
+        }
+        let c: Config = "redis://h?workers=2&timeout_ms=250&ttl_secs=60".parse().unwrap();
+        assert_eq!((c.workers, c.request_timeout, c.ttl_secs), (2, Duration::from_millis(250), Some(60)));
+    }
+
+    #[test]
+    fn rejects_bad_urls_with_a_reason() {
+        let cases: &[(&str, &str)] = &[
+            ("127.0.0.1:6379", "no scheme"),
+            ("http://h:1", "unknown scheme"),
+            ("redis://", "bad host"),
+            ("redis://h:99999", "bad host"),
+            ("redis://h:0", "bad host"),
+            ("redis://h:x", "bad host"),
+            ("redis://*:6379", "bad host"),
+            ("redis://h/abc", "bad database"),
+            ("redis://:%zz@h", "bad percent-encoding"),
+            ("redis://h?colour=blue", "unknown option"),
+            ("redis://h?workers=0", "workers must be at least 1"),
+            ("redis://h?workers=x", "bad number"),
+            ("redis://h?mode=ring", "bad mode"),
+            ("redis-cluster://h/2", "not allowed in cluster mode"),
+            ("rediss://h", "TLS"),
+        ];
+        for (url, reason) in cases {
+            match url.parse::<Config>() {
+                Err(Error::Config(m)) => assert!(m.contains(reason), "{url}: {m}"),
+                other => panic!("{url}: expected a config error, got {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn passwords_never_print() {
+        let url = "redis://bob:hunter2@h:1?colour=x";
+        let err = url.parse::<Config>().unwrap_err().to_string();
+        assert!(!err.contains("hunter2"), "{err}");
+        let cfg: Config = "redis://bob:hunter2@h:1".parse().unwrap();
+        let dbg = format!("{cfg:?}");
+        assert!(!dbg.contains("hunter2") && dbg.contains("<redacted>"), "{dbg}");
+    }
+}

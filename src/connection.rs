@@ -1,0 +1,426 @@
+//! One connection to one node: a TCP stream with its own read buffer. Commands are encoded by redis-rs, except
+//! `SET`, whose payload is written straight from the caller's buffer; replies are decoded by redis-rs, except bulk
+//! strings, whose payload is read straight into a buffer of exactly its size.
+
+use std::io::{self, IoSlice, Read, Write};
+use std::net::{TcpStream, ToSocketAddrs};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use redis::Value;
+
+use crate::error::{Error, Result};
+
+/// Read buffer size; bulk payloads larger than what is buffered are read straight into their destination.
+const READ_BUF: usize = 64 << 10;
+/// Payloads at least this large are written from the caller's buffer instead of being copied into the command
+/// buffer.
+const ZERO_COPY_WRITE: usize = 16 << 10;
+/// Largest bulk length accepted from a server: the servers' own default `proto-max-bulk-len`.
+pub(crate) const MAX_BULK: usize = 512 << 20;
+
+/// What authenticating and selecting a database needs.
+#[derive(Clone)]
+pub(crate) struct ConnectOptions {
+    pub(crate) timeout: Duration,
+    pub(crate) username: Option<String>,
+    pub(crate) password: Option<String>,
+    pub(crate) db: u32,
+}
+
+/// A server error reply, split into its code and the rest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ServerReply {
+    pub(crate) code: String,
+    pub(crate) detail: String,
+}
+
+impl ServerReply {
+    fn parse(line: &[u8]) -> ServerReply {
+        let text = String::from_utf8_lossy(line);
+        let (code, detail) = text.split_once(' ').unwrap_or((&text, ""));
+        ServerReply {
+            code: code.to_string(),
+            detail: detail.to_string(),
+        }
+    }
+
+    pub(crate) fn into_error(self, node: &str) -> Error {
+        Error::Server {
+            node: node.to_string(),
+            code: self.code,
+            detail: self.detail,
+        }
+    }
+}
+
+/// The head of one reply: its type and, for scalars, its value.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Head {
+    Simple(String),
+    Error(ServerReply),
+    Int(i64),
+    /// A bulk string of this many bytes follows; `None` is the nil bulk.
+    Bulk(Option<usize>),
+    /// This many replies follow; `None` is the nil array.
+    Array(Option<usize>),
+}
+
+/// Commands queued for one write, small ones copied together, large payloads referenced.
+#[derive(Default)]
+pub(crate) struct Outgoing {
+    buf: Vec<u8>,
+    /// (end offset in `buf` before this payload, payload)
+    payloads: Vec<(usize, Bytes)>,
+}
+
+impl Outgoing {
+    /// Appends a command encoded by redis-rs.
+    pub(crate) fn push_cmd(&mut self, cmd: &redis::Cmd) {
+        cmd.write_packed_command(&mut self.buf);
+    }
+
+    /// Appends `SET key value [EX ttl]`, referencing `value` instead of copying it when it is large.
+    pub(crate) fn push_set(&mut self, key: &[u8], value: &Bytes, ttl_secs: Option<u64>) {
+        let ttl = ttl_secs.map(|t| t.to_string());
+        let argc = if ttl.is_some() { 5 } else { 3 };
+        let b = &mut self.buf;
+        b.extend_from_slice(format!("*{argc}\r\n$3\r\nSET\r\n${}\r\n", key.len()).as_bytes());
+        b.extend_from_slice(key);
+        b.extend_from_slice(format!("\r\n${}\r\n", value.len()).as_bytes());
+        if value.len() >= ZERO_COPY_WRITE {
+            self.payloads.push((b.len(), value.clone()));
+        } else {
+            b.extend_from_slice(value);
+        }
+        b.extend_from_slice(b"\r\n");
+        if let Some(t) = ttl {
+            b.extend_from_slice(format!("$2\r\nEX\r\n${}\r\n{t}\r\n", t.len()).as_bytes());
+        }
+    }
+
+    /// Total bytes that will be written.
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
+        self.buf.len() + self.payloads.iter().map(|(_, p)| p.len()).sum::<usize>()
+    }
+}
+
+/// A connection to one node. After any I/O or protocol error the connection is out of step with the server
+/// (replies are matched to requests by order only) and must be dropped.
+pub(crate) struct Connection {
+    node: String,
+    stream: TcpStream,
+    buf: Box<[u8]>,
+    pos: usize,
+    end: usize,
+}
+
+impl Connection {
+    /// Connects to `node` (`host:port`), authenticates and selects the database.
+    pub(crate) fn connect(node: &str, opts: &ConnectOptions) -> Result<Connection> {
+        let addrs = node.to_socket_addrs().map_err(|e| Error::io(node, e))?;
+        let mut last = io::Error::new(io::ErrorKind::NotFound, "address resolved to nothing");
+        for addr in addrs {
+            match TcpStream::connect_timeout(&addr, opts.timeout) {
+                Ok(stream) => return Connection::setup(node, stream, opts),
+                Err(e) => last = e,
+            }
+        }
+        Err(Error::io(node, last))
+    }
+
+    fn setup(node: &str, stream: TcpStream, opts: &ConnectOptions) -> Result<Connection> {
+        let io_err = |e| Error::io(node, e);
+        stream.set_nodelay(true).map_err(io_err)?;
+        stream.set_read_timeout(Some(opts.timeout)).map_err(io_err)?;
+        stream.set_write_timeout(Some(opts.timeout)).map_err(io_err)?;
+        let mut conn = Connection {
+            node: node.to_string(),
+            stream,
+            buf: vec![0; READ_BUF].into_boxed_slice(),
+            pos: 0,
+            end: 0,
+        };
+        let mut out = Outgoing::default();
+        let mut expected = 0;
+        if let Some(password) = &opts.password {
+            let mut auth = redis::cmd("AUTH");
+            if let Some(user) = &opts.username {
+                auth.arg(user);
+            }
+            out.push_cmd(auth.arg(password));
+            expected += 1;
+        }
+        if opts.db != 0 {
+            out.push_cmd(redis::cmd("SELECT").arg(opts.db));
+            expected += 1;
+        }
+        if expected > 0 {
+            conn.write(&out)?;
+            for _ in 0..expected {
+                if let Head::Error(e) = conn.read_head()? {
+                    return Err(e.into_error(node));
+                }
+            }
+        }
+        Ok(conn)
+    }
+
+    /// Makes reads give up at `deadline`.
+    pub(crate) fn set_deadline(&mut self, deadline: Instant) -> Result<()> {
+        let left = deadline
+            .saturating_duration_since(Instant::now())
+            .max(Duration::from_millis(1));
+        let node = &self.node;
+        self.stream
+            .set_read_timeout(Some(left))
+            .and_then(|()| self.stream.set_write_timeout(Some(left)))
+            .map_err(|e| Error::io(node, e))
+    }
+
+    /// Writes everything queued in `out`, large payloads straight from their buffers.
+    pub(crate) fn write(&mut self, out: &Outgoing) -> Result<()> {
+        let mut slices = Vec::with_capacity(2 * out.payloads.len() + 1);
+        let mut start = 0;
+        for (at, payload) in &out.payloads {
+            slices.push(IoSlice::new(&out.buf[start..*at]));
+            slices.push(IoSlice::new(payload));
+            start = *at;
+        }
+        slices.push(IoSlice::new(&out.buf[start..]));
+        slices.retain(|s| !s.is_empty());
+        let mut slices = &mut slices[..];
+        while !slices.is_empty() {
+            match self.stream.write_vectored(slices) {
+                Ok(0) => {
+                    let e = io::Error::new(io::ErrorKind::WriteZero, "connection closed while writing");
+                    return Err(Error::io(&self.node, e));
+                }
+                Ok(n) => IoSlice::advance_slices(&mut slices, n),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(Error::io(&self.node, e)),
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads more bytes into the buffer, moving what is unread to its front first.
+    fn fill(&mut self) -> Result<()> {
+        if self.pos > 0 {
+            self.buf.copy_within(self.pos..self.end, 0);
+            self.end -= self.pos;
+            self.pos = 0;
+        }
+        if self.end == self.buf.len() {
+            return Err(Error::protocol(&self.node, "reply line longer than the read buffer"));
+        }
+        loop {
+            match self.stream.read(&mut self.buf[self.end..]) {
+                Ok(0) => {
+                    let e = io::Error::new(io::ErrorKind::UnexpectedEof, "connection closed by the server");
+                    return Err(Error::io(&self.node, e));
+                }
+                Ok(n) => {
+                    self.end += n;
+                    return Ok(());
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(Error::io(&self.node, e)),
+            }
+        }
+    }
+
+    /// The next line without its CRLF, as a range of the buffer, consumed.
+    fn line(&mut self) -> Result<(usize, usize)> {
+        // Offset from `pos` up to which no CRLF was found; stays valid when `fill` moves the unread bytes.
+        let mut searched = 0;
+        loop {
+            let unread = &self.buf[self.pos + searched..self.end];
+            if let Some(i) = unread.windows(2).position(|w| w == b"\r\n") {
+                let line = (self.pos, self.pos + searched + i);
+                self.pos = line.1 + 2;
+                return Ok(line);
+            }
+            searched = (self.end - self.pos).saturating_sub(1);
+            self.fill()?;
+        }
+    }
+
+    /// Reads the head of the next reply.
+    pub(crate) fn read_head(&mut self) -> Result<Head> {
+        let (start, end) = self.line()?;
+        let line = &self.buf[start..end];
+        let Some((&kind, rest)) = line.split_first() else {
+            return Err(Error::protocol(&self.node, "empty reply line"));
+        };
+        let node = &self.node;
+        let int = || -> Result<i64> {
+            std::str::from_utf8(rest)
+                .ok()
+                .and_then(|s| s.parse().ok())
+                .ok_or_else(|| Error::protocol(node, format!("bad number {:?}", String::from_utf8_lossy(rest))))
+        };
+        let len = |n: i64| -> Result<Option<usize>> {
+            match n {
+                -1 => Ok(None),
+                n if (0..=MAX_BULK as i64).contains(&n) => Ok(Some(n as usize)),
+                n => Err(Error::protocol(node, format!("reply announces an impossible length {n}"))),
+            }
+        };
+        Ok(match kind {
+            b'+' => Head::Simple(String::from_utf8_lossy(rest).into_owned()),
+            b'-' => Head::Error(ServerReply::parse(rest)),
+            b':' => Head::Int(int()?),
+            b'$' => Head::Bulk(len(int()?)?),
+            b'*' => Head::Array(len(int()?)?),
+            other => {
+                return Err(Error::protocol(
+                    &self.node,
+                    format!("unexpected reply type {:?}", other as char),
+                ));
+            }
+        })
+    }
+
+    /// Reads a bulk payload of `len` bytes (after its head) into a buffer of exactly that size.
+    pub(crate) fn read_payload(&mut self, len: usize) -> Result<Bytes> {
+        let mut value = vec![0u8; len];
+        let buffered = (self.end - self.pos).min(len);
+        value[..buffered].copy_from_slice(&self.buf[self.pos..self.pos + buffered]);
+        self.pos += buffered;
+        if buffered < len {
+            let rest = &mut value[buffered..];
+            if rest.len() < self.buf.len() / 2 {
+                // Small remainder: fill the buffer (which also picks up following replies) and copy.
+                let mut done = 0;
+                while done < rest.len() {
+                    if self.pos == self.end {
+                        self.fill()?;
+                    }
+                    let n = (self.end - self.pos).min(rest.len() - done);
+                    rest[done..done + n].copy_from_slice(&self.buf[self.pos..self.pos + n]);
+                    self.pos += n;
+                    done += n;
+                }
+            } else {
+                self.stream.read_exact(rest).map_err(|e| Error::io(&self.node, e))?;
+            }
+        }
+        self.expect_crlf()?;
+        Ok(Bytes::from(value))
+    }
+
+    fn expect_crlf(&mut self) -> Result<()> {
+        while self.end - self.pos < 2 {
+            self.fill()?;
+        }
+        if &self.buf[self.pos..self.pos + 2] != b"\r\n" {
+            return Err(Error::protocol(&self.node, "bulk string not followed by CRLF"));
+        }
+        self.pos += 2;
+        Ok(())
+    }
+
+    /// Reads a reply that should be a bulk string or nil (`GET`, one element of `MGET`).
+    pub(crate) fn read_bulk(&mut self) -> Result<std::result::Result<Option<Bytes>, ServerReply>> {
+        match self.read_head()? {
+            Head::Bulk(None) => Ok(Ok(None)),
+            Head::Bulk(Some(len)) => self.read_payload(len).map(|b| Ok(Some(b))),
+            Head::Error(e) => Ok(Err(e)),
+            other => Err(Error::protocol(&self.node, format!("expected a bulk string, got {other:?}"))),
+        }
+    }
+
+    /// Reads any reply whole and decodes it with redis-rs (for small structured replies such as `CLUSTER SLOTS`).
+    pub(crate) fn read_value(&mut self) -> Result<Value> {
+        let end = loop {
+            match frame_end(&self.buf[self.pos..self.end]) {
+                Ok(Some(n)) => break self.pos + n,
+                Ok(None) => {
+                    if self.pos == 0 && self.end == self.buf.len() {
+                        return Err(Error::protocol(&self.node, "structured reply larger than the read buffer"));
+                    }
+                    self.fill()?;
+                }
+                Err(detail) => return Err(Error::protocol(&self.node, detail)),
+            }
+        };
+        let value = redis::parse_redis_value(&self.buf[self.pos..end])
+            .map_err(|e| Error::protocol(&self.node, e.to_string()))?;
+        self.pos = end;
+        Ok(value)
+    }
+}
+
+/// Length of the first complete RESP2 reply in `bytes`, `None` when more bytes are needed.
+fn frame_end(bytes: &[u8]) -> std::result::Result<Option<usize>, String> {
+    let Some(eol) = bytes.windows(2).position(|w| w == b"\r\n") else {
+        return Ok(None);
+    };
+    let (kind, rest) = (bytes[0], &bytes[1..eol]);
+    let head_len = eol + 2;
+    let number = || -> std::result::Result<i64, String> {
+        std::str::from_utf8(rest)
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| format!("bad number {:?}", String::from_utf8_lossy(rest)))
+    };
+    match kind {
+        b'+' | b'-' | b':' => Ok(Some(head_len)),
+        b'$' => match number()? {
+            -1 => Ok(Some(head_len)),
+            n if (0..=MAX_BULK as i64).contains(&n) => {
+                let total = head_len + n as usize + 2;
+                Ok((bytes.len() >= total).then_some(total))
+            }
+            n => Err(format!("impossible bulk length {n}")),
+        },
+        b'*' => {
+            let n = number()?;
+            let mut at = head_len;
+            for _ in 0..n.max(0) {
+                match frame_end(&bytes[at..])? {
+                    Some(len) => at += len,
+                    None => return Ok(None),
+                }
+            }
+            Ok(Some(at))
+        }
+        other => Err(format!("unexpected reply type {:?}", other as char)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frame_end_finds_whole_replies_only() {
+        assert_eq!(frame_end(b"+OK\r\n+PONG\r\n"), Ok(Some(5)));
+        assert_eq!(frame_end(b"$3\r\nabc\r\n"), Ok(Some(9)));
+        assert_eq!(frame_end(b"$3\r\nab"), Ok(None));
+        assert_eq!(frame_end(b"$-1\r\n"), Ok(Some(5)));
+        assert_eq!(frame_end(b"*2\r\n:1\r\n$1\r\nx\r\n"), Ok(Some(15)));
+        assert_eq!(frame_end(b"*2\r\n:1\r\n"), Ok(None));
+        assert_eq!(frame_end(b"*2\r\n*1\r\n:1\r\n$0\r\n\r\n:9"), Ok(Some(18)));
+        assert!(frame_end(b"$99999999999\r\n").is_err());
+        assert!(frame_end(b"?x\r\n").is_err());
+    }
+
+    #[test]
+    fn set_is_encoded_as_resp_with_large_payloads_referenced() {
+        let mut out = Outgoing::default();
+        out.push_set(b"k", &Bytes::from_static(b"v"), None);
+        assert_eq!(out.buf, b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$1\r\nv\r\n");
+        let mut out = Outgoing::default();
+        out.push_set(b"k", &Bytes::from_static(b""), Some(60));
+        assert_eq!(out.buf, b"*5\r\n$3\r\nSET\r\n$1\r\nk\r\n$0\r\n\r\n$2\r\nEX\r\n$2\r\n60\r\n");
+        let big = Bytes::from(vec![7u8; ZERO_COPY_WRITE]);
+        let mut out = Outgoing::default();
+        out.push_set(b"k", &big, None);
+        assert_eq!(out.payloads.len(), 1);
+        assert_eq!(out.len(), b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$16384\r\n\r\n".len() + big.len());
+        assert!(out.payloads[0].1.as_ptr() == big.as_ptr(), "payload must not be copied");
+    }
+}

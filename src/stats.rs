@@ -1,0 +1,133 @@
+//! Counters the workers bump and [`Client::stats`](crate::Client::stats) reads: what was asked, what went over
+//! the wire to which node, and what went wrong.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+use parking_lot::Mutex;
+
+use crate::request::Priority;
+
+/// A snapshot of the client's counters since it was opened. Counters only grow.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Stats {
+    /// Calls submitted, per priority level (index = [`Priority`] as usize).
+    pub requests: [u64; 4],
+    /// Parts queued: calls are split into parts bounded in keys and bytes.
+    pub parts: u64,
+    /// Keys (or pings) answered by the workers, whatever the outcome.
+    pub keys: u64,
+    /// Reads that found a value.
+    pub hits: u64,
+    /// Reads that found nothing.
+    pub misses: u64,
+    /// Keys answered with an error.
+    pub key_errors: u64,
+    /// Prefix calls (`batched_contains`, non-blocking get) whose prefix stopped at a failed key.
+    pub prefix_failures: u64,
+    /// MOVED replies followed.
+    pub moved: u64,
+    /// ASK replies followed.
+    pub asked: u64,
+    /// TRYAGAIN / CLUSTERDOWN / LOADING / MASTERDOWN replies retried after a back-off.
+    pub retries: u64,
+    /// Keys resent on a fresh connection after an I/O error on a reused one.
+    pub io_retries: u64,
+    /// Connections opened by the workers.
+    pub connects: u64,
+    /// Keys answered with a timeout.
+    pub timeouts: u64,
+    /// Pipelines sent: one per node per round of a batch.
+    pub round_trips: u64,
+    /// Calls waiting in the queues right now (a gauge, not a counter).
+    pub queued: u64,
+    /// Per-node wire counters, sorted by node address.
+    pub nodes: Vec<NodeStats>,
+}
+
+/// What went over the wire to one node.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct NodeStats {
+    /// `host:port`.
+    pub node: String,
+    /// Pipelines written to it (each answered in one read pass).
+    pub round_trips: u64,
+    /// Commands in those pipelines (an `MGET` is one command).
+    pub commands: u64,
+    /// Keys in those commands.
+    pub keys: u64,
+}
+
+impl Stats {
+    /// The counters of `node`, if it was ever sent anything.
+    pub fn node(&self, node: &str) -> Option<&NodeStats> {
+        self.nodes.iter().find(|n| n.node == node)
+    }
+
+    /// Submitted calls of one priority level.
+    pub fn requests_at(&self, p: Priority) -> u64 {
+        self.requests[p.index()]
+    }
+}
+
+macro_rules! counters {
+    ($($name:ident),*) => {
+        /// Live counters shared by the client and its workers.
+        #[derive(Default)]
+        pub(crate) struct Counters {
+            pub(crate) requests: [AtomicU64; 4],
+            $(pub(crate) $name: AtomicU64,)*
+            /// Locked once per round trip, never around I/O.
+            nodes: Mutex<HashMap<String, NodeStats>>,
+        }
+
+        impl Counters {
+            pub(crate) fn snapshot(&self, queued: u64) -> Stats {
+                let mut nodes: Vec<NodeStats> = self.nodes.lock().values().cloned().collect();
+                nodes.sort_by(|a, b| a.node.cmp(&b.node));
+                Stats {
+                    requests: std::array::from_fn(|i| self.requests[i].load(Relaxed)),
+                    $($name: self.$name.load(Relaxed),)*
+                    queued,
+                    nodes,
+                }
+            }
+        }
+    };
+}
+
+counters!(
+    parts,
+    keys,
+    hits,
+    misses,
+    key_errors,
+    prefix_failures,
+    moved,
+    asked,
+    retries,
+    io_retries,
+    connects,
+    timeouts,
+    round_trips
+);
+
+impl Counters {
+    pub(crate) fn add(counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Relaxed);
+    }
+
+    pub(crate) fn round_trip(&self, node: &str, commands: u64, keys: u64) {
+        Counters::add(&self.round_trips, 1);
+        let mut nodes = self.nodes.lock();
+        let n = nodes.entry(node.to_string()).or_insert_with(|| NodeStats {
+            node: node.to_string(),
+            ..NodeStats::default()
+        });
+        n.round_trips += 1;
+        n.commands += commands;
+        n.keys += keys;
+    }
+}

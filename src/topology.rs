@@ -1,0 +1,314 @@
+//! Which node owns which key: the slot map, its discovery from the seeds, its refresh after MOVED, and the
+//! parsing of redirect replies.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use parking_lot::{Mutex, RwLock};
+use redis::Value;
+
+use crate::config::Mode;
+use crate::connection::{ConnectOptions, Connection, Outgoing};
+use crate::error::{Error, Result};
+use crate::slot::{SLOTS, Slot};
+
+/// Marks a slot no primary serves.
+const UNOWNED: u16 = u16::MAX;
+/// Refreshes closer together than this are skipped: a burst of MOVED replies causes one refresh, not hundreds.
+const MIN_REFRESH_INTERVAL: Duration = Duration::from_millis(100);
+
+/// An immutable snapshot of who serves what. Workers take an `Arc` of it per batch.
+#[derive(Debug, Clone)]
+pub(crate) struct SlotMap {
+    /// Primary addresses, `host:port`.
+    pub(crate) nodes: Vec<String>,
+    /// Node index per slot; empty in standalone mode, where node 0 serves everything.
+    slots: Vec<u16>,
+}
+
+impl SlotMap {
+    pub(crate) fn standalone(node: String) -> SlotMap {
+        SlotMap {
+            nodes: vec![node],
+            slots: Vec::new(),
+        }
+    }
+
+    pub(crate) fn is_cluster(&self) -> bool {
+        !self.slots.is_empty()
+    }
+
+    /// The node serving `key`, and the key's slot in cluster mode (multi-key commands must stay within one).
+    pub(crate) fn route(&self, key: &[u8]) -> Result<(usize, Option<Slot>)> {
+        if !self.is_cluster() {
+            return Ok((0, None));
+        }
+        let slot = Slot::of(key);
+        match self.slots[slot.get() as usize] {
+            UNOWNED => Err(Error::Topology(format!("slot {} is not served by any primary", slot.get()))),
+            n => Ok((n as usize, Some(slot))),
+        }
+    }
+
+    /// Index of `node`, added to the node list when new.
+    fn node_index(&mut self, node: &str) -> usize {
+        match self.nodes.iter().position(|n| n == node) {
+            Some(i) => i,
+            None => {
+                self.nodes.push(node.to_string());
+                self.nodes.len() - 1
+            }
+        }
+    }
+
+    /// This map with `slot` moved to `node`, as a MOVED reply says.
+    pub(crate) fn with_moved(&self, slot: Slot, node: &str) -> SlotMap {
+        let mut map = self.clone();
+        let i = map.node_index(node);
+        map.slots[slot.get() as usize] = i as u16;
+        map
+    }
+
+    /// Builds the map from a `CLUSTER SLOTS` reply; `asked` is the node that gave it (its host stands in for
+    /// endpoints the server does not know).
+    pub(crate) fn from_cluster_slots(reply: &Value, asked: &str) -> Result<SlotMap> {
+        let bad = |why: &str| Error::Topology(format!("bad CLUSTER SLOTS reply from {asked}: {why}"));
+        let Value::Array(ranges) = reply else {
+            return Err(bad("not an array"));
+        };
+        let mut map = SlotMap {
+            nodes: Vec::new(),
+            slots: vec![UNOWNED; SLOTS as usize],
+        };
+        let asked_host = asked.rsplit_once(':').map_or(asked, |(h, _)| h);
+        for range in ranges {
+            let Value::Array(fields) = range else {
+                return Err(bad("range is not an array"));
+            };
+            let (Some(Value::Int(start)), Some(Value::Int(end)), Some(Value::Array(primary))) =
+                (fields.first(), fields.get(1), fields.get(2))
+            else {
+                return Err(bad("range without start, end and primary"));
+            };
+            let host = match primary.first() {
+                Some(Value::BulkString(h)) if !h.is_empty() && h != b"?" => String::from_utf8_lossy(h).into_owned(),
+                Some(Value::BulkString(_)) | Some(Value::Nil) => asked_host.to_string(),
+                _ => return Err(bad("primary without host")),
+            };
+            let Some(Value::Int(port)) = primary.get(1) else {
+                return Err(bad("primary without port"));
+            };
+            let host = if host.contains(':') && !host.starts_with('[') {
+                format!("[{host}]")
+            } else {
+                host
+            };
+            let node = map.node_index(&format!("{host}:{port}"));
+            if !(0..SLOTS as i64).contains(start) || !(*start..SLOTS as i64).contains(end) {
+                return Err(bad("slot range out of bounds"));
+            }
+            for s in *start..=*end {
+                map.slots[s as usize] = node as u16;
+            }
+        }
+        if map.nodes.is_empty() {
+            return Err(Error::Topology(format!("{asked} serves no slots: is the cluster formed?")));
+        }
+        Ok(map)
+    }
+}
+
+/// A redirect or transient refusal that a retry may cure.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Redirect {
+    /// The slot lives elsewhere now: update the map, resend there.
+    Moved { slot: Slot, node: String },
+    /// The slot is migrating: send `ASKING` then the command to `node`, map unchanged.
+    Ask { node: String },
+    /// TRYAGAIN, CLUSTERDOWN, LOADING, MASTERDOWN: back off, resend to the same place.
+    Retry,
+}
+
+impl Redirect {
+    /// Classifies an error reply; `None` for errors a retry cannot cure.
+    pub(crate) fn parse(code: &str, detail: &str) -> Option<Redirect> {
+        let target = || -> Option<(Slot, String)> {
+            let (slot, node) = detail.split_once(' ')?;
+            let slot = Slot::new(slot.parse().ok()?)?;
+            Some((slot, node.trim().to_string()))
+        };
+        match code {
+            "MOVED" => target().map(|(slot, node)| Redirect::Moved { slot, node }),
+            "ASK" => target().map(|(_, node)| Redirect::Ask { node }),
+            "TRYAGAIN" | "CLUSTERDOWN" | "LOADING" | "MASTERDOWN" => Some(Redirect::Retry),
+            _ => None,
+        }
+    }
+}
+
+/// The shared, refreshable slot map.
+pub(crate) struct Topology {
+    map: RwLock<Arc<SlotMap>>,
+    seeds: Vec<String>,
+    opts: ConnectOptions,
+    /// Serialises refreshes; holds the time of the last one.
+    last_refresh: Mutex<Instant>,
+}
+
+impl Topology {
+    /// Discovers the topology from the first seed that answers.
+    pub(crate) fn discover(seeds: &[String], mode: Mode, opts: ConnectOptions) -> Result<Topology> {
+        let mut last_err = Error::Topology("no seed given".into());
+        for seed in seeds {
+            match discover_from(seed, mode, &opts) {
+                Ok(map) => {
+                    return Ok(Topology {
+                        map: RwLock::new(Arc::new(map)),
+                        seeds: seeds.to_vec(),
+                        opts,
+                        last_refresh: Mutex::new(Instant::now()),
+                    });
+                }
+                Err(e) => {
+                    log::warn!("seed {seed}: {e}");
+                    last_err = e;
+                }
+            }
+        }
+        Err(last_err)
+    }
+
+    /// The current snapshot.
+    pub(crate) fn current(&self) -> Arc<SlotMap> {
+        // Read lock held only to clone the Arc.
+        self.map.read().clone()
+    }
+
+    /// Records a MOVED reply in the map at once (the refresh that follows may be rate-limited away).
+    pub(crate) fn apply_moved(&self, slot: Slot, node: &str) {
+        let mut map = self.map.write();
+        if map.is_cluster() {
+            *map = Arc::new(map.with_moved(slot, node));
+        }
+    }
+
+    /// Re-reads the slot map from the known primaries, then the seeds, unless another refresh ran within
+    /// `MIN_REFRESH_INTERVAL`. Returns whether the map was replaced.
+    pub(crate) fn refresh(&self) -> bool {
+        // try_lock: when another worker is refreshing, this one goes on with the map it has.
+        let Some(mut last) = self.last_refresh.try_lock() else {
+            return false;
+        };
+        if last.elapsed() < MIN_REFRESH_INTERVAL || !self.current().is_cluster() {
+            return false;
+        }
+        *last = Instant::now();
+        let mut candidates = self.current().nodes.clone();
+        candidates.extend(self.seeds.iter().filter(|s| !candidates.contains(s)).cloned().collect::<Vec<_>>());
+        for node in candidates {
+            match discover_from(&node, Mode::Cluster, &self.opts) {
+                Ok(map) => {
+                    *self.map.write() = Arc::new(map);
+                    return true;
+                }
+                Err(e) => log::debug!("slot map refresh from {node} failed: {e}"),
+            }
+        }
+        log::warn!("slot map refresh failed on every known node");
+        false
+    }
+}
+
+fn discover_from(seed: &str, mode: Mode, opts: &ConnectOptions) -> Result<SlotMap> {
+    if mode == Mode::Standalone {
+        // Connect anyway so that a wrong address or password fails at open, not at the first call.
+        Connection::connect(seed, opts)?;
+        return Ok(SlotMap::standalone(seed.to_string()));
+    }
+    let mut conn = Connection::connect(seed, opts)?;
+    let mut out = Outgoing::default();
+    out.push_cmd(redis::cmd("CLUSTER").arg("SLOTS"));
+    conn.write(&out)?;
+    match conn.read_value()? {
+        Value::ServerError(e) => {
+            let disabled = e.details().is_some_and(|d| d.contains("cluster support disabled"));
+            if disabled && mode == Mode::Auto {
+                Ok(SlotMap::standalone(seed.to_string()))
+            } else {
+                Err(Error::Topology(format!(
+                    "{seed} answered CLUSTER SLOTS with {} {}",
+                    e.code(),
+                    e.details().unwrap_or("")
+                )))
+            }
+        }
+        reply => SlotMap::from_cluster_slots(&reply, seed),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bulk(s: &str) -> Value {
+        Value::BulkString(s.as_bytes().to_vec())
+    }
+
+    #[test]
+    fn parses_redirects() {
+        assert_eq!(
+            Redirect::parse("MOVED", "3999 127.0.0.1:6381"),
+            Some(Redirect::Moved {
+                slot: Slot::new(3999).unwrap(),
+                node: "127.0.0.1:6381".into()
+            })
+        );
+        assert_eq!(
+            Redirect::parse("ASK", "3999 127.0.0.1:6381"),
+            Some(Redirect::Ask {
+                node: "127.0.0.1:6381".into()
+            })
+        );
+        assert_eq!(Redirect::parse("TRYAGAIN", "Multiple keys"), Some(Redirect::Retry));
+        assert_eq!(Redirect::parse("LOADING", "x"), Some(Redirect::Retry));
+        assert_eq!(Redirect::parse("MOVED", "99999 h:1"), None);
+        assert_eq!(Redirect::parse("MOVED", "garbage"), None);
+        assert_eq!(Redirect::parse("WRONGTYPE", "x"), None);
+    }
+
+    #[test]
+    fn builds_a_map_from_cluster_slots() {
+        let reply = Value::Array(vec![
+            Value::Array(vec![
+                Value::Int(0),
+                Value::Int(8191),
+                Value::Array(vec![bulk("127.0.0.1"), Value::Int(7000), bulk("id0")]),
+                Value::Array(vec![bulk("127.0.0.1"), Value::Int(7003), bulk("id3")]),
+            ]),
+            Value::Array(vec![
+                Value::Int(8192),
+                Value::Int(16383),
+                Value::Array(vec![bulk(""), Value::Int(7001), bulk("id1")]),
+            ]),
+        ]);
+        let map = SlotMap::from_cluster_slots(&reply, "10.0.0.9:7001").unwrap();
+        assert_eq!(map.nodes, vec!["127.0.0.1:7000", "10.0.0.9:7001"]);
+        let key_low = (0u32..).map(|i| i.to_string()).find(|k| Slot::of(k.as_bytes()).get() < 8192).unwrap();
+        assert_eq!(map.route(key_low.as_bytes()).unwrap().0, 0);
+        let moved = map.with_moved(Slot::of(key_low.as_bytes()), "127.0.0.1:7005");
+        assert_eq!(moved.route(key_low.as_bytes()).unwrap().0, 2);
+        assert_eq!(moved.nodes[2], "127.0.0.1:7005");
+    }
+
+    #[test]
+    fn uncovered_slots_are_an_error() {
+        let reply = Value::Array(vec![Value::Array(vec![
+            Value::Int(0),
+            Value::Int(100),
+            Value::Array(vec![bulk("h"), Value::Int(1)]),
+        ])]);
+        let map = SlotMap::from_cluster_slots(&reply, "h:1").unwrap();
+        let key = (0u32..).map(|i| i.to_string()).find(|k| Slot::of(k.as_bytes()).get() > 100).unwrap();
+        assert!(matches!(map.route(key.as_bytes()), Err(Error::Topology(_))));
+    }
+}

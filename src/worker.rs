@@ -1,0 +1,428 @@
+//! The worker loop: take a batch from the priority queue, plan it into one pipeline per node, send every
+//! pipeline, read the replies, follow redirects, and answer each part as soon as all its keys are settled.
+
+use std::collections::HashMap;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+use std::sync::{Arc, OnceLock};
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+use crate::batch::{self, Command, Limits, NodePlan, Step, Unit};
+use crate::config::Config;
+use crate::connection::{ConnectOptions, Connection, Head, Outgoing, ServerReply};
+use crate::error::{Error, Result};
+use crate::queue::Inbox;
+use crate::request::{Kind, KeyReply, Part};
+use crate::stats::Counters;
+use crate::topology::{Redirect, Topology};
+
+/// First back-off after TRYAGAIN / CLUSTERDOWN / LOADING / MASTERDOWN; doubles per round up to `MAX_BACKOFF`.
+const FIRST_BACKOFF: Duration = Duration::from_millis(10);
+const MAX_BACKOFF: Duration = Duration::from_millis(320);
+
+/// State shared by the client handle and its workers. Workers hold it, never the handle, so they do not keep
+/// the client alive.
+pub(crate) struct Shared {
+    pub(crate) config: Config,
+    pub(crate) connect: ConnectOptions,
+    pub(crate) topology: Topology,
+    pub(crate) stats: Counters,
+    /// Running estimate of a value's size, learned from replies; bounds reads when the caller gives no hint.
+    pub(crate) learned_value_size: AtomicUsize,
+    /// Set once by close: queued parts are executed until then and answered `Closed` after.
+    pub(crate) drain_deadline: OnceLock<Instant>,
+}
+
+impl Shared {
+    pub(crate) fn expected_value_size(&self) -> usize {
+        self.learned_value_size.load(Relaxed)
+    }
+
+    fn learn_value_size(&self, len: usize) {
+        // A racy exponential average is fine: it only shapes batches.
+        let old = self.learned_value_size.load(Relaxed);
+        let new = (old - old / 8 + len / 8).max(1);
+        self.learned_value_size.store(new, Relaxed);
+    }
+}
+
+/// Starts worker `id`.
+pub(crate) fn spawn(id: usize, shared: Arc<Shared>, inbox: Inbox) -> std::io::Result<JoinHandle<()>> {
+    thread::Builder::new().name(format!("kvcache-redis-worker-{id}")).spawn(move || {
+        Worker {
+            shared,
+            inbox,
+            conns: HashMap::new(),
+        }
+        .run()
+    })
+}
+
+struct Worker {
+    shared: Arc<Shared>,
+    inbox: Inbox,
+    /// One connection per node, owned by this worker alone: no lock around any socket.
+    conns: HashMap<String, Connection>,
+}
+
+impl Worker {
+    fn run(mut self) {
+        let (max_keys, max_bytes) = (self.shared.config.batch_max_keys, self.shared.config.batch_max_bytes);
+        while let Some(batch) = self.inbox.next_batch(max_keys, max_bytes) {
+            if self.shared.drain_deadline.get().is_some_and(|d| Instant::now() >= *d) {
+                for part in &batch {
+                    part.fail(Error::Closed);
+                }
+                continue;
+            }
+            // A panic drops the batch's reply senders, so its callers get `WorkerLost` instead of hanging; the
+            // worker goes on with fresh connections, since the old ones may be out of step.
+            if catch_unwind(AssertUnwindSafe(|| self.execute(batch))).is_err() {
+                log::error!("worker panicked while executing a batch; its callers get an error");
+                self.conns.clear();
+            }
+        }
+    }
+
+    fn execute(&mut self, parts: Vec<Part>) {
+        let now = Instant::now();
+        let shared = self.shared.clone();
+        let map = shared.topology.current();
+        let mut run = Run::new(&shared, &parts);
+        let mut units = Vec::new();
+        for (p, part) in parts.iter().enumerate() {
+            if part.deadline <= now {
+                part.fail(Error::Timeout { node: None });
+                Counters::add(&shared.stats.timeouts, 1);
+                run.remaining[p] = 0;
+            } else if part.kind == Kind::Ping {
+                run.expect(p, map.nodes.len());
+                units.extend(map.nodes.iter().enumerate().map(|(i, node)| Unit {
+                    to: Some(node.clone()),
+                    ..Unit::new(p, i)
+                }));
+            } else {
+                units.extend((0..part.keys.len()).map(|k| Unit::new(p, k)));
+            }
+        }
+        let limits = Limits {
+            mget_max_keys: self.shared.config.batch_max_keys,
+            mget_max_bytes: self.shared.config.batch_max_bytes,
+            mget_max_value_size: self.shared.config.mget_max_value_size,
+        };
+        let mut map = map;
+        let mut round = 0u32;
+        while !units.is_empty() {
+            let plan = batch::plan(&parts, std::mem::take(&mut units), &map, limits);
+            for (unit, err) in plan.unroutable {
+                run.refresh = true;
+                run.finish(&unit, Err(err));
+            }
+            let sent = self.send_all(&mut run, &plan.nodes);
+            for (np, reused) in plan.nodes.iter().zip(sent) {
+                if let Some(reused) = reused {
+                    self.read_replies(&mut run, np, reused);
+                }
+            }
+            units = std::mem::take(&mut run.next);
+            if run.refresh {
+                self.shared.topology.refresh();
+                map = self.shared.topology.current();
+                run.refresh = false;
+            }
+            if std::mem::take(&mut run.backoff) {
+                let pause = (FIRST_BACKOFF * 2u32.pow(round.min(5))).min(MAX_BACKOFF);
+                let until = units.iter().map(|u| parts[u.part].deadline).min().unwrap_or(now);
+                thread::sleep(pause.min(until.saturating_duration_since(Instant::now())));
+            }
+            let now = Instant::now();
+            units.retain(|u| {
+                let alive = parts[u.part].deadline > now;
+                if !alive {
+                    run.finish(u, Err(Error::Timeout { node: u.to.clone() }));
+                }
+                alive
+            });
+            round += 1;
+        }
+    }
+
+    /// Writes each node's pipeline. Returns, per node, `Some(reused)` when the write went out.
+    fn send_all(&mut self, run: &mut Run, nodes: &[NodePlan]) -> Vec<Option<bool>> {
+        let mut sent = Vec::with_capacity(nodes.len());
+        for np in nodes {
+            let deadline = np
+                .steps
+                .iter()
+                .flat_map(|s| &s.units)
+                .map(|u| run.parts[u.part].deadline)
+                .max()
+                .unwrap_or_else(Instant::now);
+            let out = encode(np, run.parts);
+            let (conn, reused) = match self.conn(&np.node) {
+                Ok(c) => c,
+                Err(e) => {
+                    log::warn!("connect to {}: {e}", np.node);
+                    run.refresh |= self.shared.topology.current().is_cluster();
+                    for unit in np.steps.iter().flat_map(|s| &s.units) {
+                        run.finish(unit, Err(e.clone()));
+                    }
+                    sent.push(None);
+                    continue;
+                }
+            };
+            match conn.set_deadline(deadline).and_then(|()| conn.write(&out)) {
+                Ok(()) => sent.push(Some(reused)),
+                Err(e) => {
+                    self.conns.remove(&np.node);
+                    run.io_failure(np.steps.iter().flat_map(|s| &s.units), &e, reused);
+                    sent.push(None);
+                }
+            }
+        }
+        sent
+    }
+
+    /// Reads the replies of one node's pipeline, in order, settling each unit.
+    fn read_replies(&mut self, run: &mut Run, np: &NodePlan, reused: bool) {
+        let Some(conn) = self.conns.get_mut(&np.node) else {
+            return;
+        };
+        let (commands, keys) = (np.steps.len() as u64, np.steps.iter().map(|s| s.units.len() as u64).sum());
+        self.shared.stats.round_trip(&np.node, commands, keys);
+        for (i, step) in np.steps.iter().enumerate() {
+            if let Err(e) = read_step(conn, run, step, &np.node) {
+                // The connection is out of step with the server now: drop it, and the replies still owed.
+                log::warn!("{e}; dropping the connection");
+                self.conns.remove(&np.node);
+                run.io_failure(np.steps[i..].iter().flat_map(|s| &s.units), &e, reused);
+                return;
+            }
+        }
+    }
+
+    /// This worker's connection to `node`, opened if needed; `true` when it was reused.
+    fn conn(&mut self, node: &str) -> Result<(&mut Connection, bool)> {
+        let reused = self.conns.contains_key(node);
+        if !reused {
+            let conn = Connection::connect(node, &self.shared.connect)?;
+            Counters::add(&self.shared.stats.connects, 1);
+            self.conns.insert(node.to_string(), conn);
+        }
+        Ok((self.conns.get_mut(node).expect("inserted above"), reused))
+    }
+}
+
+/// Encodes one node's pipeline.
+fn encode(np: &NodePlan, parts: &[Part]) -> Outgoing {
+    let mut out = Outgoing::default();
+    for step in &np.steps {
+        if step.asking {
+            out.push_cmd(&redis::cmd("ASKING"));
+        }
+        let key = |u: &Unit| &parts[u.part].keys[u.key][..];
+        let one = step.units.first().map(key).unwrap_or_default();
+        match step.command {
+            Command::Get => out.push_cmd(redis::cmd("GET").arg(one)),
+            Command::Mget => {
+                let mut cmd = redis::cmd("MGET");
+                for u in &step.units {
+                    cmd.arg(key(u));
+                }
+                out.push_cmd(&cmd)
+            }
+            Command::Exists => out.push_cmd(redis::cmd("EXISTS").arg(one)),
+            Command::Del => out.push_cmd(redis::cmd("DEL").arg(one)),
+            Command::Ping => out.push_cmd(&redis::cmd("PING")),
+            Command::Set { ttl_secs } => {
+                let u = &step.units[0];
+                out.push_set(one, &parts[u.part].values[u.key], ttl_secs)
+            }
+        }
+    }
+    out
+}
+
+/// Reads the reply (or replies, for `MGET`) of one step. An `Err` means the connection can no longer be used.
+fn read_step(conn: &mut Connection, run: &mut Run, step: &Step, node: &str) -> Result<()> {
+    if step.asking {
+        if let Head::Error(e) = conn.read_head()? {
+            log::debug!("{node} refused ASKING: {} {}", e.code, e.detail);
+        }
+    }
+    let unexpected = |what: &Head| Error::protocol(node, format!("unexpected reply {what:?} to {:?}", step.command));
+    match step.command {
+        Command::Get => {
+            let reply = conn.read_bulk()?.map(KeyReply::Value);
+            run.settle(&step.units[0], reply, node);
+        }
+        Command::Mget => match conn.read_head()? {
+            Head::Array(Some(n)) if n == step.units.len() => {
+                for unit in &step.units {
+                    let reply = conn.read_bulk()?.map(KeyReply::Value);
+                    run.settle(unit, reply, node);
+                }
+            }
+            Head::Error(e) => {
+                for unit in &step.units {
+                    run.settle(unit, Err(e.clone()), node);
+                }
+            }
+            other => return Err(unexpected(&other)),
+        },
+        Command::Exists | Command::Del => {
+            let reply = match conn.read_head()? {
+                Head::Int(n) => Ok(KeyReply::Flag(n > 0)),
+                Head::Error(e) => Err(e),
+                other => return Err(unexpected(&other)),
+            };
+            run.settle(&step.units[0], reply, node);
+        }
+        Command::Set { .. } | Command::Ping => {
+            let reply = match conn.read_head()? {
+                Head::Simple(_) => Ok(KeyReply::Done),
+                Head::Error(e) => Err(e),
+                other => return Err(unexpected(&other)),
+            };
+            run.settle(&step.units[0], reply, node);
+        }
+    }
+    Ok(())
+}
+
+/// The state of one batch's execution: results so far, and what needs another round.
+struct Run<'a> {
+    shared: &'a Shared,
+    parts: &'a [Part],
+    results: Vec<Vec<Option<Result<KeyReply>>>>,
+    remaining: Vec<usize>,
+    next: Vec<Unit>,
+    refresh: bool,
+    backoff: bool,
+}
+
+impl<'a> Run<'a> {
+    fn new(shared: &'a Shared, parts: &'a [Part]) -> Run<'a> {
+        Run {
+            shared,
+            parts,
+            results: parts.iter().map(|p| vec![None; p.keys.len()]).collect(),
+            remaining: parts.iter().map(|p| p.keys.len()).collect(),
+            next: Vec::new(),
+            refresh: false,
+            backoff: false,
+        }
+    }
+
+    /// Sets how many answers part `p` waits for (pings: one per node).
+    fn expect(&mut self, p: usize, n: usize) {
+        self.results[p] = vec![None; n];
+        self.remaining[p] = n;
+        if n == 0 {
+            self.parts[p].answer(Vec::new());
+        }
+    }
+
+    fn settled(&self, unit: &Unit) -> bool {
+        self.remaining[unit.part] == 0 || self.results[unit.part][unit.key].is_some()
+    }
+
+    /// Records the final answer of one unit; answers its part when it was the last one.
+    fn finish(&mut self, unit: &Unit, result: Result<KeyReply>) {
+        if self.settled(unit) {
+            debug_assert!(false, "unit {unit:?} answered twice");
+            return;
+        }
+        let stats = &self.shared.stats;
+        Counters::add(&stats.keys, 1);
+        match &result {
+            Ok(KeyReply::Value(Some(v))) => {
+                Counters::add(&stats.hits, 1);
+                self.shared.learn_value_size(v.len());
+            }
+            Ok(KeyReply::Value(None)) => Counters::add(&stats.misses, 1),
+            Ok(_) => {}
+            Err(e) => {
+                Counters::add(&stats.key_errors, 1);
+                if e.is_timeout() {
+                    Counters::add(&stats.timeouts, 1);
+                }
+            }
+        }
+        self.results[unit.part][unit.key] = Some(result);
+        self.remaining[unit.part] -= 1;
+        if self.remaining[unit.part] == 0 {
+            let replies = std::mem::take(&mut self.results[unit.part]);
+            self.parts[unit.part].answer(replies.into_iter().map(|r| r.expect("all settled")).collect());
+        }
+    }
+
+    /// Settles a unit from its reply: final, or redirected to another round.
+    fn settle(&mut self, unit: &Unit, reply: std::result::Result<KeyReply, ServerReply>, node: &str) {
+        let e = match reply {
+            Ok(r) => return self.finish(unit, Ok(r)),
+            Err(e) => e,
+        };
+        let Some(redirect) = Redirect::parse(&e.code, &e.detail) else {
+            if e.code == "CROSSSLOT" {
+                log::error!("{node}: CROSSSLOT: {}", e.detail);
+            }
+            return self.finish(unit, Err(e.into_error(node)));
+        };
+        let limit = self.shared.config.max_redirects;
+        if unit.redirects >= limit {
+            return self.finish(
+                unit,
+                Err(Error::TooManyRedirects {
+                    node: node.to_string(),
+                    limit,
+                }),
+            );
+        }
+        let mut next = Unit {
+            redirects: unit.redirects + 1,
+            ..unit.clone()
+        };
+        let stats = &self.shared.stats;
+        match redirect {
+            Redirect::Moved { slot, node } => {
+                Counters::add(&stats.moved, 1);
+                self.shared.topology.apply_moved(slot, &node);
+                self.refresh = true;
+                next.to = None;
+                next.asking = false;
+            }
+            Redirect::Ask { node } => {
+                Counters::add(&stats.asked, 1);
+                next.to = Some(node);
+                next.asking = true;
+            }
+            Redirect::Retry => {
+                Counters::add(&stats.retries, 1);
+                self.backoff = true;
+            }
+        }
+        self.next.push(next);
+    }
+
+    /// Handles units whose connection failed: each is resent once on a fresh connection when the failed one
+    /// had been reused (it may simply have gone stale; every command we send is idempotent), else failed.
+    fn io_failure<'u>(&mut self, units: impl Iterator<Item = &'u Unit>, err: &Error, reused: bool) {
+        self.refresh |= self.shared.topology.current().is_cluster();
+        for unit in units {
+            if self.settled(unit) {
+                continue;
+            }
+            if reused && !unit.io_retried && !err.is_timeout() {
+                Counters::add(&self.shared.stats.io_retries, 1);
+                self.next.push(Unit {
+                    io_retried: true,
+                    ..unit.clone()
+                });
+            } else {
+                self.finish(unit, Err(err.clone()));
+            }
+        }
+    }
+}
