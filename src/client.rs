@@ -75,16 +75,19 @@ impl Drop for Inner {
 
 impl Inner {
     fn shutdown(&self) -> Result<()> {
-        let queues = self.queues.write().take();
-        if queues.is_none() {
-            return Ok(());
+        {
+            // The write lock waits out every send in progress, so nothing is queued after this.
+            let mut queues = self.queues.write();
+            if queues.is_none() {
+                return Ok(());
+            }
+            let _ = self
+                .shared
+                .drain_deadline
+                .set(Instant::now() + self.shared.config.drain_timeout);
+            // Dropping the queues tells the workers to finish what is queued and exit.
+            *queues = None;
         }
-        let _ = self
-            .shared
-            .drain_deadline
-            .set(Instant::now() + self.shared.config.drain_timeout);
-        // Disconnection tells the workers to finish what is queued and exit.
-        drop(queues);
         let workers = std::mem::take(&mut *self.workers.lock());
         let mut lost = 0;
         for w in workers {
@@ -419,10 +422,10 @@ impl Call<'_> {
                 deadline,
                 reply: tx,
             };
-            Counters::add(&stats.parts, 1);
             if queues.send(part).is_err() {
                 return Err(Error::WorkerLost);
             }
+            Counters::add(&stats.parts, 1);
             pending.parts.push(PartWait {
                 rx,
                 keys: n,

@@ -1,9 +1,11 @@
 //! The priority queue: one crossbeam channel per level, shared by every worker. Crossbeam's `Select` picks at
 //! random among ready channels, so it is used only to sleep until something arrives; the order is decided here.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use crossbeam_channel::{Receiver, Select, Sender, TryRecvError};
+use crossbeam_channel::{Receiver, Select, Sender};
 
 use crate::request::Part;
 
@@ -17,12 +19,23 @@ const IDLE_WAIT: Duration = Duration::from_millis(200);
 pub(crate) struct Queues {
     senders: [Sender<Part>; 4],
     receivers: [Receiver<Part>; 4],
+    /// Set when the senders go away; a worker that finds it set and the queues empty exits. (Crossbeam can only
+    /// report disconnection by receiving, which would take a part.)
+    closed: Arc<AtomicBool>,
+}
+
+impl Drop for Queues {
+    fn drop(&mut self) {
+        // Runs before the senders are dropped; whoever drops this makes sure no send is in progress.
+        self.closed.store(true, Ordering::Release);
+    }
 }
 
 /// One worker's receiving side, with its aging state.
 pub(crate) struct Inbox {
     receivers: [Receiver<Part>; 4],
     passed_over: [u32; 4],
+    closed: Arc<AtomicBool>,
 }
 
 impl Queues {
@@ -31,6 +44,7 @@ impl Queues {
         Queues {
             senders: senders.try_into().unwrap_or_else(|_| unreachable!()),
             receivers: receivers.try_into().unwrap_or_else(|_| unreachable!()),
+            closed: Arc::new(AtomicBool::new(false)),
         }
     }
 
@@ -38,6 +52,7 @@ impl Queues {
         Inbox {
             receivers: self.receivers.clone(),
             passed_over: [0; 4],
+            closed: self.closed.clone(),
         }
     }
 
@@ -58,11 +73,13 @@ impl Inbox {
     /// queues are disconnected and empty: the client is closed and everything queued has been taken.
     pub(crate) fn next_batch(&mut self, max_keys: usize, max_bytes: usize) -> Option<Vec<Part>> {
         loop {
+            // Read before draining: once set, nothing more can arrive, so an empty drain means done.
+            let closed = self.closed.load(Ordering::Acquire);
             let batch = self.drain(max_keys, max_bytes);
             if !batch.is_empty() {
                 return Some(batch);
             }
-            if self.receivers.iter().all(|r| matches!(r.try_recv(), Err(TryRecvError::Disconnected))) {
+            if closed {
                 return None;
             }
             let mut sel = Select::new();
@@ -135,9 +152,11 @@ mod tests {
         for p in [Priority::Put, Priority::Get, Priority::Peek, Priority::Prefetch] {
             q.send(part(p, 1)).ok().unwrap();
         }
+        assert_eq!(q.len(), 4);
         let batch = inbox.next_batch(2, usize::MAX).unwrap();
         let got: Vec<_> = batch.iter().map(|p| p.priority).collect();
         assert_eq!(got, vec![Priority::Peek, Priority::Prefetch]);
+        assert_eq!(q.len(), 2);
         let batch = inbox.next_batch(100, usize::MAX).unwrap();
         let got: Vec<_> = batch.iter().map(|p| p.priority).collect();
         assert_eq!(got, vec![Priority::Get, Priority::Put]);

@@ -14,7 +14,7 @@ use crate::request::Priority;
 pub struct Stats {
     /// Calls submitted, per priority level (index = [`Priority`] as usize).
     pub requests: [u64; 4],
-    /// Parts queued: calls are split into parts bounded in keys and bytes.
+    /// Parts queued (counted once in the queue): calls are split into parts bounded in keys and bytes.
     pub parts: u64,
     /// Keys (or pings) answered by the workers, whatever the outcome.
     pub keys: u64,

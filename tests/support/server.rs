@@ -207,9 +207,21 @@ impl Server {
     /// Stops the server (SIGTERM) and waits until it is gone.
     pub fn stop(&mut self) {
         if let Some((mut child, stdin)) = self.watchdog.take() {
+            self.thaw(); // a frozen server could not act on SIGTERM
             drop(stdin); // the watchdog kills the server by its PID and waits for it
             let _ = child.wait();
         }
+    }
+
+    /// Freezes the server process (SIGSTOP): the kernel still accepts connections and buffers requests, but
+    /// nothing is answered until `thaw`.
+    pub fn freeze(&self) {
+        let _ = Command::new("kill").arg("-STOP").arg(self.pid.to_string()).status();
+    }
+
+    /// Resumes a frozen server (SIGCONT).
+    pub fn thaw(&self) {
+        let _ = Command::new("kill").arg("-CONT").arg(self.pid.to_string()).status();
     }
 
     /// Kills the server with SIGKILL and waits until it is gone.
@@ -241,6 +253,11 @@ pub struct Cluster {
 
 impl Cluster {
     pub fn start(kind: Kind, primaries: usize, replicas: usize) -> Cluster {
+        Cluster::start_with(kind, primaries, replicas, &[])
+    }
+
+    /// Like `start`, with extra server arguments on every node.
+    pub fn start_with(kind: Kind, primaries: usize, replicas: usize, extra: &[&str]) -> Cluster {
         let total = primaries * (1 + replicas);
         let nodes: Vec<Server> = (0..total)
             .map(|_| {
@@ -249,7 +266,7 @@ impl Cluster {
                     free_port(),
                     Options {
                         cluster: true,
-                        ..Options::default()
+                        extra: extra.iter().map(|s| s.to_string()).collect(),
                     },
                 )
             })

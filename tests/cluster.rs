@@ -1,0 +1,163 @@
+//! The client against a real 3-primary Cluster (one replica each) of Redis 7 and of Valkey 9.
+
+mod support;
+
+use std::collections::{HashMap, HashSet};
+
+use kvcache_redis::{Client, Config, Slot};
+use support::{Cluster, Kind, command_calls, shared_cluster, suite, unique};
+
+fn client(kind: Kind) -> Client {
+    Client::open(&shared_cluster(kind).url()).expect("open")
+}
+
+macro_rules! per_kind {
+    ($($kind:ident => $k:expr),*) => {$(
+        mod $kind {
+            use super::*;
+
+            #[test]
+            fn detects_the_cluster_and_its_primaries() {
+                let c = client($k);
+                assert!(c.is_cluster());
+                let mut primaries = c.primaries();
+                primaries.sort();
+                let cluster = shared_cluster($k);
+                let mut expected: Vec<String> = cluster.nodes[..3].iter().map(|n| n.addr()).collect();
+                expected.sort();
+                assert_eq!(primaries, expected);
+            }
+            #[test]
+            fn single_key_operations() {
+                suite::single_key_operations(&client($k));
+            }
+            #[test]
+            fn batched_get_is_positional() {
+                suite::batched_get_is_positional(&client($k));
+            }
+            #[test]
+            fn prefix_calls_stop_at_the_first_miss() {
+                suite::prefix_calls_stop_at_the_first_miss(&client($k));
+            }
+            #[test]
+            fn empty_batches_are_answered_locally() {
+                suite::empty_batches_are_answered_locally(&client($k));
+            }
+            #[test]
+            fn large_values_round_trip() {
+                suite::large_values_round_trip(&client($k));
+            }
+            #[test]
+            fn bad_input_is_rejected() {
+                suite::bad_input_is_rejected_and_the_client_keeps_working(&client($k));
+            }
+            #[test]
+            fn ttl_is_set_per_call() {
+                let cluster = shared_cluster($k);
+                let probe = |key: &[u8]| -> i64 {
+                    redis::cmd("TTL").arg(key).query(&mut cluster.primary_for(key).admin()).unwrap()
+                };
+                suite::ttl_is_set_per_call(&client($k), &probe);
+            }
+            #[test]
+            fn many_threads_share_one_client() {
+                suite::many_threads_share_one_client(&client($k));
+            }
+            #[test]
+            fn slots_agree_with_cluster_keyslot() {
+                slots_agree(shared_cluster($k));
+            }
+            #[test]
+            fn a_batch_over_hundreds_of_slots_is_one_pipeline_per_node() {
+                one_pipeline_per_node(shared_cluster($k));
+            }
+            #[test]
+            fn database_numbers_are_refused() {
+                let url = format!("{}/2", shared_cluster($k).url());
+                let err = Client::open(&url).unwrap_err();
+                assert!(err.to_string().contains("SELECT") || err.to_string().contains("DB") || err.to_string().contains("database"), "{err}");
+            }
+        }
+    )*};
+}
+
+per_kind!(redis7 => Kind::Redis, valkey9 => Kind::Valkey);
+
+fn slots_agree(cluster: &Cluster) {
+    let mut admin = cluster.nodes[0].admin();
+    let mut keys: Vec<Vec<u8>> = [
+        &b"foo{}{bar}"[..],
+        b"foo{{bar}}zap",
+        b"foo{bar}{zap}",
+        b"{}",
+        b"{",
+        b"}{",
+        b"",
+        b"{user1000}.following",
+    ]
+    .iter()
+    .map(|k| k.to_vec())
+    .collect();
+    let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+    for i in 0..300 {
+        let len = i % 40;
+        let key: Vec<u8> = (0..len)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                // Braces often, so that hash tags are exercised.
+                match x % 11 {
+                    0 => b'{',
+                    1 => b'}',
+                    _ => (x >> 8) as u8,
+                }
+            })
+            .collect();
+        keys.push(key);
+    }
+    for key in keys {
+        let server: u16 = redis::cmd("CLUSTER").arg("KEYSLOT").arg(&key).query(&mut admin).unwrap();
+        assert_eq!(Slot::of(&key).get(), server, "key {key:?}");
+    }
+}
+
+/// 2000 keys over hundreds of slots: no CROSSSLOT, order kept, and (one worker, bounds above 2000) exactly one
+/// round trip per primary, each carrying one MGET (or GET, for a slot with one key) per slot.
+fn one_pipeline_per_node(cluster: &Cluster) {
+    let config = Config::from_url(&cluster.url())
+        .unwrap()
+        .workers(1)
+        .batch_max_keys(4096)
+        .value_size_hint(64);
+    let client = Client::with_config(config).unwrap();
+    let p = unique("spread");
+    let keys: Vec<String> = (0..2000).map(|i| format!("{p}{i}")).collect();
+    let values: Vec<Vec<u8>> = (0..2000).map(|i| format!("value-{i}").into_bytes()).collect();
+    let put = client.batched_put(&keys, values.clone()).unwrap();
+    assert!(put.iter().all(Result::is_ok));
+
+    let mut slots_per_node: HashMap<String, HashSet<u16>> = HashMap::new();
+    for k in &keys {
+        let node = cluster.primary_for(k.as_bytes()).addr();
+        slots_per_node.entry(node).or_default().insert(Slot::of(k.as_bytes()).get());
+    }
+    let total_slots: usize = slots_per_node.values().map(HashSet::len).sum();
+    assert!(total_slots > 300, "only {total_slots} slots");
+
+    let primaries = &cluster.nodes[..3];
+    let before: Vec<(u64, u64)> = primaries.iter().map(|n| (command_calls(n, "mget"), command_calls(n, "get"))).collect();
+    let stats_before = client.stats();
+    let got = client.batched_get(&keys).unwrap();
+    for (i, (g, v)) in got.into_iter().zip(&values).enumerate() {
+        assert_eq!(g.unwrap().as_deref(), Some(&v[..]), "key {i}");
+    }
+    let stats_after = client.stats();
+    assert_eq!(stats_after.round_trips - stats_before.round_trips, 3, "one round trip per primary");
+    for (n, (mget0, get0)) in primaries.iter().zip(before) {
+        let commands = command_calls(n, "mget") - mget0 + command_calls(n, "get") - get0;
+        assert_eq!(commands as usize, slots_per_node[&n.addr()].len(), "{}: one command per slot", n.addr());
+        let rt = |s: &kvcache_redis::Stats| s.node(&n.addr()).map_or(0, |x| x.round_trips);
+        assert_eq!(rt(&stats_after) - rt(&stats_before), 1, "{}: one round trip", n.addr());
+    }
+}
