@@ -21,6 +21,9 @@ pub(crate) struct Unit {
     pub(crate) asking: bool,
     /// Already resent once on a fresh connection after an I/O error.
     pub(crate) io_retried: bool,
+    /// Must be read on its own (`GET`, not inside an `MGET`): its `MGET` failed as a whole, and reading the keys
+    /// one by one finds which key it was.
+    pub(crate) alone: bool,
 }
 
 impl Unit {
@@ -32,6 +35,7 @@ impl Unit {
             to: None,
             asking: false,
             io_retried: false,
+            alone: false,
         }
     }
 }
@@ -112,7 +116,7 @@ pub(crate) fn plan(parts: &[Part], units: Vec<Unit>, map: &SlotMap, limits: Limi
             units: Vec::new(),
         };
         let command = match part.kind {
-            Kind::Get if unit.asking || part.expected_value > limits.mget_max_value_size => Command::Get,
+            Kind::Get if unit.asking || unit.alone || part.expected_value > limits.mget_max_value_size => Command::Get,
             Kind::Get => {
                 let per_mget = (limits.mget_max_bytes / part.expected_value.max(1)).clamp(1, limits.mget_max_keys);
                 let open = open_mget.get(&(n, slot)).copied();
@@ -225,7 +229,12 @@ mod tests {
         // Large values: one GET each.
         let parts = vec![part(Kind::Get, &refs[..3], 1 << 20)];
         let p = plan(&parts, units(&parts), &map, LIMITS);
-        assert!(p.nodes[0].steps.iter().all(|s| s.command == Command::Get && s.units.len() == 1));
+        assert!(
+            p.nodes[0]
+                .steps
+                .iter()
+                .all(|s| s.command == Command::Get && s.units.len() == 1)
+        );
         assert_eq!(p.nodes[0].steps.len(), 3);
     }
 
@@ -240,8 +249,11 @@ mod tests {
         let mut seen = 0;
         for node in &p.nodes {
             for step in &node.steps {
-                let slots: std::collections::HashSet<_> =
-                    step.units.iter().map(|u| Slot::of(parts[0].keys[u.key].as_ref())).collect();
+                let slots: std::collections::HashSet<_> = step
+                    .units
+                    .iter()
+                    .map(|u| Slot::of(parts[0].keys[u.key].as_ref()))
+                    .collect();
                 assert_eq!(slots.len(), 1, "an MGET spans slots");
                 let owner = map.route(parts[0].keys[step.units[0].key].as_ref()).unwrap().0;
                 assert_eq!(map.nodes[owner], node.node);
@@ -259,10 +271,19 @@ mod tests {
         ];
         let map = two_node_map();
         let p = plan(&parts, units(&parts), &map, LIMITS);
-        let mgets: Vec<_> = p.nodes.iter().flat_map(|n| &n.steps).filter(|s| s.command == Command::Mget).collect();
+        let mgets: Vec<_> = p
+            .nodes
+            .iter()
+            .flat_map(|n| &n.steps)
+            .filter(|s| s.command == Command::Mget)
+            .collect();
         assert_eq!(mgets.len(), 1);
         assert_eq!(mgets[0].units.len(), 3);
-        let sets = p.nodes.iter().flat_map(|n| &n.steps).filter(|s| matches!(s.command, Command::Set { .. }));
+        let sets = p
+            .nodes
+            .iter()
+            .flat_map(|n| &n.steps)
+            .filter(|s| matches!(s.command, Command::Set { .. }));
         assert_eq!(sets.count(), 2);
     }
 

@@ -145,7 +145,8 @@ impl Client {
         let queues = Queues::new();
         let mut workers = Vec::with_capacity(shared.config.workers);
         for id in 0..shared.config.workers {
-            let w = worker::spawn(id, shared.clone(), queues.inbox()).map_err(|e| Error::io("local worker thread", e))?;
+            let w =
+                worker::spawn(id, shared.clone(), queues.inbox()).map_err(|e| Error::io("local worker thread", e))?;
             workers.push(w);
         }
         Ok(Client {
@@ -294,13 +295,21 @@ impl Call<'_> {
     /// See [`Client::exists`].
     pub fn exists(self, key: impl AsRef<[u8]>) -> Result<bool> {
         let replies = self.run(Kind::Exists, Priority::Peek, to_keys(&[key])?, Vec::new())?;
-        replies.into_iter().next().expect("one key, one result").map(|r| r == KeyReply::Flag(true))
+        replies
+            .into_iter()
+            .next()
+            .expect("one key, one result")
+            .map(|r| r == KeyReply::Flag(true))
     }
 
     /// See [`Client::remove`].
     pub fn remove(self, key: impl AsRef<[u8]>) -> Result<bool> {
         let replies = self.run(Kind::Del, Priority::Put, to_keys(&[key])?, Vec::new())?;
-        replies.into_iter().next().expect("one key, one result").map(|r| r == KeyReply::Flag(true))
+        replies
+            .into_iter()
+            .next()
+            .expect("one key, one result")
+            .map(|r| r == KeyReply::Flag(true))
     }
 
     /// See [`Client::batched_get`].
@@ -365,7 +374,13 @@ impl Call<'_> {
     }
 
     /// Submits and waits for every key's answer.
-    fn run(&self, kind: Kind, default: Priority, keys: Vec<Bytes>, values: Vec<Bytes>) -> Result<Vec<Result<KeyReply>>> {
+    fn run(
+        &self,
+        kind: Kind,
+        default: Priority,
+        keys: Vec<Bytes>,
+        values: Vec<Bytes>,
+    ) -> Result<Vec<Result<KeyReply>>> {
         let mut pending = self.submit(kind, default, keys, values)?;
         let until = pending.deadline + REPLY_GRACE;
         pending.receive(until);
@@ -383,7 +398,10 @@ impl Call<'_> {
         let queues = inner.queues.read();
         let queues = queues.as_ref().ok_or(Error::Closed)?;
         Counters::add(&stats.requests[priority.index()], 1);
-        let expected = self.size_hint.unwrap_or_else(|| inner.shared.expected_value_size()).max(1);
+        let expected = self
+            .size_hint
+            .unwrap_or_else(|| inner.shared.expected_value_size())
+            .max(1);
         let mut pending = Pending {
             parts: Vec::new(),
             deadline,
@@ -426,11 +444,7 @@ impl Call<'_> {
                 return Err(Error::WorkerLost);
             }
             Counters::add(&stats.parts, 1);
-            pending.parts.push(PartWait {
-                rx,
-                keys: n,
-                got: None,
-            });
+            pending.parts.push(PartWait { rx, keys: n, got: None });
             if kind == Kind::Ping {
                 break;
             }
@@ -539,7 +553,9 @@ pub struct PendingGet {
 
 impl std::fmt::Debug for PendingGet {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PendingGet").field("ready", &self.result.is_some()).finish()
+        f.debug_struct("PendingGet")
+            .field("ready", &self.result.is_some())
+            .finish()
     }
 }
 
@@ -566,9 +582,7 @@ impl PendingGet {
             };
             if ready {
                 let pending = std::mem::replace(&mut self.pending, Err(Error::Closed)).expect("checked Ok above");
-                let values = pending
-                    .into_replies()
-                    .and_then(|r| prefix(&self.shared, r, into_value));
+                let values = pending.into_replies().and_then(|r| prefix(&self.shared, r, into_value));
                 self.result = Some(values);
             }
         }

@@ -268,7 +268,9 @@ fn parse_url(url: &str) -> Result<Config> {
         cfg.db = path.parse().map_err(|_| bad(&format!("bad database {path:?}")))?;
     }
     for pair in query.into_iter().flat_map(|q| q.split('&')).filter(|p| !p.is_empty()) {
-        let (k, v) = pair.split_once('=').ok_or_else(|| bad(&format!("option {pair:?} has no value")))?;
+        let (k, v) = pair
+            .split_once('=')
+            .ok_or_else(|| bad(&format!("option {pair:?} has no value")))?;
         let num = |v: &str| -> Result<u64> { v.parse().map_err(|_| bad(&format!("bad number for {k}: {v:?}"))) };
         match k {
             "mode" => {
@@ -355,18 +357,35 @@ pub(crate) fn redact(url: &str) -> String {
 mod tests {
     use super::*;
 
+    /// URL, seeds, mode, user, password, database.
+    type Case<'a> = (&'a str, &'a [&'a str], Mode, Option<&'a str>, Option<&'a str>, u32);
+
     #[test]
     fn parses_good_urls() {
-        let cases: &[(&str, &[&str], Mode, Option<&str>, Option<&str>, u32)] = &[
+        let cases: &[Case] = &[
             ("redis://127.0.0.1:6379", &["127.0.0.1:6379"], Mode::Auto, None, None, 0),
             ("valkey://localhost", &["localhost:6379"], Mode::Auto, None, None, 0),
             ("redis://h:7000/3", &["h:7000"], Mode::Auto, None, None, 3),
             ("redis://:s%40cret@h:1", &["h:1"], Mode::Auto, None, Some("s@cret"), 0),
             ("redis://bob:pw@h:1", &["h:1"], Mode::Auto, Some("bob"), Some("pw"), 0),
             ("redis-cluster://a:1,b:2", &["a:1", "b:2"], Mode::Cluster, None, None, 0),
-            ("redis://a:1,b:2?mode=cluster", &["a:1", "b:2"], Mode::Cluster, None, None, 0),
+            (
+                "redis://a:1,b:2?mode=cluster",
+                &["a:1", "b:2"],
+                Mode::Cluster,
+                None,
+                None,
+                0,
+            ),
             ("redis://[::1]:7000", &["[::1]:7000"], Mode::Auto, None, None, 0),
-            ("redis://h?mode=standalone&workers=2", &["h:6379"], Mode::Standalone, None, None, 0),
+            (
+                "redis://h?mode=standalone&workers=2",
+                &["h:6379"],
+                Mode::Standalone,
+                None,
+                None,
+                0,
+            ),
         ];
         for (url, seeds, mode, user, pass, db) in cases {
             let c: Config = url.parse().unwrap_or_else(|e| panic!("{url}: {e}"));
@@ -377,7 +396,10 @@ mod tests {
             assert_eq!(c.db, *db, "{url}");
         }
         let c: Config = "redis://h?workers=2&timeout_ms=250&ttl_secs=60".parse().unwrap();
-        assert_eq!((c.workers, c.request_timeout, c.ttl_secs), (2, Duration::from_millis(250), Some(60)));
+        assert_eq!(
+            (c.workers, c.request_timeout, c.ttl_secs),
+            (2, Duration::from_millis(250), Some(60))
+        );
     }
 
     #[test]

@@ -265,7 +265,10 @@ impl Connection {
             match n {
                 -1 => Ok(None),
                 n if (0..=MAX_BULK as i64).contains(&n) => Ok(Some(n as usize)),
-                n => Err(Error::protocol(node, format!("reply announces an impossible length {n}"))),
+                n => Err(Error::protocol(
+                    node,
+                    format!("reply announces an impossible length {n}"),
+                )),
             }
         };
         Ok(match kind {
@@ -328,7 +331,10 @@ impl Connection {
             Head::Bulk(None) => Ok(Ok(None)),
             Head::Bulk(Some(len)) => self.read_payload(len).map(|b| Ok(Some(b))),
             Head::Error(e) => Ok(Err(e)),
-            other => Err(Error::protocol(&self.node, format!("expected a bulk string, got {other:?}"))),
+            other => Err(Error::protocol(
+                &self.node,
+                format!("expected a bulk string, got {other:?}"),
+            )),
         }
     }
 
@@ -339,7 +345,10 @@ impl Connection {
                 Ok(Some(n)) => break self.pos + n,
                 Ok(None) => {
                     if self.pos == 0 && self.end == self.buf.len() {
-                        return Err(Error::protocol(&self.node, "structured reply larger than the read buffer"));
+                        return Err(Error::protocol(
+                            &self.node,
+                            "structured reply larger than the read buffer",
+                        ));
                     }
                     self.fill()?;
                 }
@@ -415,12 +424,18 @@ mod tests {
         assert_eq!(out.buf, b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$1\r\nv\r\n");
         let mut out = Outgoing::default();
         out.push_set(b"k", &Bytes::from_static(b""), Some(60));
-        assert_eq!(out.buf, b"*5\r\n$3\r\nSET\r\n$1\r\nk\r\n$0\r\n\r\n$2\r\nEX\r\n$2\r\n60\r\n");
+        assert_eq!(
+            out.buf,
+            b"*5\r\n$3\r\nSET\r\n$1\r\nk\r\n$0\r\n\r\n$2\r\nEX\r\n$2\r\n60\r\n"
+        );
         let big = Bytes::from(vec![7u8; ZERO_COPY_WRITE]);
         let mut out = Outgoing::default();
         out.push_set(b"k", &big, None);
         assert_eq!(out.payloads.len(), 1);
-        assert_eq!(out.len(), b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$16384\r\n\r\n".len() + big.len());
+        assert_eq!(
+            out.len(),
+            b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$16384\r\n\r\n".len() + big.len()
+        );
         assert!(out.payloads[0].1.as_ptr() == big.as_ptr(), "payload must not be copied");
     }
 }

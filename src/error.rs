@@ -92,10 +92,7 @@ impl Error {
     }
 
     pub(crate) fn io(node: &str, source: io::Error) -> Error {
-        if matches!(
-            source.kind(),
-            io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock
-        ) {
+        if matches!(source.kind(), io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock) {
             return Error::Timeout {
                 node: Some(node.to_string()),
             };

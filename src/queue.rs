@@ -58,7 +58,9 @@ impl Queues {
 
     /// Queues a part at its level. Fails only when every worker is gone.
     pub(crate) fn send(&self, part: Part) -> Result<(), Part> {
-        self.senders[part.priority.index()].send(part).map_err(|e| e.into_inner())
+        self.senders[part.priority.index()]
+            .send(part)
+            .map_err(|e| e.into_inner())
     }
 
     /// Parts waiting at all levels.
@@ -111,12 +113,8 @@ impl Inbox {
             }
             break;
         }
-        for level in 0..4 {
-            if taken[level] || self.receivers[level].is_empty() {
-                self.passed_over[level] = 0;
-            } else {
-                self.passed_over[level] += 1;
-            }
+        for ((passed, taken), rx) in self.passed_over.iter_mut().zip(taken).zip(&self.receivers) {
+            *passed = if taken || rx.is_empty() { 0 } else { *passed + 1 };
         }
         // Pipelines follow this order, so higher levels' replies come back first.
         batch.sort_by_key(|p| p.priority);

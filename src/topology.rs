@@ -45,7 +45,10 @@ impl SlotMap {
         }
         let slot = Slot::of(key);
         match self.slots[slot.get() as usize] {
-            UNOWNED => Err(Error::Topology(format!("slot {} is not served by any primary", slot.get()))),
+            UNOWNED => Err(Error::Topology(format!(
+                "slot {} is not served by any primary",
+                slot.get()
+            ))),
             n => Ok((n as usize, Some(slot))),
         }
     }
@@ -112,7 +115,9 @@ impl SlotMap {
             }
         }
         if map.nodes.is_empty() {
-            return Err(Error::Topology(format!("{asked} serves no slots: is the cluster formed?")));
+            return Err(Error::Topology(format!(
+                "{asked} serves no slots: is the cluster formed?"
+            )));
         }
         Ok(map)
     }
@@ -204,7 +209,13 @@ impl Topology {
         }
         *last = Instant::now();
         let mut candidates = self.current().nodes.clone();
-        candidates.extend(self.seeds.iter().filter(|s| !candidates.contains(s)).cloned().collect::<Vec<_>>());
+        candidates.extend(
+            self.seeds
+                .iter()
+                .filter(|s| !candidates.contains(s))
+                .cloned()
+                .collect::<Vec<_>>(),
+        );
         for node in candidates {
             match discover_from(&node, Mode::Cluster, &self.opts) {
                 Ok(map) => {
@@ -293,7 +304,10 @@ mod tests {
         ]);
         let map = SlotMap::from_cluster_slots(&reply, "10.0.0.9:7001").unwrap();
         assert_eq!(map.nodes, vec!["127.0.0.1:7000", "10.0.0.9:7001"]);
-        let key_low = (0u32..).map(|i| i.to_string()).find(|k| Slot::of(k.as_bytes()).get() < 8192).unwrap();
+        let key_low = (0u32..)
+            .map(|i| i.to_string())
+            .find(|k| Slot::of(k.as_bytes()).get() < 8192)
+            .unwrap();
         assert_eq!(map.route(key_low.as_bytes()).unwrap().0, 0);
         let moved = map.with_moved(Slot::of(key_low.as_bytes()), "127.0.0.1:7005");
         assert_eq!(moved.route(key_low.as_bytes()).unwrap().0, 2);
@@ -308,7 +322,10 @@ mod tests {
             Value::Array(vec![bulk("h"), Value::Int(1)]),
         ])]);
         let map = SlotMap::from_cluster_slots(&reply, "h:1").unwrap();
-        let key = (0u32..).map(|i| i.to_string()).find(|k| Slot::of(k.as_bytes()).get() > 100).unwrap();
+        let key = (0u32..)
+            .map(|i| i.to_string())
+            .find(|k| Slot::of(k.as_bytes()).get() > 100)
+            .unwrap();
         assert!(matches!(map.route(key.as_bytes()), Err(Error::Topology(_))));
     }
 }

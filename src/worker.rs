@@ -13,7 +13,7 @@ use crate::config::Config;
 use crate::connection::{ConnectOptions, Connection, Head, Outgoing, ServerReply};
 use crate::error::{Error, Result};
 use crate::queue::Inbox;
-use crate::request::{Kind, KeyReply, Part};
+use crate::request::{KeyReply, Kind, Part};
 use crate::stats::Counters;
 use crate::topology::{Redirect, Topology};
 
@@ -49,14 +49,16 @@ impl Shared {
 
 /// Starts worker `id`.
 pub(crate) fn spawn(id: usize, shared: Arc<Shared>, inbox: Inbox) -> std::io::Result<JoinHandle<()>> {
-    thread::Builder::new().name(format!("kvcache-redis-worker-{id}")).spawn(move || {
-        Worker {
-            shared,
-            inbox,
-            conns: HashMap::new(),
-        }
-        .run()
-    })
+    thread::Builder::new()
+        .name(format!("kvcache-redis-worker-{id}"))
+        .spawn(move || {
+            Worker {
+                shared,
+                inbox,
+                conns: HashMap::new(),
+            }
+            .run()
+        })
 }
 
 struct Worker {
@@ -189,7 +191,10 @@ impl Worker {
         let Some(conn) = self.conns.get_mut(&np.node) else {
             return;
         };
-        let (commands, keys) = (np.steps.len() as u64, np.steps.iter().map(|s| s.units.len() as u64).sum());
+        let (commands, keys) = (
+            np.steps.len() as u64,
+            np.steps.iter().map(|s| s.units.len() as u64).sum(),
+        );
         self.shared.stats.round_trip(&np.node, commands, keys);
         for (i, step) in np.steps.iter().enumerate() {
             if let Err(e) = read_step(conn, run, step, &np.node) {
@@ -246,16 +251,20 @@ fn encode(np: &NodePlan, parts: &[Part]) -> Outgoing {
 
 /// Reads the reply (or replies, for `MGET`) of one step. An `Err` means the connection can no longer be used.
 fn read_step(conn: &mut Connection, run: &mut Run, step: &Step, node: &str) -> Result<()> {
-    if step.asking {
-        if let Head::Error(e) = conn.read_head()? {
-            log::debug!("{node} refused ASKING: {} {}", e.code, e.detail);
-        }
+    if step.asking
+        && let Head::Error(e) = conn.read_head()?
+    {
+        log::debug!("{node} refused ASKING: {} {}", e.code, e.detail);
     }
     let unexpected = |what: &Head| Error::protocol(node, format!("unexpected reply {what:?} to {:?}", step.command));
     match step.command {
         Command::Get => {
-            let reply = conn.read_bulk()?.map(KeyReply::Value);
-            run.settle(&step.units[0], reply, node);
+            let reply = match conn.read_bulk()? {
+                // MGET answers nil for a key of another type; GET answers the same, so both paths agree.
+                Err(e) if e.code == "WRONGTYPE" => Ok(None),
+                other => other,
+            };
+            run.settle(&step.units[0], reply.map(KeyReply::Value), node);
         }
         Command::Mget => match conn.read_head()? {
             Head::Array(Some(n)) if n == step.units.len() => {
@@ -263,6 +272,18 @@ fn read_step(conn: &mut Connection, run: &mut Run, step: &Step, node: &str) -> R
                     let reply = conn.read_bulk()?.map(KeyReply::Value);
                     run.settle(unit, reply, node);
                 }
+            }
+            Head::Error(e) if step.units.len() > 1 && Redirect::parse(&e.code, &e.detail).is_none() => {
+                // One bad key (e.g. NOPERM) fails a whole MGET: read its keys one by one to fail only that key.
+                log::debug!(
+                    "{node}: MGET of {} keys failed ({}); reading them one by one",
+                    step.units.len(),
+                    e.code
+                );
+                run.next.extend(step.units.iter().map(|u| Unit {
+                    alone: true,
+                    ..u.clone()
+                }));
             }
             Head::Error(e) => {
                 for unit in &step.units {

@@ -117,7 +117,11 @@ fn slots_agree(cluster: &Cluster) {
         keys.push(key);
     }
     for key in keys {
-        let server: u16 = redis::cmd("CLUSTER").arg("KEYSLOT").arg(&key).query(&mut admin).unwrap();
+        let server: u16 = redis::cmd("CLUSTER")
+            .arg("KEYSLOT")
+            .arg(&key)
+            .query(&mut admin)
+            .unwrap();
         assert_eq!(Slot::of(&key).get(), server, "key {key:?}");
     }
 }
@@ -140,23 +144,38 @@ fn one_pipeline_per_node(cluster: &Cluster) {
     let mut slots_per_node: HashMap<String, HashSet<u16>> = HashMap::new();
     for k in &keys {
         let node = cluster.primary_for(k.as_bytes()).addr();
-        slots_per_node.entry(node).or_default().insert(Slot::of(k.as_bytes()).get());
+        slots_per_node
+            .entry(node)
+            .or_default()
+            .insert(Slot::of(k.as_bytes()).get());
     }
     let total_slots: usize = slots_per_node.values().map(HashSet::len).sum();
     assert!(total_slots > 300, "only {total_slots} slots");
 
     let primaries = &cluster.nodes[..3];
-    let before: Vec<(u64, u64)> = primaries.iter().map(|n| (command_calls(n, "mget"), command_calls(n, "get"))).collect();
+    let before: Vec<(u64, u64)> = primaries
+        .iter()
+        .map(|n| (command_calls(n, "mget"), command_calls(n, "get")))
+        .collect();
     let stats_before = client.stats();
     let got = client.batched_get(&keys).unwrap();
     for (i, (g, v)) in got.into_iter().zip(&values).enumerate() {
         assert_eq!(g.unwrap().as_deref(), Some(&v[..]), "key {i}");
     }
     let stats_after = client.stats();
-    assert_eq!(stats_after.round_trips - stats_before.round_trips, 3, "one round trip per primary");
+    assert_eq!(
+        stats_after.round_trips - stats_before.round_trips,
+        3,
+        "one round trip per primary"
+    );
     for (n, (mget0, get0)) in primaries.iter().zip(before) {
         let commands = command_calls(n, "mget") - mget0 + command_calls(n, "get") - get0;
-        assert_eq!(commands as usize, slots_per_node[&n.addr()].len(), "{}: one command per slot", n.addr());
+        assert_eq!(
+            commands as usize,
+            slots_per_node[&n.addr()].len(),
+            "{}: one command per slot",
+            n.addr()
+        );
         let rt = |s: &kvcache_redis::Stats| s.node(&n.addr()).map_or(0, |x| x.round_trips);
         assert_eq!(rt(&stats_after) - rt(&stats_before), 1, "{}: one round trip", n.addr());
     }

@@ -88,7 +88,11 @@ fn higher_priority_runs_first(kind: Kind) {
             blocker.join().unwrap().unwrap();
             put.join().unwrap().unwrap();
             // Queued after the PUT: at the GET level it overtakes it; at the same level it follows it.
-            assert_eq!(get.join().unwrap().unwrap().as_deref(), Some(expect), "get priority {get_priority:?}");
+            assert_eq!(
+                get.join().unwrap().unwrap().as_deref(),
+                Some(expect),
+                "get priority {get_priority:?}"
+            );
         });
     }
 }

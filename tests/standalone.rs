@@ -72,7 +72,11 @@ per_kind!(redis7 => Kind::Redis, valkey9 => Kind::Valkey);
 /// 1000 keys from one call go out as one MGET in one pipeline (one worker, bounds above 1000).
 fn one_mget_per_batch(kind: Kind) {
     let server = Server::standalone(kind);
-    let config = Config::from_url(&server.url()).unwrap().workers(1).batch_max_keys(2000).value_size_hint(64);
+    let config = Config::from_url(&server.url())
+        .unwrap()
+        .workers(1)
+        .batch_max_keys(2000)
+        .value_size_hint(64);
     let client = Client::with_config(config).unwrap();
     let p = unique("mget");
     let keys: Vec<String> = (0..1000).map(|i| format!("{p}{i}")).collect();
@@ -81,7 +85,11 @@ fn one_mget_per_batch(kind: Kind) {
     let (mget_before, get_before) = (command_calls(&server, "mget"), command_calls(&server, "get"));
     let rt_before = client.stats().round_trips;
     let got = client.batched_get(&keys).unwrap();
-    assert!(got.into_iter().zip(&values).all(|(g, v)| g.unwrap().as_deref() == Some(&v[..])));
+    assert!(
+        got.into_iter()
+            .zip(&values)
+            .all(|(g, v)| g.unwrap().as_deref() == Some(&v[..]))
+    );
     assert_eq!(command_calls(&server, "mget") - mget_before, 1, "one MGET");
     assert_eq!(command_calls(&server, "get") - get_before, 0, "no single GETs");
     assert_eq!(client.stats().round_trips - rt_before, 1, "one round trip");

@@ -1,6 +1,6 @@
 //! Test support: real servers, shared fixtures, and helpers.
 
-#![allow(dead_code)]
+#![allow(dead_code, unused_imports)]
 
 pub mod server;
 

@@ -4,7 +4,7 @@
 //! for any reason (a panic, an abort, a static that is never dropped), the pipe closes and the watchdog stops
 //! the server by its PID. Dropping a fixture stops its servers at once.
 
-#![allow(dead_code)]
+#![allow(dead_code, clippy::needless_range_loop)]
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -39,7 +39,9 @@ impl Kind {
         if let Ok(p) = std::env::var(var) {
             return PathBuf::from(p);
         }
-        let local = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".servers/bin").join(self.program());
+        let local = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join(".servers/bin")
+            .join(self.program());
         if local.exists() {
             return local;
         }
@@ -281,7 +283,11 @@ impl Cluster {
         let mut admins: Vec<redis::Connection> = self.nodes.iter().map(Server::admin).collect();
         for i in 0..self.primaries {
             let start = i * per;
-            let end = if i + 1 == self.primaries { 16383 } else { start + per - 1 };
+            let end = if i + 1 == self.primaries {
+                16383
+            } else {
+                start + per - 1
+            };
             redis::cmd("CLUSTER")
                 .arg("ADDSLOTSRANGE")
                 .arg(start)
@@ -300,7 +306,11 @@ impl Cluster {
         self.wait_until("every node knows every other", |admins| {
             admins.iter_mut().all(|a| {
                 let nodes: String = redis::cmd("CLUSTER").arg("NODES").query(a).unwrap_or_default();
-                nodes.lines().filter(|l| !l.contains("handshake") && !l.contains("noaddr")).count() == self.nodes.len()
+                nodes
+                    .lines()
+                    .filter(|l| !l.contains("handshake") && !l.contains("noaddr"))
+                    .count()
+                    == self.nodes.len()
             })
         });
         let ids: Vec<String> = admins
@@ -321,7 +331,9 @@ impl Cluster {
             admins.iter_mut().all(|a| {
                 let info: String = redis::cmd("CLUSTER").arg("INFO").query(a).unwrap_or_default();
                 let slots: Vec<redis::Value> = redis::cmd("CLUSTER").arg("SLOTS").query(a).unwrap_or_default();
-                let full = slots.iter().all(|r| matches!(r, redis::Value::Array(f) if f.len() == 3 + replicas));
+                let full = slots
+                    .iter()
+                    .all(|r| matches!(r, redis::Value::Array(f) if f.len() == 3 + replicas));
                 info.contains("cluster_state:ok") && slots.len() == self.primaries && full
             })
         });
@@ -336,7 +348,11 @@ impl Cluster {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        let logs: Vec<String> = self.nodes.iter().map(|n| format!("--- {}\n{}", n.addr(), n.log())).collect();
+        let logs: Vec<String> = self
+            .nodes
+            .iter()
+            .map(|n| format!("--- {}\n{}", n.addr(), n.log()))
+            .collect();
         panic!("cluster never reached: {what}\n{}", logs.join("\n"));
     }
 
@@ -363,7 +379,9 @@ impl Cluster {
                             redis::Value::Int(i) => *i,
                             _ => panic!("bad SLOTS"),
                         };
-                        let redis::Value::Array(p) = &f[2] else { panic!("bad SLOTS") };
+                        let redis::Value::Array(p) = &f[2] else {
+                            panic!("bad SLOTS")
+                        };
                         (int(&f[0]) as u16, int(&f[1]) as u16, (String::new(), int(&p[1]) as u16))
                     })
                     .collect()
@@ -380,7 +398,10 @@ impl Cluster {
 
 /// `INFO commandstats` calls of `command` (lower case) on a server.
 pub fn command_calls(server: &Server, command: &str) -> u64 {
-    let info: String = redis::cmd("INFO").arg("commandstats").query(&mut server.admin()).expect("INFO");
+    let info: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query(&mut server.admin())
+        .expect("INFO");
     let prefix = format!("cmdstat_{command}:calls=");
     info.lines()
         .find_map(|l| l.strip_prefix(&prefix))

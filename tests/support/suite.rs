@@ -103,7 +103,10 @@ pub fn prefix_calls_stop_at_the_first_miss(client: &Client) {
     assert_eq!(pending.poll().unwrap().unwrap().len(), 0);
 
     let mut pending = client.batched_get_non_blocking(&keys[..2]);
-    let r = pending.wait_timeout(Duration::from_secs(5)).expect("resolves within 5 s").unwrap();
+    let r = pending
+        .wait_timeout(Duration::from_secs(5))
+        .expect("resolves within 5 s")
+        .unwrap();
     assert_eq!(r.len(), 2);
     assert_eq!(&r[1][..], &vals[1][..]);
 }
@@ -141,8 +144,15 @@ pub fn bad_input_is_rejected_and_the_client_keeps_working(client: &Client) {
     let err = client
         .batched_put(&[format!("{p}a"), format!("{p}b")], vec![b"x".to_vec()])
         .unwrap_err();
-    assert!(matches!(err, Error::InvalidInput(ref m) if m.contains("2 keys but 1 values")), "{err}");
-    let err = client.call().ttl_secs(Some(0)).put(format!("{p}a"), b"x".to_vec()).unwrap_err();
+    assert!(
+        matches!(err, Error::InvalidInput(ref m) if m.contains("2 keys but 1 values")),
+        "{err}"
+    );
+    let err = client
+        .call()
+        .ttl_secs(Some(0))
+        .put(format!("{p}a"), b"x".to_vec())
+        .unwrap_err();
     assert!(err.is_invalid_input(), "{err}");
     assert_eq!(client.get(format!("{p}a")).unwrap(), None, "nothing was written");
     client.put(format!("{p}a"), b"ok".to_vec()).unwrap();
