@@ -38,7 +38,9 @@ const REPLY_GRACE: Duration = Duration::from_millis(100);
 /// Four levels, highest first: [`Priority::Peek`] (`exists`, `batched_contains`), [`Priority::Prefetch`]
 /// (`batched_get_non_blocking`), [`Priority::Get`] (`get`, `batched_get`), [`Priority::Put`] (`put`,
 /// `batched_put`, `remove`). Workers always take the highest queued level first; a level passed over for 8
-/// batches in a row goes first once, so writes are never starved. [`Client::call`] overrides a call's priority.
+/// batches in a row goes first once, so writes are never starved. With two workers or more, at most all but one
+/// may be busy with `Put` parts at a time, so a flood of writes never keeps a `Peek` waiting for a worker.
+/// [`Client::call`] overrides a call's priority.
 ///
 /// # Partial failure
 /// A batch does not fail as a whole because one node or one key failed: batched calls return one `Result` per
@@ -142,7 +144,7 @@ impl Client {
             stats: Counters::default(),
             drain_deadline: OnceLock::new(),
         });
-        let queues = Queues::new();
+        let queues = Queues::new(shared.config.workers);
         let mut workers = Vec::with_capacity(shared.config.workers);
         for id in 0..shared.config.workers {
             let w =
@@ -338,6 +340,11 @@ impl Call<'_> {
                 "value {i} is {} bytes, above the servers' {MAX_BULK}-byte limit",
                 v.len()
             )));
+        }
+        // What is written is what will be read: learn value sizes from writes too, so the first reads are
+        // already shaped for them.
+        for v in &values {
+            self.client.inner.shared.learn_value_size(v.len());
         }
         let ttl_secs = self.ttl_secs.unwrap_or(self.client.inner.shared.config.ttl_secs);
         if ttl_secs == Some(0) {

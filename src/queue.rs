@@ -2,12 +2,12 @@
 //! random among ready channels, so it is used only to sleep until something arrives; the order is decided here.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use crossbeam_channel::{Receiver, Select, Sender};
 
-use crate::request::Part;
+use crate::request::{Part, Priority};
 
 /// A level passed over this many batches in a row while it had work queued goes first in the next batch, so a
 /// steady stream of higher levels takes at most this share from a lower one.
@@ -22,6 +22,14 @@ pub(crate) struct Queues {
     /// Set when the senders go away; a worker that finds it set and the queues empty exits. (Crossbeam can only
     /// report disconnection by receiving, which would take a part.)
     closed: Arc<AtomicBool>,
+    put_lanes: Arc<PutLanes>,
+}
+
+/// Caps how many workers may be busy with `Put` parts at once, so that with two workers or more one is always
+/// free for higher levels: a flood of large writes then delays a `Peek` by no in-flight request at all.
+struct PutLanes {
+    busy: AtomicUsize,
+    max: usize,
 }
 
 impl Drop for Queues {
@@ -36,15 +44,23 @@ pub(crate) struct Inbox {
     receivers: [Receiver<Part>; 4],
     passed_over: [u32; 4],
     closed: Arc<AtomicBool>,
+    put_lanes: Arc<PutLanes>,
+    /// Whether this worker's current batch holds a put lane (released when it asks for the next batch).
+    holds_put_lane: bool,
 }
 
 impl Queues {
-    pub(crate) fn new() -> Queues {
+    /// Queues for `workers` workers.
+    pub(crate) fn new(workers: usize) -> Queues {
         let (senders, receivers): (Vec<_>, Vec<_>) = (0..4).map(|_| crossbeam_channel::unbounded()).unzip();
         Queues {
             senders: senders.try_into().unwrap_or_else(|_| unreachable!()),
             receivers: receivers.try_into().unwrap_or_else(|_| unreachable!()),
             closed: Arc::new(AtomicBool::new(false)),
+            put_lanes: Arc::new(PutLanes {
+                busy: AtomicUsize::new(0),
+                max: workers.saturating_sub(1).max(1),
+            }),
         }
     }
 
@@ -53,6 +69,8 @@ impl Queues {
             receivers: self.receivers.clone(),
             passed_over: [0; 4],
             closed: self.closed.clone(),
+            put_lanes: self.put_lanes.clone(),
+            holds_put_lane: false,
         }
     }
 
@@ -74,6 +92,7 @@ impl Inbox {
     /// crosses a bound is kept, so at least one part is always taken), highest level first. `None` once the
     /// queues are disconnected and empty: the client is closed and everything queued has been taken.
     pub(crate) fn next_batch(&mut self, max_keys: usize, max_bytes: usize) -> Option<Vec<Part>> {
+        self.release_put_lane();
         loop {
             // Read before draining: once set, nothing more can arrive, so an empty drain means done.
             let closed = self.closed.load(Ordering::Acquire);
@@ -85,7 +104,9 @@ impl Inbox {
                 return None;
             }
             let mut sel = Select::new();
-            for r in &self.receivers {
+            // Without a free put lane, only higher levels may wake this worker; it looks again after IDLE_WAIT.
+            let levels = if self.put_lane_free() { 4 } else { Priority::Put.index() };
+            for r in &self.receivers[..levels] {
                 sel.recv(r);
             }
             // Only a wake-up: the winner is chosen by `drain`, in priority order.
@@ -99,7 +120,12 @@ impl Inbox {
         order.sort_by_key(|&l| self.passed_over[l] < AGING_ROUNDS);
         let (mut batch, mut keys, mut bytes) = (Vec::new(), 0usize, 0usize);
         let mut taken = [false; 4];
+        let mut put_skipped = false;
         'levels: for level in order {
+            if level == Priority::Put.index() && !self.receivers[level].is_empty() && !self.take_put_lane() {
+                put_skipped = true;
+                continue;
+            }
             while keys < max_keys && bytes < max_bytes {
                 match self.receivers[level].try_recv() {
                     Ok(part) => {
@@ -113,12 +139,48 @@ impl Inbox {
             }
             break;
         }
+        if !taken[Priority::Put.index()] {
+            self.release_put_lane();
+        }
         for ((passed, taken), rx) in self.passed_over.iter_mut().zip(taken).zip(&self.receivers) {
             *passed = if taken || rx.is_empty() { 0 } else { *passed + 1 };
+        }
+        if put_skipped {
+            // Other workers are serving that level; this one did not pass it over.
+            self.passed_over[Priority::Put.index()] = 0;
         }
         // Pipelines follow this order, so higher levels' replies come back first.
         batch.sort_by_key(|p| p.priority);
         batch
+    }
+}
+
+impl Inbox {
+    fn put_lane_free(&self) -> bool {
+        self.holds_put_lane || self.put_lanes.busy.load(Ordering::Acquire) < self.put_lanes.max
+    }
+
+    fn take_put_lane(&mut self) -> bool {
+        if !self.holds_put_lane {
+            let lanes = &self.put_lanes;
+            let reserved = lanes.busy.fetch_update(Ordering::AcqRel, Ordering::Acquire, |b| {
+                (b < lanes.max).then_some(b + 1)
+            });
+            self.holds_put_lane = reserved.is_ok();
+        }
+        self.holds_put_lane
+    }
+
+    fn release_put_lane(&mut self) {
+        if std::mem::take(&mut self.holds_put_lane) {
+            self.put_lanes.busy.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+}
+
+impl Drop for Inbox {
+    fn drop(&mut self) {
+        self.release_put_lane();
     }
 }
 
@@ -145,7 +207,7 @@ mod tests {
 
     #[test]
     fn higher_levels_come_first_within_bounds() {
-        let q = Queues::new();
+        let q = Queues::new(1);
         let mut inbox = q.inbox();
         for p in [Priority::Put, Priority::Get, Priority::Peek, Priority::Prefetch] {
             q.send(part(p, 1)).ok().unwrap();
@@ -162,7 +224,7 @@ mod tests {
 
     #[test]
     fn a_starved_level_gets_a_bounded_share() {
-        let q = Queues::new();
+        let q = Queues::new(1);
         let mut inbox = q.inbox();
         q.send(part(Priority::Put, 1)).ok().unwrap();
         let mut batches = 0;
@@ -179,8 +241,27 @@ mod tests {
     }
 
     #[test]
+    fn one_worker_of_several_always_stays_free_of_puts() {
+        let q = Queues::new(3);
+        let (mut a, mut b, mut c) = (q.inbox(), q.inbox(), q.inbox());
+        for _ in 0..5 {
+            q.send(part(Priority::Put, 1)).ok().unwrap();
+        }
+        assert_eq!(a.next_batch(1, usize::MAX).unwrap()[0].priority, Priority::Put);
+        assert_eq!(b.next_batch(1, usize::MAX).unwrap()[0].priority, Priority::Put);
+        // Two lanes for three workers: the third takes only higher levels while a and b are busy.
+        assert!(c.drain(1, usize::MAX).is_empty());
+        q.send(part(Priority::Peek, 1)).ok().unwrap();
+        assert_eq!(c.next_batch(1, usize::MAX).unwrap()[0].priority, Priority::Peek);
+        // a asks for more: it gives its lane back and takes it again.
+        assert_eq!(a.next_batch(1, usize::MAX).unwrap()[0].priority, Priority::Put);
+        drop(b);
+        assert_eq!(c.next_batch(1, usize::MAX).unwrap()[0].priority, Priority::Put);
+    }
+
+    #[test]
     fn closed_and_empty_ends_the_worker() {
-        let q = Queues::new();
+        let q = Queues::new(1);
         let mut inbox = q.inbox();
         q.send(part(Priority::Get, 1)).ok().unwrap();
         drop(q);

@@ -39,7 +39,7 @@ impl Shared {
         self.learned_value_size.load(Relaxed)
     }
 
-    fn learn_value_size(&self, len: usize) {
+    pub(crate) fn learn_value_size(&self, len: usize) {
         // A racy exponential average is fine: it only shapes batches.
         let old = self.learned_value_size.load(Relaxed);
         let new = (old - old / 8 + len / 8).max(1);

@@ -52,4 +52,5 @@ pub fn value(seed: &str, i: usize, len: usize) -> Vec<u8> {
         .collect()
 }
 
+pub mod fake;
 pub mod suite;
