@@ -13,6 +13,8 @@ use crate::error::{Error, Result};
 
 /// Read buffer size; bulk payloads larger than what is buffered are read straight into their destination.
 const READ_BUF: usize = 64 << 10;
+/// The read buffer grows up to this for one structured reply (`CLUSTER SLOTS` of a large cluster) or line.
+const MAX_READ_BUF: usize = 64 << 20;
 /// Payloads at least this large are written from the caller's buffer instead of being copied into the command
 /// buffer.
 const ZERO_COPY_WRITE: usize = 16 << 10;
@@ -111,9 +113,11 @@ impl Outgoing {
 pub(crate) struct Connection {
     node: String,
     stream: TcpStream,
-    buf: Box<[u8]>,
+    buf: Vec<u8>,
     pos: usize,
     end: usize,
+    /// Reads give up at this instant; every blocking read is armed with the time left.
+    deadline: Instant,
 }
 
 impl Connection {
@@ -131,16 +135,14 @@ impl Connection {
     }
 
     fn setup(node: &str, stream: TcpStream, opts: &ConnectOptions) -> Result<Connection> {
-        let io_err = |e| Error::io(node, e);
-        stream.set_nodelay(true).map_err(io_err)?;
-        stream.set_read_timeout(Some(opts.timeout)).map_err(io_err)?;
-        stream.set_write_timeout(Some(opts.timeout)).map_err(io_err)?;
+        stream.set_nodelay(true).map_err(|e| Error::io(node, e))?;
         let mut conn = Connection {
             node: node.to_string(),
             stream,
-            buf: vec![0; READ_BUF].into_boxed_slice(),
+            buf: vec![0; READ_BUF],
             pos: 0,
             end: 0,
+            deadline: Instant::now() + opts.timeout,
         };
         let mut out = Outgoing::default();
         let mut expected = 0;
@@ -167,16 +169,27 @@ impl Connection {
         Ok(conn)
     }
 
-    /// Makes reads give up at `deadline`.
-    pub(crate) fn set_deadline(&mut self, deadline: Instant) -> Result<()> {
-        let left = deadline
-            .saturating_duration_since(Instant::now())
-            .max(Duration::from_millis(1));
-        let node = &self.node;
-        self.stream
-            .set_read_timeout(Some(left))
-            .and_then(|()| self.stream.set_write_timeout(Some(left)))
-            .map_err(|e| Error::io(node, e))
+    /// Makes reads and writes give up at `deadline`.
+    pub(crate) fn set_deadline(&mut self, deadline: Instant) {
+        self.deadline = deadline;
+    }
+
+    /// One `read` into `buf`, waiting no later than the deadline. (A socket timeout applies per call, so it is
+    /// re-armed with the time left each time: a server that trickles bytes cannot stretch the wait.)
+    fn read_some(stream: &mut TcpStream, node: &str, deadline: Instant, buf: &mut [u8]) -> Result<usize> {
+        loop {
+            let left = time_left(node, deadline)?;
+            stream.set_read_timeout(Some(left)).map_err(|e| Error::io(node, e))?;
+            match stream.read(buf) {
+                Ok(0) => {
+                    let e = io::Error::new(io::ErrorKind::UnexpectedEof, "connection closed by the server");
+                    return Err(Error::io(node, e));
+                }
+                Ok(n) => return Ok(n),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(Error::io(node, e)),
+            }
+        }
     }
 
     /// Writes everything queued in `out`, large payloads straight from their buffers.
@@ -192,6 +205,10 @@ impl Connection {
         slices.retain(|s| !s.is_empty());
         let mut slices = &mut slices[..];
         while !slices.is_empty() {
+            let left = time_left(&self.node, self.deadline)?;
+            self.stream
+                .set_write_timeout(Some(left))
+                .map_err(|e| Error::io(&self.node, e))?;
             match self.stream.write_vectored(slices) {
                 Ok(0) => {
                     let e = io::Error::new(io::ErrorKind::WriteZero, "connection closed while writing");
@@ -205,7 +222,8 @@ impl Connection {
         Ok(())
     }
 
-    /// Reads more bytes into the buffer, moving what is unread to its front first.
+    /// Reads more bytes into the buffer, moving what is unread to its front first and growing the buffer when
+    /// one reply does not fit.
     fn fill(&mut self) -> Result<()> {
         if self.pos > 0 {
             self.buf.copy_within(self.pos..self.end, 0);
@@ -213,22 +231,16 @@ impl Connection {
             self.pos = 0;
         }
         if self.end == self.buf.len() {
-            return Err(Error::protocol(&self.node, "reply line longer than the read buffer"));
-        }
-        loop {
-            match self.stream.read(&mut self.buf[self.end..]) {
-                Ok(0) => {
-                    let e = io::Error::new(io::ErrorKind::UnexpectedEof, "connection closed by the server");
-                    return Err(Error::io(&self.node, e));
-                }
-                Ok(n) => {
-                    self.end += n;
-                    return Ok(());
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(Error::io(&self.node, e)),
+            if self.buf.len() >= MAX_READ_BUF {
+                return Err(Error::protocol(
+                    &self.node,
+                    "reply line or structured reply above 64 MiB",
+                ));
             }
+            self.buf.resize(self.buf.len() * 2, 0);
         }
+        self.end += Connection::read_some(&mut self.stream, &self.node, self.deadline, &mut self.buf[self.end..])?;
+        Ok(())
     }
 
     /// The next line without its CRLF, as a range of the buffer, consumed.
@@ -294,7 +306,7 @@ impl Connection {
         self.pos += buffered;
         if buffered < len {
             let rest = &mut value[buffered..];
-            if rest.len() < self.buf.len() / 2 {
+            if rest.len() < READ_BUF / 2 {
                 // Small remainder: fill the buffer (which also picks up following replies) and copy.
                 let mut done = 0;
                 while done < rest.len() {
@@ -307,7 +319,10 @@ impl Connection {
                     done += n;
                 }
             } else {
-                self.stream.read_exact(rest).map_err(|e| Error::io(&self.node, e))?;
+                let mut done = 0;
+                while done < rest.len() {
+                    done += Connection::read_some(&mut self.stream, &self.node, self.deadline, &mut rest[done..])?;
+                }
             }
         }
         self.expect_crlf()?;
@@ -360,6 +375,17 @@ impl Connection {
         self.pos = end;
         Ok(value)
     }
+}
+
+/// Time left before `deadline`, or a timeout error once it has (all but) passed.
+fn time_left(node: &str, deadline: Instant) -> Result<Duration> {
+    let left = deadline.saturating_duration_since(Instant::now());
+    if left < Duration::from_micros(100) {
+        return Err(Error::Timeout {
+            node: Some(node.to_string()),
+        });
+    }
+    Ok(left)
 }
 
 /// Length of the first complete RESP2 reply in `bytes`, `None` when more bytes are needed.

@@ -1,10 +1,11 @@
 //! Which node owns which key: the slot map, its discovery from the seeds, its refresh after MOVED, and the
 //! parsing of redirect replies.
 
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
-use parking_lot::{Mutex, RwLock};
+use crossbeam_channel::{Receiver, Sender};
+use parking_lot::RwLock;
 use redis::Value;
 
 use crate::config::Mode;
@@ -14,7 +15,7 @@ use crate::slot::{SLOTS, Slot};
 
 /// Marks a slot no primary serves.
 const UNOWNED: u16 = u16::MAX;
-/// Refreshes closer together than this are skipped: a burst of MOVED replies causes one refresh, not hundreds.
+/// Refreshes are at least this far apart: a burst of MOVED replies causes one refresh, not hundreds.
 const MIN_REFRESH_INTERVAL: Duration = Duration::from_millis(100);
 
 /// An immutable snapshot of who serves what. Workers take an `Arc` of it per batch.
@@ -151,28 +152,38 @@ impl Redirect {
     }
 }
 
-/// The shared, refreshable slot map.
+/// The shared slot map. Refreshes run on a thread of their own (`kvcache-redis-topology`), so that no worker ever
+/// waits for one: workers patch single slots from MOVED replies at once and ask for a full refresh.
 pub(crate) struct Topology {
     map: RwLock<Arc<SlotMap>>,
     seeds: Vec<String>,
     opts: ConnectOptions,
-    /// Serialises refreshes; holds the time of the last one.
-    last_refresh: Mutex<Instant>,
+    /// Wakes the refresher; holds at most one request, so a burst of them costs one refresh.
+    wake: Sender<()>,
 }
 
 impl Topology {
-    /// Discovers the topology from the first seed that answers.
-    pub(crate) fn discover(seeds: &[String], mode: Mode, opts: ConnectOptions) -> Result<Topology> {
+    /// Discovers the topology from the first seed that answers, and starts the refresher.
+    pub(crate) fn discover(seeds: &[String], mode: Mode, opts: ConnectOptions) -> Result<Arc<Topology>> {
         let mut last_err = Error::Topology("no seed given".into());
         for seed in seeds {
             match discover_from(seed, mode, &opts) {
                 Ok(map) => {
-                    return Ok(Topology {
+                    let (wake, woken) = crossbeam_channel::bounded(1);
+                    let topology = Arc::new(Topology {
                         map: RwLock::new(Arc::new(map)),
                         seeds: seeds.to_vec(),
                         opts,
-                        last_refresh: Mutex::new(Instant::now()),
+                        wake,
                     });
+                    if topology.current().is_cluster() {
+                        let weak = Arc::downgrade(&topology);
+                        std::thread::Builder::new()
+                            .name("kvcache-redis-topology".into())
+                            .spawn(move || refresher(weak, woken))
+                            .map_err(|e| Error::io("local topology thread", e))?;
+                    }
+                    return Ok(topology);
                 }
                 Err(e) => {
                     log::warn!("seed {seed}: {e}");
@@ -189,7 +200,7 @@ impl Topology {
         self.map.read().clone()
     }
 
-    /// Records a MOVED reply in the map at once (the refresh that follows may be rate-limited away).
+    /// Records a MOVED reply in the map at once; the full refresh it also asks for comes later.
     pub(crate) fn apply_moved(&self, slot: Slot, node: &str) {
         let mut map = self.map.write();
         if map.is_cluster() {
@@ -197,25 +208,19 @@ impl Topology {
         }
     }
 
-    /// Re-reads the slot map from the known primaries, then the seeds, unless another refresh ran within
-    /// `MIN_REFRESH_INTERVAL`. Returns whether the map was replaced.
-    pub(crate) fn refresh(&self) -> bool {
-        // try_lock: when another worker is refreshing, this one goes on with the map it has.
-        let Some(mut last) = self.last_refresh.try_lock() else {
-            return false;
-        };
-        if last.elapsed() < MIN_REFRESH_INTERVAL || !self.current().is_cluster() {
-            return false;
-        }
-        *last = Instant::now();
+    /// Asks the refresher to re-read the slot map; returns at once.
+    pub(crate) fn request_refresh(&self) {
+        let _ = self.wake.try_send(());
+    }
+
+    /// Re-reads the slot map from the known primaries, then the seeds. Returns whether the map was replaced.
+    fn refresh(&self) -> bool {
         let mut candidates = self.current().nodes.clone();
-        candidates.extend(
-            self.seeds
-                .iter()
-                .filter(|s| !candidates.contains(s))
-                .cloned()
-                .collect::<Vec<_>>(),
-        );
+        for seed in &self.seeds {
+            if !candidates.contains(seed) {
+                candidates.push(seed.clone());
+            }
+        }
         for node in candidates {
             match discover_from(&node, Mode::Cluster, &self.opts) {
                 Ok(map) => {
@@ -227,6 +232,19 @@ impl Topology {
         }
         log::warn!("slot map refresh failed on every known node");
         false
+    }
+}
+
+/// The refresher: one refresh per wake-up, at most one per `MIN_REFRESH_INTERVAL`; exits with the topology.
+fn refresher(topology: Weak<Topology>, woken: Receiver<()>) {
+    let mut last = Instant::now();
+    while woken.recv().is_ok() {
+        std::thread::sleep(MIN_REFRESH_INTERVAL.saturating_sub(last.elapsed()));
+        let Some(topology) = topology.upgrade() else { return };
+        // A request that arrived while waiting is served by this refresh.
+        let _ = woken.try_recv();
+        topology.refresh();
+        last = Instant::now();
     }
 }
 

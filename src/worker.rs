@@ -26,7 +26,7 @@ const MAX_BACKOFF: Duration = Duration::from_millis(320);
 pub(crate) struct Shared {
     pub(crate) config: Config,
     pub(crate) connect: ConnectOptions,
-    pub(crate) topology: Topology,
+    pub(crate) topology: Arc<Topology>,
     pub(crate) stats: Counters,
     /// Running estimate of a value's size, learned from replies; bounds reads when the caller gives no hint.
     pub(crate) learned_value_size: AtomicUsize,
@@ -128,10 +128,10 @@ impl Worker {
                 }
             }
             units = std::mem::take(&mut run.next);
-            if run.refresh {
-                self.shared.topology.refresh();
+            if std::mem::take(&mut run.refresh) {
+                self.shared.topology.request_refresh();
+                // Picks up the slots MOVED replies have patched already.
                 map = self.shared.topology.current();
-                run.refresh = false;
             }
             if std::mem::take(&mut run.backoff) {
                 let pause = (FIRST_BACKOFF * 2u32.pow(round.min(5))).min(MAX_BACKOFF);
@@ -174,7 +174,8 @@ impl Worker {
                     continue;
                 }
             };
-            match conn.set_deadline(deadline).and_then(|()| conn.write(&out)) {
+            conn.set_deadline(deadline);
+            match conn.write(&out) {
                 Ok(()) => sent.push(Some(reused)),
                 Err(e) => {
                     self.conns.remove(&np.node);

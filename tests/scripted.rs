@@ -113,3 +113,24 @@ fn a_reset_on_a_reused_connection_is_retried_once_on_a_fresh_one() {
     let stats = c.stats();
     assert_eq!((stats.io_retries, stats.connects), (1, 2), "{stats:?}");
 }
+
+#[test]
+fn a_trickling_reply_cannot_stretch_the_deadline() {
+    // 100 bytes at 20 ms each would take 2 s; every byte arrives well within a per-read timeout.
+    let node = FakeNode::start(|args, n| match n {
+        0 => Reply::Trickle(bulk(&[b'x'; 100]), Duration::from_millis(20)),
+        _ if args[0] == b"GET" => Reply::Bytes(bulk(b"prompt")),
+        _ => Reply::Bytes(b"-ERR unexpected\r\n".to_vec()),
+    });
+    let config = Config::from_url(&node.url()).unwrap().workers(1).request_timeout(Duration::from_millis(300));
+    let c = Client::with_config(config).unwrap();
+    let started = Instant::now();
+    let err = c.get("k").unwrap_err();
+    let took = started.elapsed();
+    assert!(err.is_timeout(), "{err:?}");
+    assert!(took < Duration::from_millis(900), "took {took:?}");
+    // The worker gave up too (it did not sit on the trickle): the next call is answered at once and rightly.
+    let started = Instant::now();
+    assert_eq!(c.get("k").unwrap().as_deref(), Some(&b"prompt"[..]));
+    assert!(started.elapsed() < Duration::from_millis(250), "took {:?}", started.elapsed());
+}

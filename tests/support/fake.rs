@@ -15,6 +15,8 @@ pub enum Reply {
     Bytes(Vec<u8>),
     /// Send these bytes, then close the connection.
     BytesThenClose(Vec<u8>),
+    /// Send these bytes one at a time, pausing between them.
+    Trickle(Vec<u8>, Duration),
 }
 
 /// The script: given the request's arguments (command name first) and how many requests this node has seen
@@ -105,6 +107,15 @@ fn serve(stream: TcpStream, script: &Script, requests: &AtomicUsize, stop: &Atom
         let (bytes, close) = match reply {
             Reply::Bytes(b) => (b, false),
             Reply::BytesThenClose(b) => (b, true),
+            Reply::Trickle(b, pause) => {
+                for byte in b {
+                    if stop.load(Ordering::Relaxed) || writer.write_all(&[byte]).is_err() {
+                        return;
+                    }
+                    std::thread::sleep(pause);
+                }
+                (Vec::new(), false)
+            }
         };
         if writer.write_all(&bytes).is_err() || close {
             return;
