@@ -9,7 +9,7 @@ use parking_lot::RwLock;
 use redis::Value;
 
 use crate::config::Mode;
-use crate::connection::{ConnectOptions, Connection, Outgoing};
+use crate::connection::{ConnectOptions, Connection, Head, Outgoing};
 use crate::error::{Error, Result};
 use crate::slot::{SLOTS, Slot};
 
@@ -249,30 +249,45 @@ fn refresher(topology: Weak<Topology>, woken: Receiver<()>) {
 }
 
 fn discover_from(seed: &str, mode: Mode, opts: &ConnectOptions) -> Result<SlotMap> {
-    if mode == Mode::Standalone {
-        // Connect anyway so that a wrong address or password fails at open, not at the first call.
-        Connection::connect(seed, opts)?;
-        return Ok(SlotMap::standalone(seed.to_string()));
-    }
-    let mut conn = Connection::connect(seed, opts)?;
-    let mut out = Outgoing::default();
-    out.push_cmd(redis::cmd("CLUSTER").arg("SLOTS"));
-    conn.write(&out)?;
-    match conn.read_value()? {
-        Value::ServerError(e) => {
-            let disabled = e.details().is_some_and(|d| d.contains("cluster support disabled"));
-            if disabled && mode == Mode::Auto {
-                Ok(SlotMap::standalone(seed.to_string()))
-            } else {
-                Err(Error::Topology(format!(
-                    "{seed} answered CLUSTER SLOTS with {} {}",
-                    e.code(),
-                    e.details().unwrap_or("")
-                )))
+    // Without SELECT: whether a database may be selected depends on what this finds.
+    let mut conn = Connection::connect(seed, &ConnectOptions { db: 0, ..opts.clone() })?;
+    let map = if mode == Mode::Standalone {
+        SlotMap::standalone(seed.to_string())
+    } else {
+        let mut out = Outgoing::default();
+        out.push_cmd(redis::cmd("CLUSTER").arg("SLOTS"));
+        conn.write(&out)?;
+        match conn.read_value()? {
+            Value::ServerError(e) => {
+                let disabled = e.details().is_some_and(|d| d.contains("cluster support disabled"));
+                if !(disabled && mode == Mode::Auto) {
+                    return Err(Error::Topology(format!(
+                        "{seed} answered CLUSTER SLOTS with {} {}",
+                        e.code(),
+                        e.details().unwrap_or("")
+                    )));
+                }
+                SlotMap::standalone(seed.to_string())
             }
+            reply => SlotMap::from_cluster_slots(&reply, seed)?,
         }
-        reply => SlotMap::from_cluster_slots(&reply, seed),
+    };
+    if opts.db != 0 {
+        if map.is_cluster() {
+            return Err(Error::Config(format!(
+                "database {} requested, but {seed} is a Cluster node: only database 0 is allowed in cluster mode",
+                opts.db
+            )));
+        }
+        // Check it now, so that a database the server lacks fails at open rather than at the first call.
+        let mut out = Outgoing::default();
+        out.push_cmd(redis::cmd("SELECT").arg(opts.db));
+        conn.write(&out)?;
+        if let Head::Error(e) = conn.read_head()? {
+            return Err(e.into_error(seed));
+        }
     }
+    Ok(map)
 }
 
 #[cfg(test)]

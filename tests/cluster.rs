@@ -1,88 +1,58 @@
 //! The client against a real 3-primary Cluster (one replica each) of Redis 7 and of Valkey 9.
 
+#[macro_use]
 mod support;
 
 use std::collections::{HashMap, HashSet};
 
 use kvcache_redis::{Client, Config, Slot};
-use support::{Cluster, Kind, command_calls, shared_cluster, suite, unique};
+use support::{Cluster, Kind, command_calls, shared_cluster, unique};
 
 fn client(kind: Kind) -> Client {
     Client::open(&shared_cluster(kind).url()).expect("open")
 }
 
-macro_rules! per_kind {
-    ($($kind:ident => $k:expr),*) => {$(
-        mod $kind {
-            use super::*;
-
-            #[test]
-            fn detects_the_cluster_and_its_primaries() {
-                let c = client($k);
-                assert!(c.is_cluster());
-                let mut primaries = c.primaries();
-                primaries.sort();
-                let cluster = shared_cluster($k);
-                let mut expected: Vec<String> = cluster.nodes[..3].iter().map(|n| n.addr()).collect();
-                expected.sort();
-                assert_eq!(primaries, expected);
-            }
-            #[test]
-            fn single_key_operations() {
-                suite::single_key_operations(&client($k));
-            }
-            #[test]
-            fn batched_get_is_positional() {
-                suite::batched_get_is_positional(&client($k));
-            }
-            #[test]
-            fn prefix_calls_stop_at_the_first_miss() {
-                suite::prefix_calls_stop_at_the_first_miss(&client($k));
-            }
-            #[test]
-            fn empty_batches_are_answered_locally() {
-                suite::empty_batches_are_answered_locally(&client($k));
-            }
-            #[test]
-            fn large_values_round_trip() {
-                suite::large_values_round_trip(&client($k));
-            }
-            #[test]
-            fn bad_input_is_rejected() {
-                suite::bad_input_is_rejected_and_the_client_keeps_working(&client($k));
-            }
-            #[test]
-            fn ttl_is_set_per_call() {
-                let cluster = shared_cluster($k);
-                let probe = |key: &[u8]| -> i64 {
-                    redis::cmd("TTL").arg(key).query(&mut cluster.primary_for(key).admin()).unwrap()
-                };
-                suite::ttl_is_set_per_call(&client($k), &probe);
-            }
-            #[test]
-            fn many_threads_share_one_client() {
-                suite::many_threads_share_one_client(&client($k));
-            }
-            #[test]
-            fn slots_agree_with_cluster_keyslot() {
-                slots_agree(shared_cluster($k));
-            }
-            #[test]
-            fn a_batch_over_hundreds_of_slots_is_one_pipeline_per_node() {
-                // A cluster of its own: the server-side command counts must see this test's commands only.
-                one_pipeline_per_node(&Cluster::start($k, 3, 0));
-            }
-            #[test]
-            fn database_numbers_are_refused() {
-                let url = format!("{}/2", shared_cluster($k).url());
-                let err = Client::open(&url).unwrap_err();
-                assert!(err.to_string().contains("SELECT") || err.to_string().contains("DB") || err.to_string().contains("database"), "{err}");
-            }
-        }
-    )*};
+fn ttl_of(kind: Kind, key: &[u8]) -> i64 {
+    redis::cmd("TTL")
+        .arg(key)
+        .query(&mut shared_cluster(kind).primary_for(key).admin())
+        .unwrap()
 }
 
-per_kind!(redis7 => Kind::Redis, valkey9 => Kind::Valkey);
+contract_tests!(
+    detects_the_cluster_and_its_primaries,
+    slots_agree_with_cluster_keyslot,
+    a_batch_over_hundreds_of_slots_is_one_pipeline_per_node,
+    database_numbers_are_refused
+);
+
+fn detects_the_cluster_and_its_primaries(kind: Kind) {
+    let c = client(kind);
+    assert!(c.is_cluster());
+    let mut primaries = c.primaries();
+    primaries.sort();
+    let mut expected: Vec<String> = shared_cluster(kind).nodes[..3].iter().map(|n| n.addr()).collect();
+    expected.sort();
+    assert_eq!(primaries, expected);
+}
+
+fn slots_agree_with_cluster_keyslot(kind: Kind) {
+    slots_agree(shared_cluster(kind));
+}
+
+fn a_batch_over_hundreds_of_slots_is_one_pipeline_per_node(kind: Kind) {
+    // A cluster of its own: the server-side command counts must see this test's commands only.
+    one_pipeline_per_node(&Cluster::start(kind, 3, 0));
+}
+
+fn database_numbers_are_refused(kind: Kind) {
+    let url = format!("{}/2", shared_cluster(kind).url());
+    let err = Client::open(&url).unwrap_err();
+    assert!(
+        matches!(err, kvcache_redis::Error::Config(ref m) if m.contains("only database 0")),
+        "{err}"
+    );
+}
 
 fn slots_agree(cluster: &Cluster) {
     let mut admin = cluster.nodes[0].admin();

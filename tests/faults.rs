@@ -1,6 +1,7 @@
 //! Faults against real servers: a frozen server (timeouts, poisoned connections), a stopped and restarted one,
 //! per-key server errors, a dead Cluster primary (partial failure), and real MOVED / ASK redirects.
 
+#[macro_use]
 mod support;
 
 use std::time::{Duration, Instant};
@@ -246,32 +247,10 @@ fn follows_moved_and_ask(kind: Kind) {
     assert_eq!(on_target.as_deref(), Some(&b"asked-value"[..]));
 }
 
-macro_rules! per_kind {
-    ($($kind:ident => $k:expr),*) => {$(
-        mod $kind {
-            use super::*;
-            #[test]
-            fn timeout_discards_the_poisoned_connection() {
-                super::timeout_discards_the_poisoned_connection($k);
-            }
-            #[test]
-            fn stopped_server_fails_fast_and_recovers() {
-                super::stopped_server_fails_fast_and_recovers($k);
-            }
-            #[test]
-            fn a_key_error_fails_only_that_key() {
-                super::a_key_error_fails_only_that_key($k);
-            }
-            #[test]
-            fn dead_primary_fails_only_its_keys() {
-                super::dead_primary_fails_only_its_keys($k);
-            }
-            #[test]
-            fn follows_moved_and_ask() {
-                super::follows_moved_and_ask($k);
-            }
-        }
-    )*};
-}
-
-per_kind!(redis7 => Kind::Redis, valkey9 => Kind::Valkey);
+per_kind!(
+    timeout_discards_the_poisoned_connection,
+    stopped_server_fails_fast_and_recovers,
+    a_key_error_fails_only_that_key,
+    dead_primary_fails_only_its_keys,
+    follows_moved_and_ask
+);

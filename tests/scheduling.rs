@@ -1,21 +1,12 @@
 //! Coalescing across caller threads and priority order, made deterministic by freezing the server (SIGSTOP): it
 //! holds the first request while the others queue up in the client, until it is thawed.
 
+#[macro_use]
 mod support;
 
-use std::time::{Duration, Instant};
 
 use kvcache_redis::{Client, Config, Priority};
-use support::{Kind, Server, command_calls, unique};
-
-/// Waits until the stats satisfy `ok`.
-fn wait_for(client: &Client, what: &str, ok: impl Fn(&kvcache_redis::Stats) -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(3);
-    while !ok(&client.stats()) {
-        assert!(Instant::now() < deadline, "never {what}: {:?}", client.stats());
-        std::thread::sleep(Duration::from_millis(2));
-    }
-}
+use support::{Kind, Server, command_calls, unique, wait_for};
 
 fn coalesces_single_gets_from_many_threads(kind: Kind) {
     let server = Server::standalone(kind);
@@ -133,24 +124,8 @@ fn peeks_overtake_queued_puts(kind: Kind) {
     assert!(client.exists(&key).unwrap());
 }
 
-macro_rules! per_kind {
-    ($($kind:ident => $k:expr),*) => {$(
-        mod $kind {
-            use super::*;
-            #[test]
-            fn coalesces_single_gets_from_many_threads() {
-                super::coalesces_single_gets_from_many_threads($k);
-            }
-            #[test]
-            fn higher_priority_runs_first() {
-                super::higher_priority_runs_first($k);
-            }
-            #[test]
-            fn peeks_overtake_queued_puts() {
-                super::peeks_overtake_queued_puts($k);
-            }
-        }
-    )*};
-}
-
-per_kind!(redis7 => Kind::Redis, valkey9 => Kind::Valkey);
+per_kind!(
+    coalesces_single_gets_from_many_threads,
+    higher_priority_runs_first,
+    peeks_overtake_queued_puts
+);

@@ -122,7 +122,10 @@ fn a_trickling_reply_cannot_stretch_the_deadline() {
         _ if args[0] == b"GET" => Reply::Bytes(bulk(b"prompt")),
         _ => Reply::Bytes(b"-ERR unexpected\r\n".to_vec()),
     });
-    let config = Config::from_url(&node.url()).unwrap().workers(1).request_timeout(Duration::from_millis(300));
+    let config = Config::from_url(&node.url())
+        .unwrap()
+        .workers(1)
+        .request_timeout(Duration::from_millis(300));
     let c = Client::with_config(config).unwrap();
     let started = Instant::now();
     let err = c.get("k").unwrap_err();
@@ -132,5 +135,9 @@ fn a_trickling_reply_cannot_stretch_the_deadline() {
     // The worker gave up too (it did not sit on the trickle): the next call is answered at once and rightly.
     let started = Instant::now();
     assert_eq!(c.get("k").unwrap().as_deref(), Some(&b"prompt"[..]));
-    assert!(started.elapsed() < Duration::from_millis(250), "took {:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_millis(250),
+        "took {:?}",
+        started.elapsed()
+    );
 }

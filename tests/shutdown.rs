@@ -1,20 +1,13 @@
 //! The shutdown policy: queued calls run until the drain deadline, the rest are answered `Closed`, every call is
 //! answered exactly once, later calls fail at once, pending handles resolve, and dropping the last clone closes.
 
+#[macro_use]
 mod support;
 
 use std::time::{Duration, Instant};
 
 use kvcache_redis::{Client, Config, Error};
-use support::{Kind, Server, unique};
-
-fn wait_for(client: &Client, what: &str, ok: impl Fn(&kvcache_redis::Stats) -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(3);
-    while !ok(&client.stats()) {
-        assert!(Instant::now() < deadline, "never {what}: {:?}", client.stats());
-        std::thread::sleep(Duration::from_millis(2));
-    }
-}
+use support::{Kind, Server, unique, wait_for};
 
 fn wait_closed(client: &Client) {
     let deadline = Instant::now() + Duration::from_secs(3);
@@ -144,24 +137,8 @@ fn dropping_the_last_clone_closes(kind: Kind) {
     }
 }
 
-macro_rules! per_kind {
-    ($($kind:ident => $k:expr),*) => {$(
-        mod $kind {
-            use super::*;
-            #[test]
-            fn queued_calls_run_before_the_drain_deadline() {
-                super::queued_calls_run_before_the_drain_deadline($k);
-            }
-            #[test]
-            fn calls_queued_past_the_drain_deadline_are_closed() {
-                super::calls_queued_past_the_drain_deadline_are_closed($k);
-            }
-            #[test]
-            fn dropping_the_last_clone_closes() {
-                super::dropping_the_last_clone_closes($k);
-            }
-        }
-    )*};
-}
-
-per_kind!(redis7 => Kind::Redis, valkey9 => Kind::Valkey);
+per_kind!(
+    queued_calls_run_before_the_drain_deadline,
+    calls_queued_past_the_drain_deadline_are_closed,
+    dropping_the_last_clone_closes
+);

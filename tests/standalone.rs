@@ -1,5 +1,6 @@
 //! The client against a real standalone Redis 7 and Valkey 9.
 
+#[macro_use]
 mod support;
 
 use kvcache_redis::{Client, Config};
@@ -9,68 +10,25 @@ fn client(kind: Kind) -> Client {
     Client::open(&shared_standalone(kind).url()).expect("open")
 }
 
-fn ttl_probe(server: &Server) -> impl Fn(&[u8]) -> i64 + '_ {
-    move |key| redis::cmd("TTL").arg(key).query(&mut server.admin()).unwrap()
+fn ttl_of(kind: Kind, key: &[u8]) -> i64 {
+    redis::cmd("TTL")
+        .arg(key)
+        .query(&mut shared_standalone(kind).admin())
+        .unwrap()
 }
 
-macro_rules! per_kind {
-    ($($kind:ident => $k:expr),*) => {$(
-        mod $kind {
-            use super::*;
+contract_tests!(
+    detects_standalone,
+    a_batch_is_one_mget_in_one_round_trip,
+    empty_key_and_database_selection
+);
 
-            #[test]
-            fn detects_standalone() {
-                assert!(!client($k).is_cluster());
-            }
-            #[test]
-            fn single_key_operations() {
-                suite::single_key_operations(&client($k));
-            }
-            #[test]
-            fn batched_get_is_positional() {
-                suite::batched_get_is_positional(&client($k));
-            }
-            #[test]
-            fn prefix_calls_stop_at_the_first_miss() {
-                suite::prefix_calls_stop_at_the_first_miss(&client($k));
-            }
-            #[test]
-            fn empty_batches_are_answered_locally() {
-                suite::empty_batches_are_answered_locally(&client($k));
-            }
-            #[test]
-            fn large_values_round_trip() {
-                suite::large_values_round_trip(&client($k));
-            }
-            #[test]
-            fn bad_input_is_rejected() {
-                suite::bad_input_is_rejected_and_the_client_keeps_working(&client($k));
-            }
-            #[test]
-            fn ttl_is_set_per_call() {
-                let server = shared_standalone($k);
-                suite::ttl_is_set_per_call(&client($k), &ttl_probe(server));
-            }
-            #[test]
-            fn many_threads_share_one_client() {
-                suite::many_threads_share_one_client(&client($k));
-            }
-            #[test]
-            fn a_batch_is_one_mget_in_one_round_trip() {
-                one_mget_per_batch($k);
-            }
-            #[test]
-            fn empty_key_and_database_selection() {
-                empty_key_and_db($k);
-            }
-        }
-    )*};
+fn detects_standalone(kind: Kind) {
+    assert!(!client(kind).is_cluster());
 }
-
-per_kind!(redis7 => Kind::Redis, valkey9 => Kind::Valkey);
 
 /// 1000 keys from one call go out as one MGET in one pipeline (one worker, bounds above 1000).
-fn one_mget_per_batch(kind: Kind) {
+fn a_batch_is_one_mget_in_one_round_trip(kind: Kind) {
     let server = Server::standalone(kind);
     let config = Config::from_url(&server.url())
         .unwrap()
@@ -97,7 +55,7 @@ fn one_mget_per_batch(kind: Kind) {
     assert!(node.keys >= 2000, "{node:?}");
 }
 
-fn empty_key_and_db(kind: Kind) {
+fn empty_key_and_database_selection(kind: Kind) {
     let server = Server::standalone(kind);
     let db0 = Client::open(&server.url()).unwrap();
     suite::empty_key(&db0);

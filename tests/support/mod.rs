@@ -1,8 +1,48 @@
 //! Test support: real servers, shared fixtures, and helpers.
 
-#![allow(dead_code, unused_imports)]
+#![allow(dead_code, unused_imports, unused_macros)]
 
 pub mod server;
+
+/// Turns functions `fn name(kind: Kind)` of the calling test file into one test per server kind:
+/// `redis7::name` and `valkey9::name`.
+macro_rules! per_kind {
+    ($($test:ident),* $(,)?) => {
+        mod redis7 {
+            $(#[test]
+            fn $test() {
+                super::$test(crate::support::Kind::Redis);
+            })*
+        }
+        mod valkey9 {
+            $(#[test]
+            fn $test() {
+                super::$test(crate::support::Kind::Valkey);
+            })*
+        }
+    };
+}
+
+/// The contract every deployment must show (`suite`), as tests per server kind, plus the file's own `extra`
+/// tests. The calling file defines `client(Kind) -> Client` and `ttl_of(Kind, &[u8]) -> i64`.
+macro_rules! contract_tests {
+    ($($extra:ident),* $(,)?) => {
+        contract_tests!(@wrap single_key_operations, batched_get_is_positional, prefix_calls_stop_at_the_first_miss,
+            empty_batches_are_answered_locally, large_values_round_trip, bad_input_is_rejected,
+            many_threads_share_one_client);
+        fn ttl_is_set_per_call(kind: crate::support::Kind) {
+            crate::support::suite::ttl_is_set_per_call(&client(kind), &|key: &[u8]| ttl_of(kind, key));
+        }
+        per_kind!(single_key_operations, batched_get_is_positional, prefix_calls_stop_at_the_first_miss,
+            empty_batches_are_answered_locally, large_values_round_trip, bad_input_is_rejected,
+            many_threads_share_one_client, ttl_is_set_per_call, $($extra),*);
+    };
+    (@wrap $($name:ident),*) => {$(
+        fn $name(kind: crate::support::Kind) {
+            crate::support::suite::$name(&client(kind));
+        }
+    )*};
+}
 
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -54,3 +94,16 @@ pub fn value(seed: &str, i: usize, len: usize) -> Vec<u8> {
 
 pub mod fake;
 pub mod suite;
+
+/// Waits (3 s at most) until the client's stats satisfy `ok`.
+pub fn wait_for(client: &kvcache_redis::Client, what: &str, ok: impl Fn(&kvcache_redis::Stats) -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
+    while !ok(&client.stats()) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never {what}: {:?}",
+            client.stats()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+}

@@ -139,7 +139,8 @@ pub fn large_values_round_trip(client: &Client) {
     assert!(client.get(&keys[5]).unwrap().unwrap()[..] == values[5][..]);
 }
 
-pub fn bad_input_is_rejected_and_the_client_keeps_working(client: &Client) {
+/// Rejected client-side with a typed error, nothing sent, and the client keeps working.
+pub fn bad_input_is_rejected(client: &Client) {
     let p = unique("bad");
     let err = client
         .batched_put(&[format!("{p}a"), format!("{p}b")], vec![b"x".to_vec()])
