@@ -134,6 +134,12 @@ fn one_pipeline_per_node(cluster: &Cluster) {
         assert_eq!(g.unwrap().as_deref(), Some(&v[..]), "key {i}");
     }
     let stats_after = client.stats();
+    let per_node: Vec<usize> = primaries.iter().map(|n| slots_per_node[&n.addr()].len()).collect();
+    eprintln!(
+        "{:?}: 2000 keys over {total_slots} slots -> {} round trips; slots (= commands) per primary {per_node:?}",
+        cluster.kind,
+        stats_after.round_trips - stats_before.round_trips
+    );
     assert_eq!(
         stats_after.round_trips - stats_before.round_trips,
         3,

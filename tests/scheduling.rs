@@ -4,7 +4,6 @@
 #[macro_use]
 mod support;
 
-
 use kvcache_redis::{Client, Config, Priority};
 use support::{Kind, Server, command_calls, unique, wait_for};
 
