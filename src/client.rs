@@ -6,14 +6,14 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use crossbeam_channel::{Receiver, RecvTimeoutError};
+use oneshot::RecvTimeoutError;
 use parking_lot::{Mutex, RwLock};
 
 use crate::config::Config;
 use crate::connection::{ConnectOptions, MAX_BULK};
 use crate::error::{Error, Result};
 use crate::queue::Queues;
-use crate::request::{KeyReply, Kind, Part, Priority};
+use crate::request::{KeyReply, Kind, Part, Priority, ReplyReceiver, ReplySlot};
 use crate::stats::{Counters, Stats};
 use crate::topology::Topology;
 use crate::worker::{self, Shared};
@@ -436,7 +436,7 @@ impl Call<'_> {
             if n == 0 && kind != Kind::Ping {
                 break;
             }
-            let (tx, rx) = crossbeam_channel::bounded(1);
+            let (reply, rx) = ReplySlot::new();
             let part = Part {
                 kind,
                 priority,
@@ -445,7 +445,7 @@ impl Call<'_> {
                 bytes,
                 expected_value: expected,
                 deadline,
-                reply: tx,
+                reply,
             };
             if queues.send(part).is_err() {
                 return Err(Error::WorkerLost);
@@ -510,7 +510,7 @@ struct Pending {
 }
 
 struct PartWait {
-    rx: Receiver<Vec<Result<KeyReply>>>,
+    rx: ReplyReceiver,
     keys: usize,
     got: Option<Vec<Result<KeyReply>>>,
 }

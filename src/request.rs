@@ -3,7 +3,6 @@
 use std::time::Instant;
 
 use bytes::Bytes;
-use crossbeam_channel::Sender;
 
 use crate::error::Result;
 
@@ -66,20 +65,38 @@ pub(crate) struct Part {
     pub(crate) bytes: usize,
     pub(crate) expected_value: usize,
     pub(crate) deadline: Instant,
-    /// Answered exactly once, with one entry per key (per primary for `Ping`). Dropping it unanswered makes the
-    /// caller see [`Error::WorkerLost`](crate::Error::WorkerLost).
-    pub(crate) reply: Sender<Vec<Result<KeyReply>>>,
+    /// Answered once, with one entry per key (per primary for `Ping`).
+    pub(crate) reply: ReplySlot,
 }
 
 impl Part {
-    /// Answers the part; a caller that stopped waiting is not an error.
-    pub(crate) fn answer(&self, replies: Vec<Result<KeyReply>>) {
-        let _ = self.reply.send(replies);
+    /// Answers every key of the part with the same error.
+    pub(crate) fn fail(&mut self, err: crate::Error) {
+        let n = self.keys.len().max(1);
+        self.reply.send(vec![Err(err); n]);
+    }
+}
+
+/// The receiving end the caller waits on. A one-shot channel that parks the caller at once (no spinning, which
+/// matters with many waiting callers on few cores).
+pub(crate) type ReplyReceiver = oneshot::Receiver<Vec<Result<KeyReply>>>;
+
+/// The sending end of a part's reply. Sending consumes it, so a part is answered at most once; dropping it
+/// unanswered (a worker that panicked) makes the caller see [`Error::WorkerLost`](crate::Error::WorkerLost).
+#[derive(Default)]
+pub(crate) struct ReplySlot(Option<oneshot::Sender<Vec<Result<KeyReply>>>>);
+
+impl ReplySlot {
+    /// A slot and the receiver its answer goes to.
+    pub(crate) fn new() -> (ReplySlot, ReplyReceiver) {
+        let (tx, rx) = oneshot::channel();
+        (ReplySlot(Some(tx)), rx)
     }
 
-    /// Answers every key of the part with the same error.
-    pub(crate) fn fail(&self, err: crate::Error) {
-        let n = self.keys.len().max(1);
-        self.answer(vec![Err(err); n]);
+    /// Sends the answer, if none was sent yet; a caller that stopped waiting is not an error.
+    pub(crate) fn send(&mut self, replies: Vec<Result<KeyReply>>) {
+        if let Some(tx) = self.0.take() {
+            let _ = tx.send(replies);
+        }
     }
 }

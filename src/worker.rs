@@ -13,7 +13,7 @@ use crate::config::Config;
 use crate::connection::{ConnectOptions, Connection, Head, Outgoing, ServerReply};
 use crate::error::{Error, Result};
 use crate::queue::Inbox;
-use crate::request::{KeyReply, Kind, Part};
+use crate::request::{KeyReply, Kind, Part, ReplySlot};
 use crate::stats::Counters;
 use crate::topology::{Redirect, Topology};
 
@@ -73,12 +73,12 @@ impl Worker {
         let (max_keys, max_bytes) = (self.shared.config.batch_max_keys, self.shared.config.batch_max_bytes);
         while let Some(batch) = self.inbox.next_batch(max_keys, max_bytes) {
             if self.shared.drain_deadline.get().is_some_and(|d| Instant::now() >= *d) {
-                for part in &batch {
+                for mut part in batch {
                     part.fail(Error::Closed);
                 }
                 continue;
             }
-            // A panic drops the batch's reply senders, so its callers get `WorkerLost` instead of hanging; the
+            // A panic drops the batch's reply slots, so its callers get `WorkerLost` instead of hanging; the
             // worker goes on with fresh connections, since the old ones may be out of step.
             if catch_unwind(AssertUnwindSafe(|| self.execute(batch))).is_err() {
                 log::error!("worker panicked while executing a batch; its callers get an error");
@@ -87,15 +87,17 @@ impl Worker {
         }
     }
 
-    fn execute(&mut self, parts: Vec<Part>) {
+    fn execute(&mut self, mut parts: Vec<Part>) {
         let now = Instant::now();
         let shared = self.shared.clone();
         let map = shared.topology.current();
-        let mut run = Run::new(&shared, &parts);
+        // The reply slots leave the parts, so that the parts can be shared with planning while answers go out.
+        let replies = parts.iter_mut().map(|p| std::mem::take(&mut p.reply)).collect();
+        let mut run = Run::new(&shared, &parts, replies);
         let mut units = Vec::new();
         for (p, part) in parts.iter().enumerate() {
             if part.deadline <= now {
-                part.fail(Error::Timeout { node: None });
+                run.replies[p].send(vec![Err(Error::Timeout { node: None }); part.keys.len().max(1)]);
                 Counters::add(&shared.stats.timeouts, 1);
                 run.remaining[p] = 0;
             } else if part.kind == Kind::Ping {
@@ -317,6 +319,7 @@ fn read_step(conn: &mut Connection, run: &mut Run, step: &Step, node: &str) -> R
 struct Run<'a> {
     shared: &'a Shared,
     parts: &'a [Part],
+    replies: Vec<ReplySlot>,
     results: Vec<Vec<Option<Result<KeyReply>>>>,
     remaining: Vec<usize>,
     next: Vec<Unit>,
@@ -325,10 +328,11 @@ struct Run<'a> {
 }
 
 impl<'a> Run<'a> {
-    fn new(shared: &'a Shared, parts: &'a [Part]) -> Run<'a> {
+    fn new(shared: &'a Shared, parts: &'a [Part], replies: Vec<ReplySlot>) -> Run<'a> {
         Run {
             shared,
             parts,
+            replies,
             results: parts.iter().map(|p| vec![None; p.keys.len()]).collect(),
             remaining: parts.iter().map(|p| p.keys.len()).collect(),
             next: Vec::new(),
@@ -342,7 +346,7 @@ impl<'a> Run<'a> {
         self.results[p] = vec![None; n];
         self.remaining[p] = n;
         if n == 0 {
-            self.parts[p].answer(Vec::new());
+            self.replies[p].send(Vec::new());
         }
     }
 
@@ -376,7 +380,7 @@ impl<'a> Run<'a> {
         self.remaining[unit.part] -= 1;
         if self.remaining[unit.part] == 0 {
             let replies = std::mem::take(&mut self.results[unit.part]);
-            self.parts[unit.part].answer(replies.into_iter().map(|r| r.expect("all settled")).collect());
+            self.replies[unit.part].send(replies.into_iter().map(|r| r.expect("all settled")).collect());
         }
     }
 
