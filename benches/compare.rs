@@ -728,8 +728,8 @@ fn redis_benchmark(url: &str, len: usize) -> Option<f64> {
     let text = String::from_utf8_lossy(&out.stdout);
     // Lines look like "GET: 1234567.00 requests per second, p50=..."; the progress output uses \r.
     text.split(['\r', '\n'])
-        .filter_map(|l| l.trim().strip_prefix("GET: "))
-        .last()
+        .rev()
+        .find_map(|l| l.trim().strip_prefix("GET: "))
         .and_then(|rest| rest.split_whitespace().next())
         .and_then(|n| n.parse().ok())
 }
