@@ -5,7 +5,7 @@ use std::sync::{Arc, OnceLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use oneshot::RecvTimeoutError;
 use parking_lot::{Mutex, RwLock};
 
@@ -460,20 +460,32 @@ impl Call<'_> {
     }
 }
 
+/// Copies the keys into one buffer (one allocation per call, not per key) and cuts them from it.
 fn to_keys<K: AsRef<[u8]>>(keys: &[K]) -> Result<Vec<Bytes>> {
-    keys.iter()
-        .enumerate()
-        .map(|(i, k)| {
-            let k = k.as_ref();
-            if k.len() > MAX_BULK {
-                return Err(Error::InvalidInput(format!(
-                    "key {i} is {} bytes, above the servers' {MAX_BULK}-byte limit",
-                    k.len()
-                )));
-            }
-            Ok(Bytes::copy_from_slice(k))
+    let mut total = 0;
+    for (i, k) in keys.iter().enumerate() {
+        let len = k.as_ref().len();
+        if len > MAX_BULK {
+            return Err(Error::InvalidInput(format!(
+                "key {i} is {len} bytes, above the servers' {MAX_BULK}-byte limit"
+            )));
+        }
+        total += len;
+    }
+    let mut all = BytesMut::with_capacity(total);
+    for k in keys {
+        all.extend_from_slice(k.as_ref());
+    }
+    let all = all.freeze();
+    let mut at = 0;
+    Ok(keys
+        .iter()
+        .map(|k| {
+            let key = all.slice(at..at + k.as_ref().len());
+            at += key.len();
+            key
         })
-        .collect()
+        .collect())
 }
 
 fn into_value(r: KeyReply) -> Option<Bytes> {

@@ -6,7 +6,7 @@ use std::io::{self, IoSlice, Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use redis::Value;
 
 use crate::error::{Error, Result};
@@ -18,6 +18,10 @@ const MAX_READ_BUF: usize = 64 << 20;
 /// Payloads at least this large are written from the caller's buffer instead of being copied into the command
 /// buffer.
 const ZERO_COPY_WRITE: usize = 16 << 10;
+/// Values up to this size are copied into `ARENA_BLOCK`-sized shared blocks; a block is freed when the last value
+/// cut from it is dropped.
+const SMALL_VALUE: usize = 8 << 10;
+const ARENA_BLOCK: usize = 128 << 10;
 /// Largest bulk length accepted from a server: the servers' own default `proto-max-bulk-len`.
 pub(crate) const MAX_BULK: usize = 512 << 20;
 
@@ -116,6 +120,8 @@ pub(crate) struct Connection {
     buf: Vec<u8>,
     pos: usize,
     end: usize,
+    /// Where small values are cut from.
+    arena: BytesMut,
     /// Reads give up at this instant; every blocking read is armed with the time left.
     deadline: Instant,
 }
@@ -142,6 +148,7 @@ impl Connection {
             buf: vec![0; READ_BUF],
             pos: 0,
             end: 0,
+            arena: BytesMut::new(),
             deadline: Instant::now() + opts.timeout,
         };
         let mut out = Outgoing::default();
@@ -300,6 +307,21 @@ impl Connection {
 
     /// Reads a bulk payload of `len` bytes (after its head) into a buffer of exactly that size.
     pub(crate) fn read_payload(&mut self, len: usize) -> Result<Bytes> {
+        if len <= SMALL_VALUE {
+            // Small values are gathered in the read buffer and copied into a shared block: no allocation and no
+            // zeroing per value.
+            while self.end - self.pos < len {
+                self.fill()?;
+            }
+            if self.arena.capacity() < len {
+                self.arena.reserve(ARENA_BLOCK);
+            }
+            self.arena.extend_from_slice(&self.buf[self.pos..self.pos + len]);
+            self.pos += len;
+            let value = self.arena.split().freeze();
+            self.expect_crlf()?;
+            return Ok(value);
+        }
         let mut value = vec![0u8; len];
         let buffered = (self.end - self.pos).min(len);
         value[..buffered].copy_from_slice(&self.buf[self.pos..self.pos + buffered]);
