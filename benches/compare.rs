@@ -90,6 +90,9 @@ fn ours(url: &str) -> Client {
     if let Some(n) = std::env::var("KV_BATCH_BYTES").ok().and_then(|v| v.parse().ok()) {
         config = config.batch_max_bytes(n);
     }
+    if let Some(n) = std::env::var("KV_BATCH_KEYS").ok().and_then(|v| v.parse().ok()) {
+        config = config.batch_max_keys(n);
+    }
     Client::with_config(config).unwrap()
 }
 

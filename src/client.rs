@@ -12,6 +12,7 @@ use parking_lot::{Mutex, RwLock};
 use crate::config::Config;
 use crate::connection::{ConnectOptions, MAX_BULK};
 use crate::error::{Error, Result};
+use crate::pool::BufferPool;
 use crate::queue::Queues;
 use crate::request::{KeyReply, Kind, Part, Priority, ReplyReceiver, ReplySlot};
 use crate::stats::{Counters, Stats};
@@ -138,6 +139,7 @@ impl Client {
         let topology = Topology::discover(&config.seeds, config.mode, connect.clone())?;
         let shared = Arc::new(Shared {
             learned_value_size: AtomicUsize::new(config.value_size_hint),
+            pool: BufferPool::new(config.buffer_pool_bytes),
             config,
             connect,
             topology,

@@ -30,8 +30,8 @@ pub enum Mode {
 /// * Several seeds are separated by commas; `PORT` defaults to 6379; IPv6 hosts go in brackets.
 /// * `DB` selects a database (standalone only).
 /// * Options: `mode` (`auto`, `standalone`, `cluster`), `workers`, `timeout_ms`, `connect_timeout_ms`,
-///   `drain_timeout_ms`, `batch_max_keys`, `batch_max_bytes`, `value_size_hint`, `ttl_secs`. Any other option is
-///   an error.
+///   `drain_timeout_ms`, `batch_max_keys`, `batch_max_bytes`, `value_size_hint`, `ttl_secs`, `buffer_pool_bytes`.
+///   Any other option is an error.
 #[derive(Clone)]
 pub struct Config {
     pub(crate) seeds: Vec<String>,
@@ -49,6 +49,7 @@ pub struct Config {
     pub(crate) value_size_hint: usize,
     pub(crate) max_redirects: usize,
     pub(crate) ttl_secs: Option<u64>,
+    pub(crate) buffer_pool_bytes: usize,
 }
 
 impl Default for Config {
@@ -63,12 +64,13 @@ impl Default for Config {
             request_timeout: Duration::from_secs(5),
             connect_timeout: Duration::from_secs(5),
             drain_timeout: Duration::from_secs(2),
-            batch_max_keys: 1024,
-            batch_max_bytes: 8 << 20,
+            batch_max_keys: 512,
+            batch_max_bytes: 2 << 20,
             mget_max_value_size: 128 << 10,
             value_size_hint: 16 << 10,
             max_redirects: 5,
             ttl_secs: None,
+            buffer_pool_bytes: 256 << 20,
         }
     }
 }
@@ -91,6 +93,7 @@ impl fmt::Debug for Config {
             .field("value_size_hint", &self.value_size_hint)
             .field("max_redirects", &self.max_redirects)
             .field("ttl_secs", &self.ttl_secs)
+            .field("buffer_pool_bytes", &self.buffer_pool_bytes)
             .finish()
     }
 }
@@ -148,14 +151,15 @@ impl Config {
         self
     }
 
-    /// Most keys in one round trip to one node (and in one queued part of a call). Defaults to 1024.
+    /// Most keys in one round trip to one node (and in one queued part of a call). Defaults to 512: a larger call
+    /// is split into parts that several workers carry in parallel.
     pub fn batch_max_keys(mut self, n: usize) -> Self {
         self.batch_max_keys = n;
         self
     }
 
     /// Most payload bytes in one round trip: actual bytes for writes, expected bytes for reads. Defaults to
-    /// 8 MiB.
+    /// 2 MiB: servers answer deep pipelines of large values slowly, and several connections carry more.
     pub fn batch_max_bytes(mut self, n: usize) -> Self {
         self.batch_max_bytes = n;
         self
@@ -184,6 +188,15 @@ impl Config {
     /// Time to live of every stored value, in seconds (`SET ... EX`). Defaults to none.
     pub fn ttl_secs(mut self, ttl: Option<u64>) -> Self {
         self.ttl_secs = ttl;
+        self
+    }
+
+    /// Most bytes of idle buffers kept for reading large values (256 KiB and up) into. A large value returned
+    /// by a read lends its buffer to the caller; once every reference to it is dropped, the buffer is kept for the
+    /// next read, which then skips the page faults of a fresh allocation. 0 turns pooling off. Defaults to
+    /// 256 MiB.
+    pub fn buffer_pool_bytes(mut self, n: usize) -> Self {
+        self.buffer_pool_bytes = n;
         self
     }
 
@@ -289,6 +302,7 @@ fn parse_url(url: &str) -> Result<Config> {
             "batch_max_bytes" => cfg.batch_max_bytes = num(v)? as usize,
             "value_size_hint" => cfg.value_size_hint = num(v)? as usize,
             "ttl_secs" => cfg.ttl_secs = Some(num(v)?),
+            "buffer_pool_bytes" => cfg.buffer_pool_bytes = num(v)? as usize,
             _ => return Err(bad(&format!("unknown option {k:?}"))),
         }
     }

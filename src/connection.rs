@@ -4,12 +4,14 @@
 
 use std::io::{self, IoSlice, Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use redis::Value;
 
 use crate::error::{Error, Result};
+use crate::pool::{BufferPool, POOLED_VALUE};
 
 /// Read buffer size; bulk payloads larger than what is buffered are read straight into their destination.
 const READ_BUF: usize = 64 << 10;
@@ -122,6 +124,8 @@ pub(crate) struct Connection {
     end: usize,
     /// Where small values are cut from.
     arena: BytesMut,
+    /// Where large values are read into, when set.
+    pool: Option<Arc<BufferPool>>,
     /// Reads give up at this instant; every blocking read is armed with the time left.
     deadline: Instant,
 }
@@ -149,6 +153,7 @@ impl Connection {
             pos: 0,
             end: 0,
             arena: BytesMut::new(),
+            pool: None,
             deadline: Instant::now() + opts.timeout,
         };
         let mut out = Outgoing::default();
@@ -174,6 +179,12 @@ impl Connection {
             }
         }
         Ok(conn)
+    }
+
+    /// Reads large values into buffers from `pool`.
+    pub(crate) fn with_pool(mut self, pool: Arc<BufferPool>) -> Connection {
+        self.pool = Some(pool);
+        self
     }
 
     /// Makes reads and writes give up at `deadline`.
@@ -322,12 +333,16 @@ impl Connection {
             self.expect_crlf()?;
             return Ok(value);
         }
-        let mut value = vec![0u8; len];
+        let pool = self.pool.clone().filter(|_| len >= POOLED_VALUE);
+        let mut value = match &pool {
+            Some(pool) => pool.take(len),
+            None => vec![0u8; len],
+        };
         let buffered = (self.end - self.pos).min(len);
         value[..buffered].copy_from_slice(&self.buf[self.pos..self.pos + buffered]);
         self.pos += buffered;
         if buffered < len {
-            let rest = &mut value[buffered..];
+            let rest = &mut value[buffered..len];
             if rest.len() < READ_BUF / 2 {
                 // Small remainder: fill the buffer (which also picks up following replies) and copy.
                 let mut done = 0;
@@ -348,7 +363,10 @@ impl Connection {
             }
         }
         self.expect_crlf()?;
-        Ok(Bytes::from(value))
+        Ok(match pool {
+            Some(pool) => pool.wrap(value, len),
+            None => Bytes::from(value),
+        })
     }
 
     fn expect_crlf(&mut self) -> Result<()> {

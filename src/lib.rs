@@ -7,6 +7,7 @@ mod client;
 mod config;
 mod connection;
 mod error;
+mod pool;
 mod queue;
 mod request;
 mod slot;

@@ -12,6 +12,7 @@ use crate::batch::{self, Command, Limits, NodePlan, Step, Unit};
 use crate::config::Config;
 use crate::connection::{ConnectOptions, Connection, Head, Outgoing, ServerReply};
 use crate::error::{Error, Result};
+use crate::pool::BufferPool;
 use crate::queue::Inbox;
 use crate::request::{KeyReply, Kind, Part, ReplySlot};
 use crate::stats::Counters;
@@ -30,6 +31,8 @@ pub(crate) struct Shared {
     pub(crate) stats: Counters,
     /// Running estimate of a value's size, learned from replies; bounds reads when the caller gives no hint.
     pub(crate) learned_value_size: AtomicUsize,
+    /// Buffers for large values, shared by every worker's connections.
+    pub(crate) pool: Arc<BufferPool>,
     /// Set once by close: queued parts are executed until then and answered `Closed` after.
     pub(crate) drain_deadline: OnceLock<Instant>,
 }
@@ -214,7 +217,7 @@ impl Worker {
     fn conn(&mut self, node: &str) -> Result<(&mut Connection, bool)> {
         let reused = self.conns.contains_key(node);
         if !reused {
-            let conn = Connection::connect(node, &self.shared.connect)?;
+            let conn = Connection::connect(node, &self.shared.connect)?.with_pool(self.shared.pool.clone());
             Counters::add(&self.shared.stats.connects, 1);
             self.conns.insert(node.to_string(), conn);
         }
