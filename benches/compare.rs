@@ -133,6 +133,19 @@ fn raw_get(stream: &mut TcpStream, key: &str, buf: &mut Vec<u8>) -> usize {
     len
 }
 
+/// User + system CPU seconds of a process (`self` or a PID), from /proc.
+fn cpu_seconds(pid: &str) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name (which may contain spaces) start after the last ')'.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map_or("", |(_, r)| r)
+        .split_whitespace()
+        .collect();
+    let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    (ticks(11) + ticks(12)) / 100.0
+}
+
 fn gib(bytes: usize, secs: f64) -> f64 {
     bytes as f64 / secs / (1u64 << 30) as f64
 }
@@ -358,12 +371,21 @@ impl Runner {
     }
 
     /// `threads` callers doing single 4 KiB gets: each with its own redis-rs connection, or sharing one client.
-    fn threaded_gets(&mut self, name: &'static str, url: &str, threads: usize, target: Option<f64>) -> (f64, f64) {
+    fn threaded_gets(
+        &mut self,
+        name: &'static str,
+        server: &Server,
+        threads: usize,
+        target: Option<f64>,
+    ) -> (f64, f64) {
+        let url = &server.url();
         let per_thread = 2000;
         let client = ours(url);
         let ks = keys("threaded", 256);
         store(&client, &ks, &values(256, 4 * KIB));
+        let cpu = std::cell::Cell::new([[0.0f64; 2]; 2]); // [baseline, ours] x [client, server] CPU seconds
         let run = |use_ours: bool| -> (f64, Vec<f64>) {
+            let cpu_before = (cpu_seconds("self"), cpu_seconds(&server.pid.to_string()));
             let mut conns: Vec<redis::Connection> = if use_ours {
                 Vec::new()
             } else {
@@ -392,6 +414,10 @@ impl Runner {
                 }
                 handles.into_iter().flat_map(|h| h.join().unwrap()).collect()
             });
+            let mut c = cpu.get();
+            c[use_ours as usize][0] += cpu_seconds("self") - cpu_before.0;
+            c[use_ours as usize][1] += cpu_seconds(&server.pid.to_string()) - cpu_before.1;
+            cpu.set(c);
             ((threads * per_thread) as f64 / started.elapsed().as_secs_f64(), lat)
         };
         let (mut base, mut mine, mut lat_ours) = (Vec::new(), Vec::new(), Vec::new());
@@ -405,12 +431,16 @@ impl Runner {
         }
         let (b, o) = (median(base), median(mine));
         let st = client.stats();
-        if std::env::var("KV_DEBUG").is_ok() {
-            println!(
-                "        keys per round trip: {:.1}",
-                st.keys as f64 / st.round_trips as f64
-            );
-        }
+        let ops = (self.rounds.min(5) + 1) as f64 * (threads * per_thread) as f64;
+        let c = cpu.get();
+        println!(
+            "        {threads} threads: CPU per get, client/server: own connections {:.1}/{:.1} us, shared client {:.1}/{:.1} us; {:.1} keys per round trip",
+            c[0][0] / ops * 1e6,
+            c[0][1] / ops * 1e6,
+            c[1][0] / ops * 1e6,
+            c[1][1] / ops * 1e6,
+            st.keys as f64 / st.round_trips as f64
+        );
         let latency = format!(
             "p50 {:.0} us p99 {:.0} us",
             percentile(&mut lat_ours, 0.5) * 1e6,
@@ -597,7 +627,8 @@ impl Runner {
     }
 
     /// Batch size and caller threads: how cost grows.
-    fn growth(&mut self, name: &'static str, url: &str) {
+    fn growth(&mut self, name: &'static str, server: &Server) {
+        let url = &server.url();
         let client = ours(url);
         let ks = keys("growth", 10_000);
         store(&client, &ks, &values(10_000, 4 * KIB));
@@ -618,7 +649,7 @@ impl Runner {
             );
         }
         for threads in [1, 4, 16, 64] {
-            let (b, o) = self.threaded_gets(name, url, threads, None);
+            let (b, o) = self.threaded_gets(name, server, threads, None);
             println!(
                 "{name:<7} growth {threads:>2} threads single 4 KiB gets: own connections {:>6.0} kop/s, one shared client {:>6.0} kop/s",
                 b / 1e3,
@@ -866,7 +897,7 @@ fn main() {
             r.large_puts(name, &url, 8, 32 * MIB);
         }
         if want("threads") {
-            r.threaded_gets(name, &url, 16, Some(2.0));
+            r.threaded_gets(name, &server, 16, Some(2.0));
         }
         if want("peek") {
             r.peek_under_put_flood(name, &url);
@@ -878,7 +909,7 @@ fn main() {
             r.size_sweep(name, &url);
         }
         if want("growth") {
-            r.growth(name, &url);
+            r.growth(name, &server);
         }
         drop(server);
         if want("cluster") {

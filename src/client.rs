@@ -39,8 +39,9 @@ const REPLY_GRACE: Duration = Duration::from_millis(100);
 /// Four levels, highest first: [`Priority::Peek`] (`exists`, `batched_contains`), [`Priority::Prefetch`]
 /// (`batched_get_non_blocking`), [`Priority::Get`] (`get`, `batched_get`), [`Priority::Put`] (`put`,
 /// `batched_put`, `remove`). Workers always take the highest queued level first; a level passed over for 8
-/// batches in a row goes first once, so writes are never starved. With two workers or more, at most all but one
-/// may be busy with `Put` parts at a time, so a flood of writes never keeps a `Peek` waiting for a worker.
+/// batches in a row goes first once, so writes are never starved. At most [`Config::put_workers`] workers (1 by
+/// default, and never all of them) are busy with `Put` parts at a time, so a flood of writes never keeps a `Peek`
+/// waiting for a worker.
 /// [`Client::call`] overrides a call's priority.
 ///
 /// # Partial failure
@@ -146,7 +147,7 @@ impl Client {
             stats: Counters::default(),
             drain_deadline: OnceLock::new(),
         });
-        let queues = Queues::new(shared.config.workers);
+        let queues = Queues::new(shared.config.workers, shared.config.put_workers);
         let mut workers = Vec::with_capacity(shared.config.workers);
         for id in 0..shared.config.workers {
             let w =

@@ -26,7 +26,8 @@ pub(crate) struct Queues {
 }
 
 /// Caps how many workers may be busy with `Put` parts at once, so that with two workers or more one is always
-/// free for higher levels: a flood of large writes then delays a `Peek` by no in-flight request at all.
+/// free for higher levels: a flood of large writes then delays a `Peek` by no in-flight request at all. Fewer
+/// concurrent large writes also keep the server's event loop (and the CPUs) free to answer that `Peek` quickly.
 struct PutLanes {
     busy: AtomicUsize,
     max: usize,
@@ -50,8 +51,9 @@ pub(crate) struct Inbox {
 }
 
 impl Queues {
-    /// Queues for `workers` workers.
-    pub(crate) fn new(workers: usize) -> Queues {
+    /// Queues for `workers` workers, at most `put_workers` of them busy with `Put` parts at once (and never all
+    /// of them, when there are two or more).
+    pub(crate) fn new(workers: usize, put_workers: usize) -> Queues {
         let (senders, receivers): (Vec<_>, Vec<_>) = (0..4).map(|_| crossbeam_channel::unbounded()).unzip();
         Queues {
             senders: senders.try_into().unwrap_or_else(|_| unreachable!()),
@@ -59,7 +61,7 @@ impl Queues {
             closed: Arc::new(AtomicBool::new(false)),
             put_lanes: Arc::new(PutLanes {
                 busy: AtomicUsize::new(0),
-                max: workers.saturating_sub(1).max(1),
+                max: put_workers.clamp(1, workers.saturating_sub(1).max(1)),
             }),
         }
     }
@@ -206,7 +208,7 @@ mod tests {
 
     #[test]
     fn higher_levels_come_first_within_bounds() {
-        let q = Queues::new(1);
+        let q = Queues::new(1, 1);
         let mut inbox = q.inbox();
         for p in [Priority::Put, Priority::Get, Priority::Peek, Priority::Prefetch] {
             q.send(part(p, 1)).ok().unwrap();
@@ -223,7 +225,7 @@ mod tests {
 
     #[test]
     fn a_starved_level_gets_a_bounded_share() {
-        let q = Queues::new(1);
+        let q = Queues::new(1, 1);
         let mut inbox = q.inbox();
         q.send(part(Priority::Put, 1)).ok().unwrap();
         let mut batches = 0;
@@ -241,7 +243,7 @@ mod tests {
 
     #[test]
     fn one_worker_of_several_always_stays_free_of_puts() {
-        let q = Queues::new(3);
+        let q = Queues::new(3, 2);
         let (mut a, mut b, mut c) = (q.inbox(), q.inbox(), q.inbox());
         for _ in 0..5 {
             q.send(part(Priority::Put, 1)).ok().unwrap();
@@ -260,7 +262,7 @@ mod tests {
 
     #[test]
     fn closed_and_empty_ends_the_worker() {
-        let q = Queues::new(1);
+        let q = Queues::new(1, 1);
         let mut inbox = q.inbox();
         q.send(part(Priority::Get, 1)).ok().unwrap();
         drop(q);
