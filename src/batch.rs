@@ -87,28 +87,37 @@ pub(crate) struct Limits {
 /// Plans `units` (in the order given, which is priority order) against `map`.
 pub(crate) fn plan(parts: &[Part], units: Vec<Unit>, map: &SlotMap, limits: Limits) -> Plan {
     let mut out = Plan::default();
-    let mut node_index: HashMap<String, usize> = HashMap::new();
+    // Map node index -> index in `out.nodes`, so routing a key costs no string work.
+    let mut planned: Vec<Option<usize>> = vec![None; map.nodes.len()];
     // (node, slot) -> index of the open MGET step in that node's pipeline.
     let mut open_mget: HashMap<(usize, Option<u16>), usize> = HashMap::new();
     for unit in units {
         let part = &parts[unit.part];
-        let (node, slot) = match (&unit.to, part.kind) {
-            (Some(to), _) => (to.clone(), None),
-            (None, _) => match map.route(&part.keys[unit.key]) {
-                Ok((n, slot)) => (map.nodes[n].clone(), slot.map(|s| s.get())),
+        let (n, slot) = match &unit.to {
+            // Rare (ASK targets, pings): found by name.
+            Some(to) => match out.nodes.iter().position(|p| &p.node == to) {
+                Some(n) => (n, None),
+                None => (push_node(&mut out, to), None),
+            },
+            None => match map.route(&part.keys[unit.key]) {
+                Ok((i, slot)) => {
+                    let n = match planned[i] {
+                        Some(n) => n,
+                        None => {
+                            let n = out.nodes.iter().position(|p| p.node == map.nodes[i]);
+                            let n = n.unwrap_or_else(|| push_node(&mut out, &map.nodes[i]));
+                            planned[i] = Some(n);
+                            n
+                        }
+                    };
+                    (n, slot.map(|s| s.get()))
+                }
                 Err(e) => {
                     out.unroutable.push((unit, e));
                     continue;
                 }
             },
         };
-        let n = *node_index.entry(node.clone()).or_insert_with(|| {
-            out.nodes.push(NodePlan {
-                node,
-                steps: Vec::new(),
-            });
-            out.nodes.len() - 1
-        });
         let steps = &mut out.nodes[n].steps;
         let single = |command| Step {
             command,
@@ -149,6 +158,14 @@ pub(crate) fn plan(parts: &[Part], units: Vec<Unit>, map: &SlotMap, limits: Limi
         }
     }
     out
+}
+
+fn push_node(out: &mut Plan, node: &str) -> usize {
+    out.nodes.push(NodePlan {
+        node: node.to_string(),
+        steps: Vec::new(),
+    });
+    out.nodes.len() - 1
 }
 
 #[cfg(test)]
