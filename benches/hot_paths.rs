@@ -1,7 +1,8 @@
 //! Criterion benches of the pure hot parts: slot hashing and batch planning.
 //!
 //! Last run (`cargo bench --bench hot_paths`, 2-core x86_64 VM, loopback, shared and noisy):
-//! slot of a 40-byte key ~25 ns; planning 1000 gets ~60 us standalone, ~150 us over a 3-primary cluster.
+//! slot of a 40-byte key 71 ns, of a hash-tagged key 17 ns; planning 1000 gets 47 us standalone, 280 us over a
+//! 3-primary cluster (one command per slot: random keys rarely share one); planning 8 gets of 32 MiB 0.54 us.
 
 use bytes::Bytes;
 use criterion::{Criterion, criterion_group, criterion_main};
