@@ -1,11 +1,14 @@
-//! The priority queue: one crossbeam channel per level, shared by every worker. Crossbeam's `Select` picks at
-//! random among ready channels, so it is used only to sleep until something arrives; the order is decided here.
+//! The priority queue: one crossbeam channel per level, shared by every worker, and a doorbell that idle workers
+//! sleep on. (Crossbeam's `Select` picks at random among ready channels, and spins and yields before it sleeps,
+//! which on few cores costs more CPU per request than the request itself; so workers drain the levels in
+//! priority order themselves and sleep on a condition variable.)
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering, fence};
 use std::time::Duration;
 
-use crossbeam_channel::{Receiver, Select, Sender};
+use crossbeam_channel::{Receiver, Sender};
+use parking_lot::{Condvar, Mutex};
 
 use crate::request::{Part, Priority};
 
@@ -23,6 +26,43 @@ pub(crate) struct Queues {
     /// report disconnection by receiving, which would take a part.)
     closed: Arc<AtomicBool>,
     put_lanes: Arc<PutLanes>,
+    doorbell: Arc<Doorbell>,
+}
+
+/// Where idle workers sleep until a part is queued.
+#[derive(Default)]
+struct Doorbell {
+    /// Held from a worker's last look at the queues until it sleeps, so no ring falls in between.
+    lock: Mutex<()>,
+    ring: Condvar,
+    sleepers: AtomicUsize,
+}
+
+impl Doorbell {
+    /// Wakes one sleeping worker, if any sleeps: free when every worker is busy.
+    fn ring(&self) {
+        // Orders the queued part before the look at `sleepers` (the worker side does the opposite).
+        fence(Ordering::SeqCst);
+        if self.sleepers.load(Ordering::SeqCst) > 0 {
+            let _guard = self.lock.lock();
+            self.ring.notify_one();
+        }
+    }
+
+    fn ring_all(&self) {
+        let _guard = self.lock.lock();
+        self.ring.notify_all();
+    }
+
+    /// Sleeps until rung or `timeout`, unless `ready()` says there is work already.
+    fn sleep(&self, ready: impl Fn() -> bool, timeout: Duration) {
+        let mut guard = self.lock.lock();
+        self.sleepers.fetch_add(1, Ordering::SeqCst);
+        if !ready() {
+            self.ring.wait_for(&mut guard, timeout);
+        }
+        self.sleepers.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 /// Caps how many workers may be busy with `Put` parts at once, so that with two workers or more one is always
@@ -37,6 +77,7 @@ impl Drop for Queues {
     fn drop(&mut self) {
         // Runs before the senders are dropped; whoever drops this makes sure no send is in progress.
         self.closed.store(true, Ordering::Release);
+        self.doorbell.ring_all();
     }
 }
 
@@ -48,6 +89,7 @@ pub(crate) struct Inbox {
     put_lanes: Arc<PutLanes>,
     /// Whether this worker's current batch holds a put lane (released when it asks for the next batch).
     holds_put_lane: bool,
+    doorbell: Arc<Doorbell>,
 }
 
 impl Queues {
@@ -63,6 +105,7 @@ impl Queues {
                 busy: AtomicUsize::new(0),
                 max: put_workers.clamp(1, workers.saturating_sub(1).max(1)),
             }),
+            doorbell: Arc::default(),
         }
     }
 
@@ -73,6 +116,7 @@ impl Queues {
             closed: self.closed.clone(),
             put_lanes: self.put_lanes.clone(),
             holds_put_lane: false,
+            doorbell: self.doorbell.clone(),
         }
     }
 
@@ -80,7 +124,9 @@ impl Queues {
     pub(crate) fn send(&self, part: Part) -> Result<(), Part> {
         self.senders[part.priority.index()]
             .send(part)
-            .map_err(|e| e.into_inner())
+            .map_err(|e| e.into_inner())?;
+        self.doorbell.ring();
+        Ok(())
     }
 
     /// Parts waiting at all levels.
@@ -105,14 +151,15 @@ impl Inbox {
             if closed {
                 return None;
             }
-            let mut sel = Select::new();
-            // Without a free put lane, only higher levels may wake this worker; it looks again after IDLE_WAIT.
+            // Without a free put lane, queued writes are not work for this worker; it looks again when rung or
+            // after IDLE_WAIT.
             let levels = if self.put_lane_free() { 4 } else { Priority::Put.index() };
-            for r in &self.receivers[..levels] {
-                sel.recv(r);
-            }
-            // Only a wake-up: the winner is chosen by `drain`, in priority order.
-            let _ = sel.ready_timeout(IDLE_WAIT);
+            let receivers = &self.receivers[..levels];
+            let closed = &self.closed;
+            self.doorbell.sleep(
+                || closed.load(Ordering::Acquire) || receivers.iter().any(|r| !r.is_empty()),
+                IDLE_WAIT,
+            );
         }
     }
 
