@@ -126,8 +126,8 @@ pub(crate) struct Connection {
     arena: BytesMut,
     /// Where large values are read into, when set.
     pool: Option<Arc<BufferPool>>,
-    /// Reads give up at this instant; every blocking read is armed with the time left.
-    deadline: Instant,
+    /// When reads and writes give up.
+    timer: Timer,
 }
 
 impl Connection {
@@ -154,7 +154,11 @@ impl Connection {
             end: 0,
             arena: BytesMut::new(),
             pool: None,
-            deadline: Instant::now() + opts.timeout,
+            timer: Timer {
+                deadline: Instant::now() + opts.timeout,
+                armed_for: None,
+                armed_at: Instant::now(),
+            },
         };
         let mut out = Outgoing::default();
         let mut expected = 0;
@@ -189,15 +193,21 @@ impl Connection {
 
     /// Makes reads and writes give up at `deadline`.
     pub(crate) fn set_deadline(&mut self, deadline: Instant) {
-        self.deadline = deadline;
+        self.timer.deadline = deadline;
     }
 
-    /// One `read` into `buf`, waiting no later than the deadline. (A socket timeout applies per call, so it is
-    /// re-armed with the time left each time: a server that trickles bytes cannot stretch the wait.)
-    fn read_some(stream: &mut TcpStream, node: &str, deadline: Instant, buf: &mut [u8]) -> Result<usize> {
+    /// One `read` into `buf`, waiting no later than about the deadline. A socket timeout applies per call, so
+    /// it is re-armed with the time left whenever it is older than `REARM` (a server that trickles bytes can
+    /// stretch the wait by that much at most, and reads do not each cost a `setsockopt`).
+    fn read_some(stream: &mut TcpStream, node: &str, timer: &mut Timer, buf: &mut [u8]) -> Result<usize> {
         loop {
-            let left = time_left(node, deadline)?;
-            stream.set_read_timeout(Some(left)).map_err(|e| Error::io(node, e))?;
+            let now = Instant::now();
+            let left = time_left(node, timer.deadline)?;
+            if timer.armed_for != Some(timer.deadline) || now.duration_since(timer.armed_at) >= REARM {
+                stream.set_read_timeout(Some(left)).map_err(|e| Error::io(node, e))?;
+                timer.armed_for = Some(timer.deadline);
+                timer.armed_at = now;
+            }
             match stream.read(buf) {
                 Ok(0) => {
                     let e = io::Error::new(io::ErrorKind::UnexpectedEof, "connection closed by the server");
@@ -223,7 +233,7 @@ impl Connection {
         slices.retain(|s| !s.is_empty());
         let mut slices = &mut slices[..];
         while !slices.is_empty() {
-            let left = time_left(&self.node, self.deadline)?;
+            let left = time_left(&self.node, self.timer.deadline)?;
             self.stream
                 .set_write_timeout(Some(left))
                 .map_err(|e| Error::io(&self.node, e))?;
@@ -257,7 +267,7 @@ impl Connection {
             }
             self.buf.resize(self.buf.len() * 2, 0);
         }
-        self.end += Connection::read_some(&mut self.stream, &self.node, self.deadline, &mut self.buf[self.end..])?;
+        self.end += Connection::read_some(&mut self.stream, &self.node, &mut self.timer, &mut self.buf[self.end..])?;
         Ok(())
     }
 
@@ -358,7 +368,7 @@ impl Connection {
             } else {
                 let mut done = 0;
                 while done < rest.len() {
-                    done += Connection::read_some(&mut self.stream, &self.node, self.deadline, &mut rest[done..])?;
+                    done += Connection::read_some(&mut self.stream, &self.node, &mut self.timer, &mut rest[done..])?;
                 }
             }
         }
@@ -416,6 +426,16 @@ impl Connection {
         Ok(value)
     }
 }
+
+/// A connection's deadline and the read timeout last armed for it.
+struct Timer {
+    deadline: Instant,
+    armed_for: Option<Instant>,
+    armed_at: Instant,
+}
+
+/// How stale an armed read timeout may get before it is re-armed.
+const REARM: Duration = Duration::from_millis(10);
 
 /// Time left before `deadline`, or a timeout error once it has (all but) passed.
 fn time_left(node: &str, deadline: Instant) -> Result<Duration> {
