@@ -39,9 +39,9 @@ const REPLY_GRACE: Duration = Duration::from_millis(100);
 /// Four levels, highest first: [`Priority::Peek`] (`exists`, `batched_contains`), [`Priority::Prefetch`]
 /// (`batched_get_non_blocking`), [`Priority::Get`] (`get`, `batched_get`), [`Priority::Put`] (`put`,
 /// `batched_put`, `remove`). Workers always take the highest queued level first; a level passed over for 8
-/// batches in a row goes first once, so writes are never starved. At most [`Config::put_workers`] workers (1 by
-/// default, and never all of them) are busy with `Put` parts at a time, so a flood of writes never keeps a `Peek`
-/// waiting for a worker.
+/// batches in a row goes first once, so writes are never starved. Never all workers stream writes at once, and a
+/// second one starts only while fewer than [`Config::write_bytes_in_flight`] bytes are being written, so a flood of
+/// writes never keeps a `Peek` waiting for a worker.
 /// [`Client::call`] overrides a call's priority.
 ///
 /// # Partial failure
@@ -147,7 +147,7 @@ impl Client {
             stats: Counters::default(),
             drain_deadline: OnceLock::new(),
         });
-        let queues = Queues::new(shared.config.workers, shared.config.put_workers);
+        let queues = Queues::new(shared.config.workers, shared.config.write_bytes_in_flight);
         let mut workers = Vec::with_capacity(shared.config.workers);
         for id in 0..shared.config.workers {
             let w =

@@ -65,12 +65,24 @@ impl Doorbell {
     }
 }
 
-/// Caps how many workers may be busy with `Put` parts at once, so that with two workers or more one is always
-/// free for higher levels: a flood of large writes then delays a `Peek` by no in-flight request at all. Fewer
-/// concurrent large writes also keep the server's event loop (and the CPUs) free to answer that `Peek` quickly.
+/// Caps the writes streaming at once. With two workers or more one is always free for higher levels, so a flood
+/// of large writes delays a `Peek` by no in-flight request at all; and a second writer starts only while the
+/// bytes being written are under a budget, so mid-size writes still go out over several connections while a
+/// flood of huge ones leaves the server's event loop (and the CPUs) free to answer that `Peek` quickly.
 struct PutLanes {
+    /// Workers holding a lane.
     busy: AtomicUsize,
-    max: usize,
+    /// Bytes of the `Put` parts they took.
+    bytes: AtomicUsize,
+    max_workers: usize,
+    max_bytes: usize,
+}
+
+impl PutLanes {
+    /// Whether one more worker may start writing: always when none is, else while under both caps.
+    fn admits(&self, busy: usize) -> bool {
+        busy == 0 || (busy < self.max_workers && self.bytes.load(Ordering::Acquire) < self.max_bytes)
+    }
 }
 
 impl Drop for Queues {
@@ -89,13 +101,15 @@ pub(crate) struct Inbox {
     put_lanes: Arc<PutLanes>,
     /// Whether this worker's current batch holds a put lane (released when it asks for the next batch).
     holds_put_lane: bool,
+    /// Bytes of the `Put` parts taken under that lane.
+    put_bytes: usize,
     doorbell: Arc<Doorbell>,
 }
 
 impl Queues {
-    /// Queues for `workers` workers, at most `put_workers` of them busy with `Put` parts at once (and never all
-    /// of them, when there are two or more).
-    pub(crate) fn new(workers: usize, put_workers: usize) -> Queues {
+    /// Queues for `workers` workers; a second worker starts writing only while fewer than `write_bytes` are being
+    /// written (and never all of them write, when there are two or more).
+    pub(crate) fn new(workers: usize, write_bytes: usize) -> Queues {
         let (senders, receivers): (Vec<_>, Vec<_>) = (0..4).map(|_| crossbeam_channel::unbounded()).unzip();
         Queues {
             senders: senders.try_into().unwrap_or_else(|_| unreachable!()),
@@ -103,7 +117,9 @@ impl Queues {
             closed: Arc::new(AtomicBool::new(false)),
             put_lanes: Arc::new(PutLanes {
                 busy: AtomicUsize::new(0),
-                max: put_workers.clamp(1, workers.saturating_sub(1).max(1)),
+                bytes: AtomicUsize::new(0),
+                max_workers: workers.saturating_sub(1).max(1),
+                max_bytes: write_bytes,
             }),
             doorbell: Arc::default(),
         }
@@ -116,6 +132,7 @@ impl Queues {
             closed: self.closed.clone(),
             put_lanes: self.put_lanes.clone(),
             holds_put_lane: false,
+            put_bytes: 0,
             doorbell: self.doorbell.clone(),
         }
     }
@@ -180,6 +197,10 @@ impl Inbox {
                     Ok(part) => {
                         keys += part.keys.len().max(1);
                         bytes += part.bytes;
+                        if level == Priority::Put.index() {
+                            self.put_bytes += part.bytes;
+                            self.put_lanes.bytes.fetch_add(part.bytes, Ordering::AcqRel);
+                        }
                         taken[level] = true;
                         batch.push(part);
                     }
@@ -206,14 +227,14 @@ impl Inbox {
 
 impl Inbox {
     fn put_lane_free(&self) -> bool {
-        self.holds_put_lane || self.put_lanes.busy.load(Ordering::Acquire) < self.put_lanes.max
+        self.holds_put_lane || self.put_lanes.admits(self.put_lanes.busy.load(Ordering::Acquire))
     }
 
     fn take_put_lane(&mut self) -> bool {
         if !self.holds_put_lane {
             let lanes = &self.put_lanes;
             let reserved = lanes.busy.fetch_update(Ordering::AcqRel, Ordering::Acquire, |b| {
-                (b < lanes.max).then_some(b + 1)
+                lanes.admits(b).then_some(b + 1)
             });
             self.holds_put_lane = reserved.is_ok();
         }
@@ -222,6 +243,9 @@ impl Inbox {
 
     fn release_put_lane(&mut self) {
         if std::mem::take(&mut self.holds_put_lane) {
+            self.put_lanes
+                .bytes
+                .fetch_sub(std::mem::take(&mut self.put_bytes), Ordering::AcqRel);
             self.put_lanes.busy.fetch_sub(1, Ordering::AcqRel);
         }
     }
@@ -255,7 +279,7 @@ mod tests {
 
     #[test]
     fn higher_levels_come_first_within_bounds() {
-        let q = Queues::new(1, 1);
+        let q = Queues::new(1, 8 << 20);
         let mut inbox = q.inbox();
         for p in [Priority::Put, Priority::Get, Priority::Peek, Priority::Prefetch] {
             q.send(part(p, 1)).ok().unwrap();
@@ -272,7 +296,7 @@ mod tests {
 
     #[test]
     fn a_starved_level_gets_a_bounded_share() {
-        let q = Queues::new(1, 1);
+        let q = Queues::new(1, 8 << 20);
         let mut inbox = q.inbox();
         q.send(part(Priority::Put, 1)).ok().unwrap();
         let mut batches = 0;
@@ -290,14 +314,14 @@ mod tests {
 
     #[test]
     fn one_worker_of_several_always_stays_free_of_puts() {
-        let q = Queues::new(3, 2);
+        let q = Queues::new(3, 8 << 20);
         let (mut a, mut b, mut c) = (q.inbox(), q.inbox(), q.inbox());
         for _ in 0..5 {
             q.send(part(Priority::Put, 1)).ok().unwrap();
         }
         assert_eq!(a.next_batch(1, usize::MAX).unwrap()[0].priority, Priority::Put);
         assert_eq!(b.next_batch(1, usize::MAX).unwrap()[0].priority, Priority::Put);
-        // Two lanes for three workers: the third takes only higher levels while a and b are busy.
+        // Never all three workers: the third takes only higher levels while a and b write.
         assert!(c.drain(1, usize::MAX).is_empty());
         q.send(part(Priority::Peek, 1)).ok().unwrap();
         assert_eq!(c.next_batch(1, usize::MAX).unwrap()[0].priority, Priority::Peek);
@@ -308,8 +332,26 @@ mod tests {
     }
 
     #[test]
+    fn a_second_writer_starts_only_under_the_byte_budget() {
+        let q = Queues::new(4, 10);
+        let (mut a, mut b, mut c) = (q.inbox(), q.inbox(), q.inbox());
+        let big = |n| part(Priority::Put, n); // `part` makes parts of n keys and n bytes
+        q.send(big(8)).ok().unwrap();
+        q.send(big(8)).ok().unwrap();
+        q.send(big(1)).ok().unwrap();
+        assert_eq!(a.next_batch(1, usize::MAX).unwrap()[0].bytes, 8);
+        // 8 bytes in flight, under the budget of 10: a second writer may start.
+        assert_eq!(b.next_batch(1, usize::MAX).unwrap()[0].bytes, 8);
+        // 16 bytes in flight: no third, although a worker is free.
+        assert!(c.drain(1, usize::MAX).is_empty());
+        drop(a);
+        drop(b);
+        assert_eq!(c.next_batch(1, usize::MAX).unwrap()[0].bytes, 1);
+    }
+
+    #[test]
     fn closed_and_empty_ends_the_worker() {
-        let q = Queues::new(1, 1);
+        let q = Queues::new(1, 8 << 20);
         let mut inbox = q.inbox();
         q.send(part(Priority::Get, 1)).ok().unwrap();
         drop(q);
