@@ -423,8 +423,10 @@ impl Runner {
         let (mut base, mut mine, mut lat_ours) = (Vec::new(), Vec::new(), Vec::new());
         run(false);
         run(true);
+        // KV_PROFILE_OURS=1 leaves the baseline out, to profile the shared client alone.
+        let profile = std::env::var("KV_PROFILE_OURS").is_ok();
         for _ in 0..self.rounds.min(5) {
-            base.push(run(false).0);
+            base.push(if profile { f64::NAN } else { run(false).0 });
             let (ops, lat) = run(true);
             mine.push(ops);
             lat_ours.extend(lat);
