@@ -2,6 +2,7 @@
 //! is read into it, which costs as much as the read itself; so a large value is read into a buffer from this
 //! pool, handed out as `Bytes`, and its buffer comes back here when the caller drops the last reference.
 
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
 
@@ -11,10 +12,11 @@ use parking_lot::Mutex;
 /// Values at least this large are read into pooled buffers.
 pub(crate) const POOLED_VALUE: usize = 256 << 10;
 
-/// Idle buffers, bounded in total bytes.
+/// Idle buffers, bounded in total bytes; the oldest give way to the newest, since recent sizes are the likely
+/// next ones.
 pub(crate) struct BufferPool {
-    /// Locked briefly to take or return one buffer, never around I/O.
-    idle: Mutex<Vec<Vec<u8>>>,
+    /// Oldest first. Locked briefly to take or return one buffer, never around I/O.
+    idle: Mutex<VecDeque<Vec<u8>>>,
     idle_bytes: AtomicUsize,
     max_bytes: usize,
 }
@@ -44,7 +46,7 @@ impl BufferPool {
     /// A pool keeping at most `max_bytes` of idle buffers (0: no pooling).
     pub(crate) fn new(max_bytes: usize) -> Arc<BufferPool> {
         Arc::new(BufferPool {
-            idle: Mutex::new(Vec::new()),
+            idle: Mutex::new(VecDeque::new()),
             idle_bytes: AtomicUsize::new(0),
             max_bytes,
         })
@@ -61,13 +63,14 @@ impl BufferPool {
                 .filter(|(_, b)| b.len() >= len && b.len() <= len.saturating_mul(2))
                 .min_by_key(|(_, b)| b.len())
                 .map(|(i, _)| i);
-            best.map(|i| idle.swap_remove(i))
+            let found = best.and_then(|i| idle.remove(i));
+            if let Some(buf) = &found {
+                self.idle_bytes.fetch_sub(buf.len(), Ordering::Relaxed);
+            }
+            found
         };
         match found {
-            Some(buf) => {
-                self.idle_bytes.fetch_sub(buf.len(), Ordering::Relaxed);
-                buf
-            }
+            Some(buf) => buf,
             None => vec![0; len],
         }
     }
@@ -83,11 +86,20 @@ impl BufferPool {
 
     fn give_back(&self, buf: Vec<u8>) {
         let size = buf.len();
-        if size == 0 || self.idle_bytes.fetch_add(size, Ordering::Relaxed) + size > self.max_bytes {
-            self.idle_bytes.fetch_sub(size, Ordering::Relaxed);
+        if size == 0 || size > self.max_bytes {
             return;
         }
-        self.idle.lock().push(buf);
+        let mut idle = self.idle.lock();
+        let mut held = self.idle_bytes.load(Ordering::Relaxed) + size;
+        while held > self.max_bytes {
+            match idle.pop_front() {
+                Some(old) => held -= old.len(),
+                None => break,
+            }
+        }
+        idle.push_back(buf);
+        // Updated under the lock, so it always equals the sum of `idle`.
+        self.idle_bytes.store(held, Ordering::Relaxed);
     }
 
     /// Bytes held by idle buffers.
@@ -121,11 +133,17 @@ mod tests {
     }
 
     #[test]
-    fn idle_bytes_are_bounded() {
+    fn idle_bytes_are_bounded_and_the_newest_stay() {
         let pool = BufferPool::new(3 << 20);
         let values: Vec<Bytes> = (0..5).map(|_| pool.wrap(pool.take(1 << 20), 1 << 20)).collect();
         drop(values);
         assert_eq!(pool.idle_bytes(), 3 << 20);
+        // A burst of another size replaces the old buffers rather than being turned away.
+        let big = pool.take(2 << 20);
+        let ptr = big.as_ptr();
+        drop(pool.wrap(big, 2 << 20));
+        assert_eq!(pool.idle_bytes(), 3 << 20, "one 1 MiB and the 2 MiB buffer");
+        assert_eq!(pool.take(2 << 20).as_ptr(), ptr);
         let off = BufferPool::new(0);
         drop(off.wrap(off.take(1 << 20), 1));
         assert_eq!(off.idle_bytes(), 0);
