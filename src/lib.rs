@@ -3,6 +3,7 @@
 #![deny(missing_docs)]
 
 mod batch;
+mod chunk_key;
 mod client;
 mod config;
 mod connection;
@@ -15,6 +16,7 @@ mod stats;
 mod topology;
 mod worker;
 
+pub use chunk_key::{ChunkKey, Dtype};
 pub use client::{Call, Client, PendingGet};
 pub use config::{Config, Mode};
 pub use error::{Error, Result};
