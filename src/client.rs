@@ -14,7 +14,7 @@ use crate::connection::{ConnectOptions, MAX_BULK};
 use crate::error::{Error, Result};
 use crate::pool::BufferPool;
 use crate::queue::Queues;
-use crate::request::{KeyReply, Kind, Part, Priority, ReplyReceiver, ReplySlot};
+use crate::request::{KeyReply, Kind, Part, Priority, ReplyReceiver, ReplySlot, SetValue};
 use crate::stats::{Counters, Stats};
 use crate::topology::Topology;
 use crate::worker::{self, Shared};
@@ -243,6 +243,11 @@ impl Client {
         self.inner.shared.topology.current().nodes.clone()
     }
 
+    /// Counts a stored value that did not check out (see [`Stats::corrupt`]).
+    pub(crate) fn count_corrupt(&self) {
+        Counters::add(&self.inner.shared.stats.corrupt, 1);
+    }
+
     /// A snapshot of the client's counters.
     pub fn stats(&self) -> Stats {
         let queued = self.inner.queues.read().as_ref().map_or(0, Queues::len);
@@ -330,7 +335,12 @@ impl Call<'_> {
         V: Into<Bytes>,
         I: IntoIterator<Item = V>,
     {
-        let values: Vec<Bytes> = values.into_iter().map(Into::into).collect();
+        let values: Vec<SetValue> = values.into_iter().map(|v| SetValue::from(v.into())).collect();
+        self.put_values(to_keys(keys)?, values)
+    }
+
+    /// Writes `values` (possibly in two pieces each) under `keys`; the one write path of every layout.
+    pub(crate) fn put_values(self, keys: Vec<Bytes>, values: Vec<SetValue>) -> Result<Vec<Result<()>>> {
         if values.len() != keys.len() {
             return Err(Error::InvalidInput(format!(
                 "{} keys but {} values",
@@ -353,7 +363,7 @@ impl Call<'_> {
         if ttl_secs == Some(0) {
             return Err(Error::InvalidInput("a TTL of 0 seconds would expire at once".into()));
         }
-        let replies = self.run(Kind::Set { ttl_secs }, Priority::Put, to_keys(keys)?, values)?;
+        let replies = self.run(Kind::Set { ttl_secs }, Priority::Put, keys, values)?;
         Ok(replies.into_iter().map(|r| r.map(|_| ())).collect())
     }
 
@@ -389,7 +399,7 @@ impl Call<'_> {
         kind: Kind,
         default: Priority,
         keys: Vec<Bytes>,
-        values: Vec<Bytes>,
+        values: Vec<SetValue>,
     ) -> Result<Vec<Result<KeyReply>>> {
         let mut pending = self.submit(kind, default, keys, values)?;
         let until = pending.deadline + REPLY_GRACE;
@@ -398,7 +408,7 @@ impl Call<'_> {
     }
 
     /// Splits the call into parts bounded in keys and bytes and queues them.
-    fn submit(&self, kind: Kind, default: Priority, keys: Vec<Bytes>, values: Vec<Bytes>) -> Result<Pending> {
+    fn submit(&self, kind: Kind, default: Priority, keys: Vec<Bytes>, values: Vec<SetValue>) -> Result<Pending> {
         let inner = &self.client.inner;
         let config = &inner.shared.config;
         let stats = &inner.shared.stats;

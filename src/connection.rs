@@ -12,6 +12,7 @@ use redis::Value;
 
 use crate::error::{Error, Result};
 use crate::pool::{BufferPool, POOLED_VALUE};
+use crate::request::SetValue;
 
 /// Read buffer size; bulk payloads larger than what is buffered are read straight into their destination.
 const READ_BUF: usize = 64 << 10;
@@ -88,18 +89,19 @@ impl Outgoing {
         cmd.write_packed_command(&mut self.buf);
     }
 
-    /// Appends `SET key value [EX ttl]`, referencing `value` instead of copying it when it is large.
-    pub(crate) fn push_set(&mut self, key: &[u8], value: &Bytes, ttl_secs: Option<u64>) {
+    /// Appends `SET key value [EX ttl]`, referencing the value's body instead of copying it when it is large.
+    pub(crate) fn push_set(&mut self, key: &[u8], value: &SetValue, ttl_secs: Option<u64>) {
         let ttl = ttl_secs.map(|t| t.to_string());
         let argc = if ttl.is_some() { 5 } else { 3 };
         let b = &mut self.buf;
         b.extend_from_slice(format!("*{argc}\r\n$3\r\nSET\r\n${}\r\n", key.len()).as_bytes());
         b.extend_from_slice(key);
         b.extend_from_slice(format!("\r\n${}\r\n", value.len()).as_bytes());
-        if value.len() >= ZERO_COPY_WRITE {
-            self.payloads.push((b.len(), value.clone()));
+        b.extend_from_slice(&value.head);
+        if value.body.len() >= ZERO_COPY_WRITE {
+            self.payloads.push((b.len(), value.body.clone()));
         } else {
-            b.extend_from_slice(value);
+            b.extend_from_slice(&value.body);
         }
         b.extend_from_slice(b"\r\n");
         if let Some(t) = ttl {
@@ -506,22 +508,29 @@ mod tests {
     #[test]
     fn set_is_encoded_as_resp_with_large_payloads_referenced() {
         let mut out = Outgoing::default();
-        out.push_set(b"k", &Bytes::from_static(b"v"), None);
+        out.push_set(b"k", &Bytes::from_static(b"v").into(), None);
         assert_eq!(out.buf, b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$1\r\nv\r\n");
         let mut out = Outgoing::default();
-        out.push_set(b"k", &Bytes::from_static(b""), Some(60));
+        out.push_set(b"k", &Bytes::from_static(b"").into(), Some(60));
         assert_eq!(
             out.buf,
             b"*5\r\n$3\r\nSET\r\n$1\r\nk\r\n$0\r\n\r\n$2\r\nEX\r\n$2\r\n60\r\n"
         );
         let big = Bytes::from(vec![7u8; ZERO_COPY_WRITE]);
         let mut out = Outgoing::default();
-        out.push_set(b"k", &big, None);
+        out.push_set(b"k", &big.clone().into(), None);
         assert_eq!(out.payloads.len(), 1);
         assert_eq!(
             out.len(),
             b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$16384\r\n\r\n".len() + big.len()
         );
         assert!(out.payloads[0].1.as_ptr() == big.as_ptr(), "payload must not be copied");
+        let mut out = Outgoing::default();
+        let framed = SetValue {
+            head: Bytes::from_static(b"HEAD"),
+            body: Bytes::from_static(b"body"),
+        };
+        out.push_set(b"k", &framed, None);
+        assert_eq!(out.buf, b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$8\r\nHEADbody\r\n");
     }
 }

@@ -4,10 +4,12 @@
 
 mod batch;
 mod chunk_key;
+mod chunks;
 mod client;
 mod config;
 mod connection;
 mod error;
+mod frame;
 mod pool;
 mod queue;
 mod request;
@@ -17,9 +19,11 @@ mod topology;
 mod worker;
 
 pub use chunk_key::{ChunkKey, Dtype};
+pub use chunks::{Chunk, ChunkStore, Layout, PendingChunks};
 pub use client::{Call, Client, PendingGet};
 pub use config::{Config, Mode};
 pub use error::{Error, Result};
+pub use frame::{ChunkMeta, FRAME_HEADER};
 pub use request::Priority;
 pub use slot::{SLOTS, Slot, hash_tag};
 pub use stats::{NodeStats, Stats};

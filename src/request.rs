@@ -53,6 +53,29 @@ pub(crate) enum KeyReply {
     Done,
 }
 
+/// A value to write, in two pieces so that a small header (a chunk frame) can precede a large payload without
+/// copying the payload.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct SetValue {
+    pub(crate) head: Bytes,
+    pub(crate) body: Bytes,
+}
+
+impl SetValue {
+    pub(crate) fn len(&self) -> usize {
+        self.head.len() + self.body.len()
+    }
+}
+
+impl From<Bytes> for SetValue {
+    fn from(body: Bytes) -> SetValue {
+        SetValue {
+            head: Bytes::new(),
+            body,
+        }
+    }
+}
+
 /// One queued unit of work: a slice of a caller's call, bounded in keys and bytes so that several workers can
 /// share a large call and one part fits one round trip.
 pub(crate) struct Part {
@@ -60,7 +83,7 @@ pub(crate) struct Part {
     pub(crate) priority: Priority,
     pub(crate) keys: Vec<Bytes>,
     /// For `Set`: one value per key.
-    pub(crate) values: Vec<Bytes>,
+    pub(crate) values: Vec<SetValue>,
     /// Expected size of each value for reads; actual bytes for writes.
     pub(crate) bytes: usize,
     pub(crate) expected_value: usize,

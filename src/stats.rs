@@ -24,6 +24,8 @@ pub struct Stats {
     pub misses: u64,
     /// Keys answered with an error.
     pub key_errors: u64,
+    /// Stored chunks that did not check out against their layout (read as misses).
+    pub corrupt: u64,
     /// Prefix calls (`batched_contains`, non-blocking get) whose prefix stopped at a failed key.
     pub prefix_failures: u64,
     /// MOVED replies followed.
@@ -104,6 +106,7 @@ counters!(
     hits,
     misses,
     key_errors,
+    corrupt,
     prefix_failures,
     moved,
     asked,

@@ -1,0 +1,172 @@
+//! The framed layout's value format: a 40-byte header, then the payload. Pure.
+//!
+//! ```text
+//! offset size  field (little-endian)
+//!  0     4     magic "KVCR"
+//!  4     1     version (1)
+//!  5     1     flags: bit 0 = metadata present
+//!  6     2     reserved, 0
+//!  8     8     payload length in bytes
+//! 16     4     CRC-32 (IEEE) of bytes 20..40 followed by the payload
+//! 20     1     fmt: LMCache MemoryFormat code (0 when no metadata)
+//! 21     1     dtype: LMCache metadata dtype code (0 when no metadata)
+//! 22     2     reserved, 0
+//! 24    16     shape: 4 x u32, unused dimensions 0
+//! 40     n     payload
+//! ```
+
+use bytes::Bytes;
+
+/// Length of the header before the payload.
+pub const FRAME_HEADER: usize = 40;
+const MAGIC: &[u8; 4] = b"KVCR";
+const VERSION: u8 = 1;
+
+/// What a chunk's tensors look like, in LMCache's metadata codes (its `MemoryFormat` and dtype numbering).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ChunkMeta {
+    /// LMCache `MemoryFormat` code (e.g. 1 = KV_2LTD, 4 = BINARY).
+    pub fmt: u8,
+    /// LMCache metadata dtype code (e.g. 3 = bfloat16, 2 = float16).
+    pub dtype: u8,
+    /// Shape, up to 4 dimensions; unused ones are 0.
+    pub shape: [u32; 4],
+}
+
+/// Why a stored value was not accepted as a chunk.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Corrupt {
+    Short(usize),
+    Magic,
+    Version(u8),
+    Length { header: u64, actual: usize },
+    Checksum,
+}
+
+impl std::fmt::Display for Corrupt {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Corrupt::Short(n) => write!(f, "{n} bytes, shorter than a frame header"),
+            Corrupt::Magic => write!(f, "no frame magic"),
+            Corrupt::Version(v) => write!(f, "unknown frame version {v}"),
+            Corrupt::Length { header, actual } => write!(f, "header says {header} payload bytes, value has {actual}"),
+            Corrupt::Checksum => write!(f, "checksum mismatch"),
+        }
+    }
+}
+
+/// The header for `payload`.
+pub(crate) fn encode(payload: &[u8], meta: Option<ChunkMeta>) -> Bytes {
+    let mut h = [0u8; FRAME_HEADER];
+    h[0..4].copy_from_slice(MAGIC);
+    h[4] = VERSION;
+    h[5] = u8::from(meta.is_some());
+    h[8..16].copy_from_slice(&(payload.len() as u64).to_le_bytes());
+    let m = meta.unwrap_or_default();
+    h[20] = m.fmt;
+    h[21] = m.dtype;
+    for (i, d) in m.shape.iter().enumerate() {
+        h[24 + 4 * i..28 + 4 * i].copy_from_slice(&d.to_le_bytes());
+    }
+    let crc = checksum(&h[20..], payload);
+    h[16..20].copy_from_slice(&crc.to_le_bytes());
+    Bytes::copy_from_slice(&h)
+}
+
+/// The payload and metadata of a framed value, without copying the payload.
+pub(crate) fn decode(value: Bytes) -> Result<(Bytes, Option<ChunkMeta>), Corrupt> {
+    if value.len() < FRAME_HEADER {
+        return Err(Corrupt::Short(value.len()));
+    }
+    let h = &value[..FRAME_HEADER];
+    if &h[0..4] != MAGIC {
+        return Err(Corrupt::Magic);
+    }
+    if h[4] != VERSION {
+        return Err(Corrupt::Version(h[4]));
+    }
+    let len = u64::from_le_bytes(h[8..16].try_into().expect("8 bytes"));
+    let actual = value.len() - FRAME_HEADER;
+    if len != actual as u64 {
+        return Err(Corrupt::Length { header: len, actual });
+    }
+    let crc = u32::from_le_bytes(h[16..20].try_into().expect("4 bytes"));
+    if checksum(&h[20..], &value[FRAME_HEADER..]) != crc {
+        return Err(Corrupt::Checksum);
+    }
+    let meta = (h[5] & 1 == 1).then(|| ChunkMeta {
+        fmt: h[20],
+        dtype: h[21],
+        shape: std::array::from_fn(|i| u32::from_le_bytes(h[24 + 4 * i..28 + 4 * i].try_into().expect("4 bytes"))),
+    });
+    Ok((value.slice(FRAME_HEADER..), meta))
+}
+
+fn checksum(meta: &[u8], payload: &[u8]) -> u32 {
+    let mut c = crc32fast::Hasher::new();
+    c.update(meta);
+    c.update(payload);
+    c.finalize()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn framed(payload: &[u8], meta: Option<ChunkMeta>) -> Bytes {
+        [&encode(payload, meta)[..], payload].concat().into()
+    }
+
+    #[test]
+    fn round_trips_with_and_without_metadata() {
+        let meta = ChunkMeta {
+            fmt: 1,
+            dtype: 3,
+            shape: [2, 32, 256, 1024],
+        };
+        let (p, m) = decode(framed(b"kv bytes", Some(meta))).unwrap();
+        assert_eq!((&p[..], m), (&b"kv bytes"[..], Some(meta)));
+        let (p, m) = decode(framed(b"", None)).unwrap();
+        assert_eq!((p.len(), m), (0, None));
+    }
+
+    #[test]
+    fn golden_header() {
+        let h = encode(b"abc", None);
+        // CRC-32 of 20 zero bytes then "abc", as any CRC-32 (IEEE) implementation computes it.
+        let crc = crc32fast::hash(&[&[0u8; 20][..], b"abc"].concat());
+        let mut expected = b"KVCR\x01\x00\x00\x00\x03\x00\x00\x00\x00\x00\x00\x00".to_vec();
+        expected.extend_from_slice(&crc.to_le_bytes());
+        expected.extend_from_slice(&[0u8; 20]);
+        assert_eq!(&h[..], &expected[..]);
+    }
+
+    #[test]
+    fn every_kind_of_damage_is_caught() {
+        let good = framed(&[7u8; 1000], None);
+        let flip = |at: usize| {
+            let mut v = good.to_vec();
+            v[at] ^= 1;
+            Bytes::from(v)
+        };
+        assert_eq!(decode(good.slice(..30)), Err(Corrupt::Short(30)));
+        assert_eq!(decode(flip(0)), Err(Corrupt::Magic));
+        assert_eq!(decode(flip(4)), Err(Corrupt::Version(0)));
+        assert!(matches!(
+            decode(good.slice(..good.len() - 1)),
+            Err(Corrupt::Length {
+                header: 1000,
+                actual: 999
+            })
+        ));
+        assert_eq!(decode(flip(FRAME_HEADER + 500)), Err(Corrupt::Checksum));
+        assert_eq!(decode(flip(17)), Err(Corrupt::Checksum));
+        assert_eq!(decode(flip(21)), Err(Corrupt::Checksum), "metadata is covered too");
+        assert!(
+            decode(Bytes::from_static(
+                b"plain raw bytes that are long enough to pass the length"
+            ))
+            .is_err()
+        );
+    }
+}

@@ -1,0 +1,239 @@
+//! KV-cache chunks over real servers, standalone and Cluster: LMCache keys, the framed and raw layouts, integrity
+//! checks against hand-damaged values, namespaces and TTL.
+
+#[macro_use]
+mod support;
+
+use bytes::Bytes;
+use kvcache_redis::{ChunkKey, ChunkMeta, ChunkStore, Client, Config, Dtype, Error, Layout};
+use support::{Kind, shared_cluster, shared_standalone, unique, value};
+
+/// Where the test reads and writes raw values behind the client's back.
+struct Deployment {
+    url: String,
+    cluster: bool,
+    kind: Kind,
+}
+
+impl Deployment {
+    fn of(kind: Kind, cluster: bool) -> Deployment {
+        let url = if cluster {
+            shared_cluster(kind).url()
+        } else {
+            shared_standalone(kind).url()
+        };
+        Deployment { url, cluster, kind }
+    }
+
+    fn admin(&self, key: &str) -> redis::Connection {
+        if self.cluster {
+            shared_cluster(self.kind).primary_for(key.as_bytes()).admin()
+        } else {
+            shared_standalone(self.kind).admin()
+        }
+    }
+
+    fn raw_get(&self, key: &str) -> Option<Vec<u8>> {
+        redis::cmd("GET").arg(key).query(&mut self.admin(key)).unwrap()
+    }
+
+    fn raw_set(&self, key: &str, v: &[u8]) {
+        redis::cmd("SET").arg(key).arg(v).exec(&mut self.admin(key)).unwrap();
+    }
+
+    fn ttl(&self, key: &str) -> i64 {
+        redis::cmd("TTL").arg(key).query(&mut self.admin(key)).unwrap()
+    }
+
+    fn store(&self, layout: Layout) -> ChunkStore {
+        ChunkStore::new(Client::open(&self.url).unwrap(), layout).with_namespace(unique("ns"))
+    }
+}
+
+fn keys(n: usize, model: &str) -> Vec<ChunkKey> {
+    (0..n)
+        .map(|i| {
+            ChunkKey::new(
+                model,
+                2,
+                1,
+                &ChunkKey::hash_of_int(0x5eed_0000 + i as i128),
+                Dtype::Bfloat16,
+            )
+            .unwrap()
+        })
+        .collect()
+}
+
+const META: ChunkMeta = ChunkMeta {
+    fmt: 1,
+    dtype: 3,
+    shape: [2, 32, 256, 1024],
+};
+
+fn framed_chunks_round_trip(d: &Deployment) {
+    let store = d.store(Layout::Framed);
+    let ks = keys(6, "meta-llama/Llama-3.1-8B-Instruct");
+    let sizes = [0usize, 1, 4096, 1 << 20, 100, 32 << 20];
+    let payloads: Vec<Bytes> = sizes
+        .iter()
+        .enumerate()
+        .map(|(i, &n)| value("chunk", i, n).into())
+        .collect();
+    // Store all but chunk 3.
+    let stored: Vec<usize> = vec![0, 1, 2, 4, 5];
+    let put = store
+        .batched_put(
+            &stored.iter().map(|&i| ks[i].clone()).collect::<Vec<_>>(),
+            stored.iter().map(|&i| payloads[i].clone()).collect(),
+            Some(META),
+        )
+        .unwrap();
+    assert!(put.iter().all(Result::is_ok), "{put:?}");
+    // The stored key is the namespace and LMCache's key string; the value starts with the frame header.
+    let raw = d
+        .raw_get(&store.store_key(&ks[2]))
+        .expect("stored under the LMCache key");
+    assert_eq!(&raw[..4], b"KVCR");
+    assert!(
+        store
+            .store_key(&ks[2])
+            .ends_with("meta-llama/Llama-3.1-8B-Instruct@2@1@5eed0002@bfloat16")
+    );
+
+    let got = store.batched_get(&ks).unwrap();
+    for (i, r) in got.iter().enumerate() {
+        let r = r.as_ref().unwrap();
+        if i == 3 {
+            assert!(r.is_none());
+        } else {
+            let c = r.as_ref().expect("stored");
+            assert!(c.payload[..] == payloads[i][..], "chunk {i}");
+            assert_eq!(c.meta, Some(META));
+        }
+    }
+    assert_eq!(store.batched_contains(&ks).unwrap(), 3);
+    let prefix = store.batched_get_non_blocking(&ks).wait().unwrap();
+    assert_eq!(prefix.len(), 3);
+    assert!(prefix[2].payload[..] == payloads[2][..]);
+    // Without metadata.
+    store.put(&ks[3], payloads[3].clone(), None).unwrap();
+    assert_eq!(store.get(&ks[3]).unwrap().unwrap().meta, None);
+    assert_eq!(store.batched_contains(&ks).unwrap(), 6);
+}
+
+fn damaged_values_are_misses_never_returned(d: &Deployment) {
+    let store = d.store(Layout::Framed);
+    let ks = keys(5, "org/model");
+    let payloads: Vec<Bytes> = (0..5).map(|i| value("damage", i, 10_000).into()).collect();
+    store.batched_put(&ks, payloads.clone(), None).unwrap();
+    let good = d.raw_get(&store.store_key(&ks[0])).unwrap();
+    // 1: payload byte flipped; 2: truncated; 3: not a frame at all; 4: header of another length.
+    let mut flipped = good.clone();
+    flipped[5000] ^= 0x40;
+    d.raw_set(&store.store_key(&ks[1]), &flipped);
+    d.raw_set(&store.store_key(&ks[2]), &good[..good.len() - 7]);
+    d.raw_set(&store.store_key(&ks[3]), &[9u8; 10_040]);
+    let mut longer = good.clone();
+    longer.extend_from_slice(b"extra");
+    d.raw_set(&store.store_key(&ks[4]), &longer);
+
+    let before = store.client().stats().corrupt;
+    let got = store.batched_get(&ks).unwrap();
+    assert!(got[0].as_ref().unwrap().as_ref().unwrap().payload[..] == payloads[0][..]);
+    for (i, r) in got.iter().enumerate().skip(1) {
+        assert_eq!(r.as_ref().unwrap(), &None, "damaged chunk {i} must read as a miss");
+    }
+    assert_eq!(store.client().stats().corrupt - before, 4);
+    // Presence alone cannot tell; the prefix of a load stops at the first damaged chunk.
+    assert_eq!(store.batched_contains(&ks).unwrap(), 5);
+    assert_eq!(store.batched_get_non_blocking(&ks).wait().unwrap().len(), 1);
+    // Writing it again heals it.
+    store.put(&ks[1], payloads[1].clone(), None).unwrap();
+    assert!(store.get(&ks[1]).unwrap().unwrap().payload[..] == payloads[1][..]);
+}
+
+fn raw_layout_checks_the_size(d: &Deployment) {
+    let store = d.store(Layout::Raw { size: 4096 });
+    let ks = keys(3, "raw/model");
+    let err = store.put(&ks[0], vec![1u8; 4095], None).unwrap_err();
+    assert!(
+        matches!(err, Error::InvalidInput(ref m) if m.contains("must be 4096 bytes")),
+        "{err}"
+    );
+    store
+        .batched_put(
+            &ks[..2],
+            vec![Bytes::from(vec![1u8; 4096]), Bytes::from(vec![2u8; 4096])],
+            None,
+        )
+        .unwrap();
+    assert_eq!(
+        d.raw_get(&store.store_key(&ks[1])).unwrap(),
+        vec![2u8; 4096],
+        "raw bytes, no header"
+    );
+    d.raw_set(&store.store_key(&ks[2]), &[3u8; 100]);
+    let before = store.client().stats().corrupt;
+    let got = store.batched_get(&ks).unwrap();
+    assert_eq!(
+        got[0].as_ref().unwrap().as_ref().unwrap().payload,
+        Bytes::from(vec![1u8; 4096])
+    );
+    assert_eq!(got[2].as_ref().unwrap(), &None, "wrong length is a miss");
+    assert_eq!(store.client().stats().corrupt - before, 1);
+}
+
+fn namespaces_and_ttl(d: &Deployment) {
+    let a = d.store(Layout::Framed);
+    let b = d.store(Layout::Framed);
+    let k = keys(1, "shared/model");
+    a.put(&k[0], b"from a".to_vec(), None).unwrap();
+    assert_eq!(b.get(&k[0]).unwrap(), None, "another namespace does not see it");
+    assert_eq!(&a.get(&k[0]).unwrap().unwrap().payload[..], b"from a");
+    assert_eq!(d.ttl(&a.store_key(&k[0])), -1);
+    let with_ttl = ChunkStore::new(
+        Client::with_config(Config::from_url(&d.url).unwrap().ttl_secs(Some(300))).unwrap(),
+        Layout::Framed,
+    )
+    .with_namespace(unique("ttl"));
+    with_ttl.put(&k[0], b"expiring".to_vec(), None).unwrap();
+    let t = d.ttl(&with_ttl.store_key(&k[0]));
+    assert!((1..=300).contains(&t), "ttl {t}");
+}
+
+fn standalone_framed(kind: Kind) {
+    framed_chunks_round_trip(&Deployment::of(kind, false));
+}
+fn standalone_damaged(kind: Kind) {
+    damaged_values_are_misses_never_returned(&Deployment::of(kind, false));
+}
+fn standalone_raw(kind: Kind) {
+    raw_layout_checks_the_size(&Deployment::of(kind, false));
+}
+fn standalone_namespaces_and_ttl(kind: Kind) {
+    namespaces_and_ttl(&Deployment::of(kind, false));
+}
+fn cluster_framed(kind: Kind) {
+    framed_chunks_round_trip(&Deployment::of(kind, true));
+}
+fn cluster_damaged(kind: Kind) {
+    damaged_values_are_misses_never_returned(&Deployment::of(kind, true));
+}
+fn cluster_raw(kind: Kind) {
+    raw_layout_checks_the_size(&Deployment::of(kind, true));
+}
+fn cluster_namespaces_and_ttl(kind: Kind) {
+    namespaces_and_ttl(&Deployment::of(kind, true));
+}
+
+per_kind!(
+    standalone_framed,
+    standalone_damaged,
+    standalone_raw,
+    standalone_namespaces_and_ttl,
+    cluster_framed,
+    cluster_damaged,
+    cluster_raw,
+    cluster_namespaces_and_ttl
+);
