@@ -571,6 +571,72 @@ impl Runner {
         });
     }
 
+    /// The framed layout's price: the same 8 x 32 MiB chunks through the framed layout (header + CRC-32 checked
+    /// on every read) and through the raw layout (no header, no check), alternately.
+    fn chunk_layouts(&mut self, name: &'static str, url: &str) {
+        use kvcache_redis::{ChunkKey, ChunkStore, Dtype, Layout};
+        let len = 32 * MIB;
+        let keys: Vec<ChunkKey> = (0..8)
+            .map(|i| ChunkKey::new("meta-llama/Llama-3-8B", 1, 0, &format!("{i:x}"), Dtype::Bfloat16).unwrap())
+            .collect();
+        let framed = ChunkStore::new(ours(url), Layout::Framed).with_namespace("framed:");
+        let raw = ChunkStore::new(ours(url), Layout::Raw { size: len }).with_namespace("raw:");
+        let payloads = values(8, len);
+        let t = alternate(
+            self.rounds,
+            &mut [
+                &mut || {
+                    assert!(
+                        raw.batched_put(&keys, payloads.clone(), None)
+                            .unwrap()
+                            .iter()
+                            .all(Result::is_ok)
+                    )
+                },
+                &mut || {
+                    assert!(
+                        framed
+                            .batched_put(&keys, payloads.clone(), None)
+                            .unwrap()
+                            .iter()
+                            .all(Result::is_ok)
+                    )
+                },
+                &mut || assert!(raw.batched_get(&keys).unwrap().iter().all(|r| matches!(r, Ok(Some(_))))),
+                &mut || {
+                    assert!(
+                        framed
+                            .batched_get(&keys)
+                            .unwrap()
+                            .iter()
+                            .all(|r| matches!(r, Ok(Some(_))))
+                    )
+                },
+            ],
+        );
+        let total = 8 * len;
+        self.row(
+            name,
+            "chunk put 8 x 32 MiB, framed".into(),
+            "raw layout (no header)",
+            "GiB/s",
+            gib(total, t[0]),
+            gib(total, t[1]),
+            None,
+            String::new(),
+        );
+        self.row(
+            name,
+            "chunk get 8 x 32 MiB, framed (CRC checked)".into(),
+            "raw layout (no check)",
+            "GiB/s",
+            gib(total, t[2]),
+            gib(total, t[3]),
+            None,
+            String::new(),
+        );
+    }
+
     /// Peak memory of batched_get 8 x 32 MiB, measured in a fresh child process.
     fn peak_memory(&mut self, name: &'static str, url: &str) {
         let client = ours(url);
@@ -916,6 +982,9 @@ fn main() {
         }
         if want("peek") {
             r.peek_under_put_flood(name, &url);
+        }
+        if want("chunks") {
+            r.chunk_layouts(name, &url);
         }
         if want("memory") {
             r.peak_memory(name, &url);

@@ -37,5 +37,15 @@ fn planning(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, slots, planning);
+fn checksums(c: &mut Criterion) {
+    let payload = vec![7u8; 32 << 20];
+    let mut g = c.benchmark_group("frame");
+    g.sample_size(20);
+    g.bench_function("crc32 of a 32 MiB chunk", |b| {
+        b.iter(|| crc32fast::hash(black_box(&payload)))
+    });
+    g.finish();
+}
+
+criterion_group!(benches, slots, planning, checksums);
 criterion_main!(benches);

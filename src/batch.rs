@@ -184,6 +184,7 @@ mod tests {
             values: Vec::new(),
             bytes: 0,
             expected_value: expected,
+            verify_frames: false,
             deadline: Instant::now(),
             reply: Default::default(),
         }

@@ -172,6 +172,7 @@ impl Client {
             timeout: None,
             size_hint: None,
             ttl_secs: None,
+            verify_frames: false,
         }
     }
 
@@ -263,9 +264,16 @@ pub struct Call<'a> {
     timeout: Option<Duration>,
     size_hint: Option<usize>,
     ttl_secs: Option<Option<u64>>,
+    verify_frames: bool,
 }
 
 impl Call<'_> {
+    /// Reads check each value as a chunk frame while reading it (the chunk layer's framed layout).
+    pub(crate) fn verify_frames(mut self) -> Self {
+        self.verify_frames = true;
+        self
+    }
+
     /// Overrides the operation's default priority.
     pub fn priority(mut self, p: Priority) -> Self {
         self.priority = Some(p);
@@ -457,6 +465,7 @@ impl Call<'_> {
                 values: part_values,
                 bytes,
                 expected_value: expected,
+                verify_frames: self.verify_frames,
                 deadline,
                 reply,
             };

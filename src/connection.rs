@@ -11,6 +11,7 @@ use bytes::{Bytes, BytesMut};
 use redis::Value;
 
 use crate::error::{Error, Result};
+use crate::frame::Verifier;
 use crate::pool::{BufferPool, POOLED_VALUE};
 use crate::request::SetValue;
 
@@ -61,6 +62,15 @@ impl ServerReply {
             detail: self.detail,
         }
     }
+}
+
+/// A bulk reply read as a value.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Bulk {
+    Nil,
+    Value(Bytes),
+    /// Asked to be verified as a chunk frame, and not a sound one.
+    Corrupt,
 }
 
 /// The head of one reply: its type and, for scalars, its value.
@@ -329,7 +339,17 @@ impl Connection {
     }
 
     /// Reads a bulk payload of `len` bytes (after its head) into a buffer of exactly that size.
-    pub(crate) fn read_payload(&mut self, len: usize) -> Result<Bytes> {
+    /// Reads a bulk payload of `len` bytes (after its head). With `verify`, also checks it as a chunk frame
+    /// while reading; the answer is then [`Bulk::Corrupt`] when it is not a sound one.
+    pub(crate) fn read_payload(&mut self, len: usize, verify: bool) -> Result<Bulk> {
+        self.read_payload_checked(len, verify.then(Verifier::default))
+    }
+
+    fn read_payload_checked(&mut self, len: usize, mut verifier: Option<Verifier>) -> Result<Bulk> {
+        let done = |value: Bytes, verifier: Option<Verifier>| match verifier.map(|v| v.finish(&value)) {
+            Some(false) => Bulk::Corrupt,
+            _ => Bulk::Value(value),
+        };
         if len <= SMALL_VALUE {
             // Small values are gathered in the read buffer and copied into a shared block: no allocation and no
             // zeroing per value.
@@ -343,7 +363,7 @@ impl Connection {
             self.pos += len;
             let value = self.arena.split().freeze();
             self.expect_crlf()?;
-            return Ok(value);
+            return Ok(done(value, verifier));
         }
         let pool = self.pool.clone().filter(|_| len >= POOLED_VALUE);
         let mut value = match &pool {
@@ -353,6 +373,12 @@ impl Connection {
         let buffered = (self.end - self.pos).min(len);
         value[..buffered].copy_from_slice(&self.buf[self.pos..self.pos + buffered]);
         self.pos += buffered;
+        let mut hash = |upto: usize, value: &[u8]| {
+            if let Some(v) = verifier.as_mut() {
+                v.update(&value[..upto]);
+            }
+        };
+        hash(buffered, &value);
         if buffered < len {
             let rest = &mut value[buffered..len];
             if rest.len() < READ_BUF / 2 {
@@ -368,17 +394,21 @@ impl Connection {
                     done += n;
                 }
             } else {
-                let mut done = 0;
-                while done < rest.len() {
-                    done += Connection::read_some(&mut self.stream, &self.node, &mut self.timer, &mut rest[done..])?;
+                let mut got = 0;
+                while got < len - buffered {
+                    let rest = &mut value[buffered..len];
+                    got += Connection::read_some(&mut self.stream, &self.node, &mut self.timer, &mut rest[got..])?;
+                    // Hashed right after the copy, while the bytes are still in the CPU's caches.
+                    hash(buffered + got, &value);
                 }
             }
         }
         self.expect_crlf()?;
-        Ok(match pool {
+        let value = match pool {
             Some(pool) => pool.wrap(value, len),
             None => Bytes::from(value),
-        })
+        };
+        Ok(done(value, verifier))
     }
 
     fn expect_crlf(&mut self) -> Result<()> {
@@ -393,10 +423,10 @@ impl Connection {
     }
 
     /// Reads a reply that should be a bulk string or nil (`GET`, one element of `MGET`).
-    pub(crate) fn read_bulk(&mut self) -> Result<std::result::Result<Option<Bytes>, ServerReply>> {
+    pub(crate) fn read_bulk(&mut self, verify: bool) -> Result<std::result::Result<Bulk, ServerReply>> {
         match self.read_head()? {
-            Head::Bulk(None) => Ok(Ok(None)),
-            Head::Bulk(Some(len)) => self.read_payload(len).map(|b| Ok(Some(b))),
+            Head::Bulk(None) => Ok(Ok(Bulk::Nil)),
+            Head::Bulk(Some(len)) => self.read_payload(len, verify).map(Ok),
             Head::Error(e) => Ok(Err(e)),
             other => Err(Error::protocol(
                 &self.node,

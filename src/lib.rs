@@ -55,6 +55,7 @@ pub mod bench_support {
             values: Vec::new(),
             bytes: keys.len() * value_size,
             expected_value: value_size,
+            verify_frames: false,
             deadline: Instant::now(),
             reply: Default::default(),
         }];

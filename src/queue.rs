@@ -272,6 +272,7 @@ mod tests {
             values: Vec::new(),
             bytes: n,
             expected_value: 1,
+            verify_frames: false,
             deadline: Instant::now(),
             reply: Default::default(),
         }

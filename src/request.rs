@@ -87,6 +87,8 @@ pub(crate) struct Part {
     /// Expected size of each value for reads; actual bytes for writes.
     pub(crate) bytes: usize,
     pub(crate) expected_value: usize,
+    /// Reads: check each value as a chunk frame while reading it.
+    pub(crate) verify_frames: bool,
     pub(crate) deadline: Instant,
     /// Answered once, with one entry per key (per primary for `Ping`).
     pub(crate) reply: ReplySlot,

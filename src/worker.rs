@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use crate::batch::{self, Command, Limits, NodePlan, Step, Unit};
 use crate::config::Config;
-use crate::connection::{ConnectOptions, Connection, Head, Outgoing, ServerReply};
+use crate::connection::{Bulk, ConnectOptions, Connection, Head, Outgoing, ServerReply};
 use crate::error::{Error, Result};
 use crate::pool::BufferPool;
 use crate::queue::Inbox;
@@ -265,17 +265,20 @@ fn read_step(conn: &mut Connection, run: &mut Run, step: &Step, node: &str) -> R
     let unexpected = |what: &Head| Error::protocol(node, format!("unexpected reply {what:?} to {:?}", step.command));
     match step.command {
         Command::Get => {
-            let reply = match conn.read_bulk()? {
+            let unit = &step.units[0];
+            let reply = match conn.read_bulk(run.parts[unit.part].verify_frames)? {
                 // MGET answers nil for a key of another type; GET answers the same, so both paths agree.
-                Err(e) if e.code == "WRONGTYPE" => Ok(None),
-                other => other,
+                Err(e) if e.code == "WRONGTYPE" => Ok(KeyReply::Value(None)),
+                other => other.map(|bulk| run.bulk_reply(bulk, node)),
             };
-            run.settle(&step.units[0], reply.map(KeyReply::Value), node);
+            run.settle(unit, reply, node);
         }
         Command::Mget => match conn.read_head()? {
             Head::Array(Some(n)) if n == step.units.len() => {
                 for unit in &step.units {
-                    let reply = conn.read_bulk()?.map(KeyReply::Value);
+                    let reply = conn
+                        .read_bulk(run.parts[unit.part].verify_frames)?
+                        .map(|b| run.bulk_reply(b, node));
                     run.settle(unit, reply, node);
                 }
             }
@@ -350,6 +353,20 @@ impl<'a> Run<'a> {
         self.remaining[p] = n;
         if n == 0 {
             self.replies[p].send(Vec::new());
+        }
+    }
+
+    /// A value read back; one that was to be verified as a chunk frame and is not sound is counted and read as
+    /// a miss, so it is never returned.
+    fn bulk_reply(&self, bulk: Bulk, node: &str) -> KeyReply {
+        match bulk {
+            Bulk::Nil => KeyReply::Value(None),
+            Bulk::Value(v) => KeyReply::Value(Some(v)),
+            Bulk::Corrupt => {
+                log::warn!("{node}: a stored chunk failed its frame check; read as a miss");
+                Counters::add(&self.shared.stats.corrupt, 1);
+                KeyReply::Value(None)
+            }
         }
     }
 
