@@ -48,6 +48,7 @@ pub(crate) enum Command {
     Exists,
     Set { ttl_secs: Option<u64> },
     Del,
+    DeleteOrphan,
     Ping,
 }
 
@@ -143,6 +144,7 @@ pub(crate) fn plan(parts: &[Part], units: Vec<Unit>, map: &SlotMap, limits: Limi
             Kind::Exists => Command::Exists,
             Kind::Set { ttl_secs } => Command::Set { ttl_secs },
             Kind::Del => Command::Del,
+            Kind::DeleteOrphan => Command::DeleteOrphan,
             Kind::Ping => Command::Ping,
         };
         let mut step = single(command);

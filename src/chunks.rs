@@ -26,6 +26,59 @@ pub enum Layout {
         /// The size of every chunk, in bytes.
         size: usize,
     },
+    /// Two keys per chunk, byte-compatible with LMCache's two-key connectors: `kv_bytes` (the payload) and
+    /// `metadata` (LMCache's native-endian int32 array `[length, fmt, dtype, s0, s1, s2, s3]`). `kv_bytes` is
+    /// written first, then `metadata`. A chunk is present only when both keys are, and its metadata's length
+    /// matches its bytes; metadata without kv_bytes (an eviction orphan) is a miss, and is deleted only if it is
+    /// still the same orphan and its kv_bytes still absent, atomically on the server (where both keys share a
+    /// node: always with hash tags, on a standalone server with plain names).
+    Split {
+        /// How the two keys are named.
+        naming: SplitNaming,
+    },
+}
+
+/// The two key namings of LMCache's split layout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SplitNaming {
+    /// `{key}:kv_bytes` and `{key}:metadata`: a hash tag puts both keys in one slot, so one `MGET` reads both.
+    HashTagged,
+    /// `key` + `kv_bytes` and `key` + `metadata`, no separator (LMCache's `RedisConnector`).
+    Plain,
+}
+
+/// Length of LMCache's metadata for one group: 7 int32.
+const SPLIT_META: usize = 28;
+
+/// LMCache's metadata bytes for a chunk of `len` bytes.
+fn split_meta(len: usize, meta: Option<ChunkMeta>) -> Vec<u8> {
+    let m = meta.unwrap_or_default();
+    let ints = [
+        len as i32,
+        m.fmt.into(),
+        m.dtype.into(),
+        m.shape[0] as i32,
+        m.shape[1] as i32,
+        m.shape[2] as i32,
+        m.shape[3] as i32,
+    ];
+    ints.iter().flat_map(|i| i.to_ne_bytes()).collect()
+}
+
+/// The payload length and (first group's) metadata of LMCache's metadata bytes.
+fn parse_split_meta(bytes: &[u8]) -> std::result::Result<(usize, ChunkMeta), String> {
+    if bytes.len() < SPLIT_META || !bytes.len().is_multiple_of(4) || !(bytes.len() / 4 - 2).is_multiple_of(5) {
+        return Err(format!("{} bytes of metadata, not 2 + 5 x groups int32", bytes.len()));
+    }
+    let int = |i: usize| i32::from_ne_bytes(bytes[4 * i..4 * i + 4].try_into().expect("4 bytes"));
+    let small = |i: usize| u8::try_from(int(i)).map_err(|_| format!("code {} out of range", int(i)));
+    let len = usize::try_from(int(0)).map_err(|_| format!("negative length {}", int(0)))?;
+    let meta = ChunkMeta {
+        fmt: small(1)?,
+        dtype: small(2)?,
+        shape: std::array::from_fn(|d| int(3 + d).max(0) as u32),
+    };
+    Ok((len, meta))
 }
 
 /// A chunk read back.
@@ -88,8 +141,27 @@ impl ChunkStore {
         format!("{}{key}", self.namespace)
     }
 
+    /// The kv_bytes and metadata keys of a chunk in the split layout.
+    pub fn split_keys(&self, key: &ChunkKey, naming: SplitNaming) -> (String, String) {
+        let k = self.store_key(key);
+        match naming {
+            SplitNaming::HashTagged => (format!("{{{k}}}:kv_bytes"), format!("{{{k}}}:metadata")),
+            SplitNaming::Plain => (format!("{k}kv_bytes"), format!("{k}metadata")),
+        }
+    }
+
+    /// The keys to read for `keys`: one per chunk, or kv_bytes and metadata pairs in the split layout.
     fn store_keys(&self, keys: &[ChunkKey]) -> Vec<String> {
-        keys.iter().map(|k| self.store_key(k)).collect()
+        match self.layout {
+            Layout::Split { naming } => keys
+                .iter()
+                .flat_map(|k| {
+                    let (kv, meta) = self.split_keys(k, naming);
+                    [kv, meta]
+                })
+                .collect(),
+            _ => keys.iter().map(|k| self.store_key(k)).collect(),
+        }
     }
 
     /// Stores one chunk (with the client's TTL, if any).
@@ -113,6 +185,9 @@ impl ChunkStore {
                 payloads.len()
             )));
         }
+        if let Layout::Split { naming } = self.layout {
+            return self.split_put(keys, payloads, meta, naming);
+        }
         // Checksums of large chunks are computed in parallel (rayon), so the framed layout costs little next to
         // the transfer.
         let values = payloads
@@ -126,11 +201,46 @@ impl ChunkStore {
                     "a raw-layout chunk must be {size} bytes, this one is {}",
                     body.len()
                 ))),
-                Layout::Raw { .. } => Ok(SetValue::from(body)),
+                Layout::Raw { .. } | Layout::Split { .. } => Ok(SetValue::from(body)),
             })
             .collect::<Result<Vec<_>>>()?;
         let keys = self.store_keys(keys).into_iter().map(Bytes::from).collect();
         self.client.call().put_values(keys, values)
+    }
+
+    /// kv_bytes first, then, for the chunks whose kv_bytes landed, their metadata: a reader never sees metadata
+    /// before its bytes.
+    fn split_put(
+        &self,
+        keys: &[ChunkKey],
+        payloads: Vec<Bytes>,
+        meta: Option<ChunkMeta>,
+        naming: SplitNaming,
+    ) -> Result<Vec<Result<()>>> {
+        let (kv_keys, meta_keys): (Vec<Bytes>, Vec<Bytes>) = keys
+            .iter()
+            .map(|k| {
+                let (kv, m) = self.split_keys(k, naming);
+                (Bytes::from(kv), Bytes::from(m))
+            })
+            .unzip();
+        let metas: Vec<Bytes> = payloads
+            .iter()
+            .map(|p| Bytes::from(split_meta(p.len(), meta)))
+            .collect();
+        let mut results = self
+            .client
+            .call()
+            .put_values(kv_keys, payloads.into_iter().map(SetValue::from).collect())?;
+        let landed: Vec<usize> = (0..keys.len()).filter(|&i| results[i].is_ok()).collect();
+        if !landed.is_empty() {
+            let keys = landed.iter().map(|&i| meta_keys[i].clone()).collect();
+            let values = landed.iter().map(|&i| SetValue::from(metas[i].clone())).collect();
+            for (i, r) in landed.iter().zip(self.client.call().put_values(keys, values)?) {
+                results[*i] = r;
+            }
+        }
+        Ok(results)
     }
 
     /// One chunk, or `None` when it is missing or did not check out.
@@ -142,16 +252,83 @@ impl ChunkStore {
     /// One result per chunk, in the order of `keys`: the chunk, `None` when missing or corrupt, or its error.
     pub fn batched_get(&self, keys: &[ChunkKey]) -> Result<Vec<Result<Option<Chunk>>>> {
         let values = self.reads().batched_get(&self.store_keys(keys))?;
+        if let Layout::Split { naming } = self.layout {
+            return Ok(self.split_get(keys, values, naming));
+        }
         Ok(values
             .into_iter()
             .map(|v| v.map(|v| v.and_then(|v| self.decode(v))))
             .collect())
     }
 
-    /// The number of consecutive chunks, from the first, that are present. (Presence only: a corrupt value
-    /// counts until a read finds it out.)
+    /// Pairs up kv_bytes and metadata; removes orphans where that can be done safely.
+    fn split_get(
+        &self,
+        keys: &[ChunkKey],
+        values: Vec<Result<Option<Bytes>>>,
+        naming: SplitNaming,
+    ) -> Vec<Result<Option<Chunk>>> {
+        let mut out = Vec::with_capacity(keys.len());
+        let mut orphans = (Vec::new(), Vec::new(), Vec::new());
+        let mut values = values.into_iter();
+        for key in keys {
+            let (kv, meta) = (
+                values.next().expect("two per chunk"),
+                values.next().expect("two per chunk"),
+            );
+            out.push(match (kv, meta) {
+                (Err(e), _) | (_, Err(e)) => Err(e),
+                (Ok(Some(kv)), Ok(Some(meta))) => Ok(self.pair(kv, &meta)),
+                (Ok(None), Ok(Some(meta))) => {
+                    let (kv_key, meta_key) = self.split_keys(key, naming);
+                    orphans.0.push(Bytes::from(meta_key));
+                    orphans.1.push(Bytes::from(kv_key));
+                    orphans.2.push(meta);
+                    Ok(None)
+                }
+                _ => Ok(None),
+            });
+        }
+        let safe = naming == SplitNaming::HashTagged || !self.client.is_cluster();
+        if !orphans.0.is_empty() && safe {
+            match self.client.call().delete_orphans(orphans.0, orphans.1, orphans.2) {
+                Ok(r) => log::info!(
+                    "removed {} of {} orphaned metadata keys",
+                    r.iter().filter(|d| matches!(d, Ok(true))).count(),
+                    r.len()
+                ),
+                Err(e) => log::warn!("removing orphaned metadata: {e}"),
+            }
+        }
+        out
+    }
+
+    /// A chunk from its kv_bytes and metadata, if they agree.
+    fn pair(&self, kv: Bytes, meta: &[u8]) -> Option<Chunk> {
+        match parse_split_meta(meta) {
+            Ok((len, m)) if len == kv.len() => Some(Chunk {
+                payload: kv,
+                meta: Some(m),
+            }),
+            Ok((len, _)) => self.reject(format!("metadata says {len} bytes, kv_bytes has {}", kv.len())),
+            Err(why) => self.reject(why),
+        }
+    }
+
+    fn reject(&self, why: String) -> Option<Chunk> {
+        log::warn!("stored chunk rejected: {why}");
+        self.client.count_corrupt();
+        None
+    }
+
+    /// The number of consecutive chunks, from the first, that are present (in the split layout, both keys).
+    /// Presence only: a damaged value counts until a read finds it out.
     pub fn batched_contains(&self, keys: &[ChunkKey]) -> Result<usize> {
-        self.client.batched_contains(&self.store_keys(keys))
+        let present = self.client.batched_contains(&self.store_keys(keys))?;
+        Ok(match self.layout {
+            Layout::Split { .. } => present / 2,
+            _ => present,
+        })
     }
 
     /// Starts loading `keys` and returns at once; the handle yields the consecutive prefix of good chunks.
@@ -167,7 +344,7 @@ impl ChunkStore {
     fn reads(&self) -> crate::client::Call<'_> {
         match self.layout {
             Layout::Framed => self.client.call().verify_frames(),
-            Layout::Raw { .. } => self.client.call(),
+            Layout::Raw { .. } | Layout::Split { .. } => self.client.call(),
         }
     }
 
@@ -178,14 +355,29 @@ impl ChunkStore {
             Layout::Framed => frame::decode_verified(value).map_err(|e| e.to_string()),
             Layout::Raw { size } if value.len() == size => Ok((value, None)),
             Layout::Raw { size } => Err(format!("{} bytes where a raw chunk has {size}", value.len())),
+            Layout::Split { .. } => unreachable!("split chunks are decoded in pairs"),
         };
         match checked {
             Ok((payload, meta)) => Some(Chunk { payload, meta }),
-            Err(why) => {
-                log::warn!("stored chunk rejected: {why}");
-                self.client.count_corrupt();
-                None
+            Err(why) => self.reject(why),
+        }
+    }
+
+    /// The consecutive prefix of good chunks in a prefix of stored values.
+    fn decode_prefix(&self, values: Vec<Bytes>) -> Vec<Chunk> {
+        match self.layout {
+            Layout::Split { .. } => {
+                let mut out = Vec::new();
+                let mut values = values.into_iter();
+                while let (Some(kv), Some(meta)) = (values.next(), values.next()) {
+                    match self.pair(kv, &meta) {
+                        Some(c) => out.push(c),
+                        None => break,
+                    }
+                }
+                out
             }
+            _ => values.into_iter().map_while(|v| self.decode(v)).collect(),
         }
     }
 }
@@ -210,11 +402,40 @@ impl PendingChunks {
     /// Like [`wait`](Self::wait), but gives up after `timeout` and returns `None`; the handle stays usable.
     pub fn wait_timeout(&mut self, timeout: Duration) -> Option<Result<Vec<Chunk>>> {
         let values = self.pending.wait_timeout(timeout)?;
-        Some(values.map(|values| values.into_iter().map_while(|v| self.store.decode(v)).collect()))
+        Some(values.map(|values| self.store.decode_prefix(values)))
     }
 
     /// The answer if it has arrived, without waiting.
     pub fn poll(&mut self) -> Option<Result<Vec<Chunk>>> {
         self.wait_timeout(Duration::ZERO)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lmcache_metadata_round_trips_and_accepts_several_groups() {
+        let meta = ChunkMeta {
+            fmt: 1,
+            dtype: 3,
+            shape: [2, 32, 256, 1024],
+        };
+        let bytes = split_meta(33_554_432, Some(meta));
+        assert_eq!(bytes.len(), SPLIT_META);
+        assert_eq!(&bytes[..4], &33_554_432i32.to_ne_bytes());
+        assert_eq!(parse_split_meta(&bytes), Ok((33_554_432, meta)));
+        // Two groups: [length, fmt, (dtype, s0..s3) x 2]; the first group is taken.
+        let two: Vec<u8> = [100i32, 1, 3, 2, 32, 256, 1024, 2, 1, 1, 1, 1]
+            .iter()
+            .flat_map(|i| i.to_ne_bytes())
+            .collect();
+        assert_eq!(parse_split_meta(&two).unwrap().0, 100);
+        for bad in [&bytes[..27], &bytes[..24], &[0u8; 32][..]] {
+            assert!(parse_split_meta(bad).is_err(), "{} bytes", bad.len());
+        }
+        let negative: Vec<u8> = [-1i32, 1, 3, 0, 0, 0, 0].iter().flat_map(|i| i.to_ne_bytes()).collect();
+        assert!(parse_split_meta(&negative).unwrap_err().contains("negative length"));
     }
 }

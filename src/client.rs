@@ -330,6 +330,26 @@ impl Call<'_> {
             .map(|r| r == KeyReply::Flag(true))
     }
 
+    /// Deletes each `metas[i]` only if it still holds `values[i]` and `kvs[i]` does not exist (split-layout
+    /// orphans); one result per key, `true` when deleted.
+    pub(crate) fn delete_orphans(
+        self,
+        metas: Vec<Bytes>,
+        kvs: Vec<Bytes>,
+        values: Vec<Bytes>,
+    ) -> Result<Vec<Result<bool>>> {
+        let values = kvs
+            .into_iter()
+            .zip(values)
+            .map(|(head, body)| SetValue { head, body })
+            .collect();
+        let replies = self.run(Kind::DeleteOrphan, Priority::Put, metas, values)?;
+        Ok(replies
+            .into_iter()
+            .map(|r| r.map(|r| r == KeyReply::Flag(true)))
+            .collect())
+    }
+
     /// See [`Client::batched_get`].
     pub fn batched_get<K: AsRef<[u8]>>(self, keys: &[K]) -> Result<Vec<Result<Option<Bytes>>>> {
         let replies = self.run(Kind::Get, Priority::Get, to_keys(keys)?, Vec::new())?;
@@ -444,7 +464,7 @@ impl Call<'_> {
             while part_keys.len() < config.batch_max_keys && (part_keys.is_empty() || bytes < config.batch_max_bytes) {
                 let Some(key) = keys.next() else { break };
                 bytes += key.len();
-                if let Kind::Set { .. } = kind {
+                if matches!(kind, Kind::Set { .. } | Kind::DeleteOrphan) {
                     let v = values.next().expect("checked: one value per key");
                     bytes += v.len();
                     part_values.push(v);

@@ -19,7 +19,7 @@ mod topology;
 mod worker;
 
 pub use chunk_key::{ChunkKey, Dtype};
-pub use chunks::{Chunk, ChunkStore, Layout, PendingChunks};
+pub use chunks::{Chunk, ChunkStore, Layout, PendingChunks, SplitNaming};
 pub use client::{Call, Client, PendingGet};
 pub use config::{Config, Mode};
 pub use error::{Error, Result};

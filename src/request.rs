@@ -41,6 +41,10 @@ pub(crate) enum Kind {
     Set { ttl_secs: Option<u64> },
     /// `DEL`; replies [`KeyReply::Flag`].
     Del,
+    /// Deletes the key (a split-layout metadata key) only if it still holds the value in `values[i].body` and the
+    /// key in `values[i].head` (its kv_bytes key) does not exist, atomically on the server; replies
+    /// [`KeyReply::Flag`].
+    DeleteOrphan,
     /// `PING` to every primary; one reply per primary, no keys.
     Ping,
 }

@@ -18,6 +18,11 @@ use crate::request::{KeyReply, Kind, Part, ReplySlot};
 use crate::stats::Counters;
 use crate::topology::{Redirect, Topology};
 
+/// Deletes KEYS[1] only if it still holds ARGV[1] and KEYS[2] does not exist: an orphan is removed only if it
+/// is still the very orphan that was read, so a concurrent re-put (which writes KEYS[2] first) is never damaged.
+const DELETE_ORPHAN: &str = "if redis.call('GET', KEYS[1]) == ARGV[1] and redis.call('EXISTS', KEYS[2]) == 0 then \
+                             return redis.call('DEL', KEYS[1]) end return 0";
+
 /// First back-off after TRYAGAIN / CLUSTERDOWN / LOADING / MASTERDOWN; doubles per round up to `MAX_BACKOFF`.
 const FIRST_BACKOFF: Duration = Duration::from_millis(10);
 const MAX_BACKOFF: Duration = Duration::from_millis(320);
@@ -245,6 +250,18 @@ fn encode(np: &NodePlan, parts: &[Part]) -> Outgoing {
             }
             Command::Exists => out.push_cmd(redis::cmd("EXISTS").arg(one())),
             Command::Del => out.push_cmd(redis::cmd("DEL").arg(one())),
+            Command::DeleteOrphan => {
+                let u = &step.units[0];
+                let v = &parts[u.part].values[u.key];
+                out.push_cmd(
+                    redis::cmd("EVAL")
+                        .arg(DELETE_ORPHAN)
+                        .arg(2)
+                        .arg(one())
+                        .arg(&v.head[..])
+                        .arg(&v.body[..]),
+                )
+            }
             Command::Ping => out.push_cmd(&redis::cmd("PING")),
             Command::Set { ttl_secs } => {
                 let u = &step.units[0];
@@ -301,7 +318,7 @@ fn read_step(conn: &mut Connection, run: &mut Run, step: &Step, node: &str) -> R
             }
             other => return Err(unexpected(&other)),
         },
-        Command::Exists | Command::Del => {
+        Command::Exists | Command::Del | Command::DeleteOrphan => {
             let reply = match conn.read_head()? {
                 Head::Int(n) => Ok(KeyReply::Flag(n > 0)),
                 Head::Error(e) => Err(e),

@@ -5,7 +5,7 @@
 mod support;
 
 use bytes::Bytes;
-use kvcache_redis::{ChunkKey, ChunkMeta, ChunkStore, Client, Config, Dtype, Error, Layout};
+use kvcache_redis::{ChunkKey, ChunkMeta, ChunkStore, Client, Config, Dtype, Error, Layout, Slot, SplitNaming};
 use support::{Kind, shared_cluster, shared_standalone, unique, value};
 
 /// Where the test reads and writes raw values behind the client's back.
@@ -202,6 +202,95 @@ fn namespaces_and_ttl(d: &Deployment) {
     assert!((1..=300).contains(&t), "ttl {t}");
 }
 
+/// LMCache's metadata for one group: native-endian (little on x86) int32 `[length, fmt, dtype, s0, s1, s2, s3]`.
+fn golden_meta(len: i32, meta: ChunkMeta) -> Vec<u8> {
+    let ints = [len, meta.fmt as i32, meta.dtype as i32, 2, 32, 256, 1024];
+    assert_eq!(meta.shape, [2, 32, 256, 1024]);
+    ints.iter().flat_map(|i| i.to_le_bytes()).collect()
+}
+
+fn split_layout(d: &Deployment, naming: SplitNaming) {
+    let store = d.store(Layout::Split { naming });
+    let ks = keys(4, "meta-llama/Llama-3.1-8B-Instruct");
+    let payloads: Vec<Bytes> = (0..4).map(|i| value("split", i, 10_000 + i).into()).collect();
+    let put = store.batched_put(&ks[..3], payloads[..3].to_vec(), Some(META)).unwrap();
+    assert!(put.iter().all(Result::is_ok), "{put:?}");
+
+    // Keys named as LMCache names them, bytes as LMCache writes them.
+    let (kv, meta) = store.split_keys(&ks[0], naming);
+    let base = store.store_key(&ks[0]);
+    match naming {
+        SplitNaming::HashTagged => {
+            assert_eq!(
+                (kv.clone(), meta.clone()),
+                (format!("{{{base}}}:kv_bytes"), format!("{{{base}}}:metadata"))
+            );
+            assert_eq!(
+                Slot::of(kv.as_bytes()),
+                Slot::of(meta.as_bytes()),
+                "one slot for both keys"
+            );
+        }
+        SplitNaming::Plain => assert_eq!(
+            (kv.clone(), meta.clone()),
+            (format!("{base}kv_bytes"), format!("{base}metadata"))
+        ),
+    }
+    assert_eq!(
+        d.raw_get(&kv).unwrap(),
+        payloads[0].to_vec(),
+        "kv_bytes hold the raw payload"
+    );
+    assert_eq!(d.raw_get(&meta).unwrap(), golden_meta(10_000, META));
+
+    let got = store.batched_get(&ks).unwrap();
+    for i in 0..3 {
+        let c = got[i].as_ref().unwrap().as_ref().expect("stored");
+        assert_eq!((c.payload.clone(), c.meta), (payloads[i].clone(), Some(META)));
+    }
+    assert_eq!(got[3].as_ref().unwrap(), &None);
+    assert_eq!(store.batched_contains(&ks).unwrap(), 3);
+    assert_eq!(store.batched_get_non_blocking(&ks).wait().unwrap().len(), 3);
+
+    // kv_bytes without metadata (a write in progress) is a miss, and so is a chunk whose metadata disagrees.
+    let (kv3, meta3) = store.split_keys(&ks[3], naming);
+    d.raw_set(&kv3, &payloads[3]);
+    assert_eq!(store.get(&ks[3]).unwrap(), None);
+    assert_eq!(store.batched_contains(&ks).unwrap(), 3);
+    let before = store.client().stats().corrupt;
+    d.raw_set(&meta3, &golden_meta(5, META));
+    assert_eq!(store.get(&ks[3]).unwrap(), None);
+    assert_eq!(store.client().stats().corrupt, before + 1);
+    assert_eq!(
+        d.raw_get(&meta3),
+        Some(golden_meta(5, META)),
+        "not an orphan: left alone"
+    );
+
+    // An eviction orphan: metadata without kv_bytes. A miss; removed where the server can check both keys at once.
+    redis::cmd("DEL").arg(&kv).exec(&mut d.admin(&kv)).unwrap();
+    assert_eq!(store.get(&ks[0]).unwrap(), None);
+    assert_eq!(store.batched_contains(&ks).unwrap(), 0);
+    let removable = naming == SplitNaming::HashTagged || !d.cluster;
+    assert_eq!(d.raw_get(&meta).is_none(), removable, "orphan removed: {removable}");
+    // The chunk can be stored again and reads back whole.
+    store.put(&ks[0], payloads[0].clone(), Some(META)).unwrap();
+    assert_eq!(store.get(&ks[0]).unwrap().unwrap().payload, payloads[0]);
+}
+
+fn standalone_split_hash_tagged(kind: Kind) {
+    split_layout(&Deployment::of(kind, false), SplitNaming::HashTagged);
+}
+fn standalone_split_plain(kind: Kind) {
+    split_layout(&Deployment::of(kind, false), SplitNaming::Plain);
+}
+fn cluster_split_hash_tagged(kind: Kind) {
+    split_layout(&Deployment::of(kind, true), SplitNaming::HashTagged);
+}
+fn cluster_split_plain(kind: Kind) {
+    split_layout(&Deployment::of(kind, true), SplitNaming::Plain);
+}
+
 fn standalone_framed(kind: Kind) {
     framed_chunks_round_trip(&Deployment::of(kind, false));
 }
@@ -235,5 +324,9 @@ per_kind!(
     cluster_framed,
     cluster_damaged,
     cluster_raw,
-    cluster_namespaces_and_ttl
+    cluster_namespaces_and_ttl,
+    standalone_split_hash_tagged,
+    standalone_split_plain,
+    cluster_split_hash_tagged,
+    cluster_split_plain
 );
