@@ -107,6 +107,8 @@ pub struct ChunkStore {
     client: Client,
     layout: Layout,
     namespace: String,
+    /// `Some` overrides the client's TTL for writes through this store.
+    ttl_secs: Option<Option<u64>>,
 }
 
 impl ChunkStore {
@@ -116,6 +118,7 @@ impl ChunkStore {
             client,
             layout,
             namespace: String::new(),
+            ttl_secs: None,
         }
     }
 
@@ -124,6 +127,24 @@ impl ChunkStore {
     pub fn with_namespace(mut self, namespace: impl Into<String>) -> ChunkStore {
         self.namespace = namespace.into();
         self
+    }
+
+    /// Writes through the returned store expire after `ttl_secs` (`None`: never), whatever the client's
+    /// [`Config::ttl_secs`](crate::Config::ttl_secs). Cheap: use it per call, `store.with_ttl(Some(600)).put(..)`.
+    /// Defaults to the client's setting.
+    pub fn with_ttl(&self, ttl_secs: Option<u64>) -> ChunkStore {
+        ChunkStore {
+            ttl_secs: Some(ttl_secs),
+            ..self.clone()
+        }
+    }
+
+    /// A write call with this store's TTL.
+    fn writes(&self) -> crate::client::Call<'_> {
+        match self.ttl_secs {
+            Some(ttl) => self.client.call().ttl_secs(ttl),
+            None => self.client.call(),
+        }
     }
 
     /// The byte-level client underneath.
@@ -205,7 +226,7 @@ impl ChunkStore {
             })
             .collect::<Result<Vec<_>>>()?;
         let keys = self.store_keys(keys).into_iter().map(Bytes::from).collect();
-        self.client.call().put_values(keys, values)
+        self.writes().put_values(keys, values)
     }
 
     /// kv_bytes first, then, for the chunks whose kv_bytes landed, their metadata: a reader never sees metadata
@@ -228,15 +249,13 @@ impl ChunkStore {
             .iter()
             .map(|p| Bytes::from(split_meta(p.len(), meta)))
             .collect();
-        let mut results = self
-            .client
-            .call()
-            .put_values(kv_keys, payloads.into_iter().map(SetValue::from).collect())?;
+        let kv_values = payloads.into_iter().map(SetValue::from).collect();
+        let mut results = self.writes().put_values(kv_keys, kv_values)?;
         let landed: Vec<usize> = (0..keys.len()).filter(|&i| results[i].is_ok()).collect();
         if !landed.is_empty() {
             let keys = landed.iter().map(|&i| meta_keys[i].clone()).collect();
             let values = landed.iter().map(|&i| SetValue::from(metas[i].clone())).collect();
-            for (i, r) in landed.iter().zip(self.client.call().put_values(keys, values)?) {
+            for (i, r) in landed.iter().zip(self.writes().put_values(keys, values)?) {
                 results[*i] = r;
             }
         }

@@ -199,7 +199,87 @@ fn namespaces_and_ttl(d: &Deployment) {
     .with_namespace(unique("ttl"));
     with_ttl.put(&k[0], b"expiring".to_vec(), None).unwrap();
     let t = d.ttl(&with_ttl.store_key(&k[0]));
-    assert!((1..=300).contains(&t), "ttl {t}");
+    assert!((201..=300).contains(&t), "ttl {t}");
+    // Per call: shorter, or none at all.
+    with_ttl
+        .with_ttl(Some(100))
+        .put(&k[0], b"sooner".to_vec(), None)
+        .unwrap();
+    let t = d.ttl(&with_ttl.store_key(&k[0]));
+    assert!((1..=100).contains(&t), "ttl {t}");
+    with_ttl.with_ttl(None).put(&k[0], b"kept".to_vec(), None).unwrap();
+    assert_eq!(d.ttl(&with_ttl.store_key(&k[0])), -1);
+    // The split layout puts the TTL on both keys.
+    let split = d
+        .store(Layout::Split {
+            naming: SplitNaming::HashTagged,
+        })
+        .with_ttl(Some(50));
+    split.put(&k[0], b"both".to_vec(), None).unwrap();
+    let (kv, meta) = split.split_keys(&k[0], SplitNaming::HashTagged);
+    let (t1, t2) = (d.ttl(&kv), d.ttl(&meta));
+    assert!((1..=50).contains(&t1) && (1..=50).contains(&t2), "ttl {t1} {t2}");
+}
+
+/// An OOM reply fails only the chunks it concerns; the others of the batch land.
+fn out_of_memory_fails_only_its_chunks(kind: Kind) {
+    let server = support::Server::standalone(kind);
+    let mut admin = server.admin();
+    let info: String = redis::cmd("INFO").arg("memory").query(&mut admin).unwrap();
+    let used: u64 = info
+        .lines()
+        .find_map(|l| l.strip_prefix("used_memory:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap();
+    redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("maxmemory-policy")
+        .arg("noeviction")
+        .exec(&mut admin)
+        .unwrap();
+    // Room for about three chunks beside the one connection's query buffer (which counts as used memory).
+    redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("maxmemory")
+        .arg(used + (9 << 20))
+        .exec(&mut admin)
+        .unwrap();
+    let client = Client::with_config(Config::from_url(&server.url()).unwrap().workers(1)).unwrap();
+    let store = ChunkStore::new(client, Layout::Framed);
+    let ks = keys(8, "oom/model");
+    let payloads: Vec<Bytes> = (0..8).map(|i| value("oom", i, 2 << 20).into()).collect();
+    let put = store.batched_put(&ks, payloads.clone(), None).unwrap();
+    let landed: Vec<usize> = (0..8).filter(|&i| put[i].is_ok()).collect();
+    let codes: Vec<_> = put
+        .iter()
+        .map(|r| r.as_ref().err().and_then(|e| e.server_code().map(String::from)))
+        .collect();
+    assert!(!landed.is_empty() && landed.len() < 8, "{codes:?}");
+    for (i, r) in put.iter().enumerate() {
+        match r {
+            Ok(()) => assert_eq!(
+                store.get(&ks[i]).unwrap().unwrap().payload,
+                payloads[i],
+                "chunk {i} landed"
+            ),
+            Err(e) => assert_eq!(e.server_code(), Some("OOM"), "chunk {i}: {e}"),
+        }
+    }
+    // The client keeps working: reads are fine, and writes land again once there is room.
+    redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("maxmemory")
+        .arg(0)
+        .exec(&mut admin)
+        .unwrap();
+    assert!(
+        store
+            .batched_put(&ks, payloads, None)
+            .unwrap()
+            .iter()
+            .all(Result::is_ok)
+    );
+    assert_eq!(store.batched_contains(&ks).unwrap(), 8);
 }
 
 /// LMCache's metadata for one group: native-endian (little on x86) int32 `[length, fmt, dtype, s0, s1, s2, s3]`.
@@ -317,6 +397,7 @@ fn cluster_namespaces_and_ttl(kind: Kind) {
 }
 
 per_kind!(
+    out_of_memory_fails_only_its_chunks,
     standalone_framed,
     standalone_damaged,
     standalone_raw,
