@@ -126,7 +126,14 @@ pub(crate) fn plan(parts: &[Part], units: Vec<Unit>, map: &SlotMap, limits: Limi
             units: Vec::new(),
         };
         let command = match part.kind {
-            Kind::Get if unit.asking || unit.alone || part.expected_value > limits.mget_max_value_size => Command::Get,
+            Kind::Get
+                if unit.asking
+                    || unit.alone
+                    || part.dests.is_some()
+                    || part.expected_value > limits.mget_max_value_size =>
+            {
+                Command::Get
+            }
             Kind::Get => {
                 let per_mget = (limits.mget_max_bytes / part.expected_value.max(1)).clamp(1, limits.mget_max_keys);
                 let open = open_mget.get(&(n, slot)).copied();
@@ -187,6 +194,7 @@ mod tests {
             bytes: 0,
             expected_value: expected,
             verify_frames: false,
+            dests: None,
             deadline: Instant::now(),
             reply: Default::default(),
         }

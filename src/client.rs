@@ -14,13 +14,13 @@ use crate::connection::{ConnectOptions, MAX_BULK};
 use crate::error::{Error, Result};
 use crate::pool::BufferPool;
 use crate::queue::Queues;
-use crate::request::{KeyReply, Kind, Part, Priority, ReplyReceiver, ReplySlot, SetValue};
+use crate::request::{DestSlot, Fill, KeyReply, Kind, Part, Priority, ReplyReceiver, ReplySlot, SetValue};
 use crate::stats::{Counters, Stats};
 use crate::topology::Topology;
 use crate::worker::{self, Shared};
 
 /// How long a caller waits past its deadline for the worker's own timeout answer before giving up on it.
-const REPLY_GRACE: Duration = Duration::from_millis(100);
+pub(crate) const REPLY_GRACE: Duration = Duration::from_millis(100);
 
 /// A blocking, batching client for a standalone Redis / Valkey server or a Cluster.
 ///
@@ -350,6 +350,15 @@ impl Call<'_> {
             .collect())
     }
 
+    /// Reads `keys[i]` straight into the buffer in `dests[i]` (checked as `fill` says); one reply per key:
+    /// `Filled(len)`, `Value(None)` when missing or damaged, or the key's error.
+    pub(crate) fn get_into(self, keys: Vec<Bytes>, dests: Vec<DestSlot>, fill: Fill) -> Result<Vec<Result<KeyReply>>> {
+        let mut pending = self.submit_with(Kind::Get, Priority::Get, keys, Vec::new(), Some((dests, fill)))?;
+        let until = pending.deadline + REPLY_GRACE;
+        pending.receive(until);
+        pending.into_replies()
+    }
+
     /// See [`Client::batched_get`].
     pub fn batched_get<K: AsRef<[u8]>>(self, keys: &[K]) -> Result<Vec<Result<Option<Bytes>>>> {
         let replies = self.run(Kind::Get, Priority::Get, to_keys(keys)?, Vec::new())?;
@@ -437,6 +446,18 @@ impl Call<'_> {
 
     /// Splits the call into parts bounded in keys and bytes and queues them.
     fn submit(&self, kind: Kind, default: Priority, keys: Vec<Bytes>, values: Vec<SetValue>) -> Result<Pending> {
+        self.submit_with(kind, default, keys, values, None)
+    }
+
+    /// Like `submit`, with one destination per key for reads that fill caller buffers.
+    fn submit_with(
+        &self,
+        kind: Kind,
+        default: Priority,
+        keys: Vec<Bytes>,
+        values: Vec<SetValue>,
+        dests: Option<(Vec<DestSlot>, Fill)>,
+    ) -> Result<Pending> {
         let inner = &self.client.inner;
         let config = &inner.shared.config;
         let stats = &inner.shared.stats;
@@ -459,8 +480,11 @@ impl Call<'_> {
         }
         let mut keys = keys.into_iter();
         let mut values = values.into_iter();
+        let fill = dests.as_ref().map(|(_, fill)| *fill);
+        let mut dests = dests.map(|(d, _)| d.into_iter());
         loop {
             let (mut part_keys, mut part_values, mut bytes) = (Vec::new(), Vec::new(), 0);
+            let mut part_dests = Vec::new();
             while part_keys.len() < config.batch_max_keys && (part_keys.is_empty() || bytes < config.batch_max_bytes) {
                 let Some(key) = keys.next() else { break };
                 bytes += key.len();
@@ -468,6 +492,10 @@ impl Call<'_> {
                     let v = values.next().expect("checked: one value per key");
                     bytes += v.len();
                     part_values.push(v);
+                } else if let Some(d) = dests.as_mut() {
+                    let slot = d.next().expect("checked: one destination per key");
+                    bytes += slot.lock().as_mut().map_or(expected, |b| b.bytes().len());
+                    part_dests.push(slot);
                 } else if kind == Kind::Get {
                     bytes += expected;
                 }
@@ -486,6 +514,7 @@ impl Call<'_> {
                 bytes,
                 expected_value: expected,
                 verify_frames: self.verify_frames,
+                dests: fill.map(|f| (part_dests, f)),
                 deadline,
                 reply,
             };

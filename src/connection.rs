@@ -11,9 +11,9 @@ use bytes::{Bytes, BytesMut};
 use redis::Value;
 
 use crate::error::{Error, Result};
-use crate::frame::Verifier;
+use crate::frame::{FRAME_HEADER, Verifier, header_checksum};
 use crate::pool::{BufferPool, POOLED_VALUE};
-use crate::request::SetValue;
+use crate::request::{Fill, SetValue};
 
 /// Read buffer size; bulk payloads larger than what is buffered are read straight into their destination.
 const READ_BUF: usize = 64 << 10;
@@ -71,6 +71,18 @@ pub(crate) enum Bulk {
     Value(Bytes),
     /// Asked to be verified as a chunk frame, and not a sound one.
     Corrupt,
+}
+
+/// A bulk reply read into a destination buffer.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Filled {
+    Nil,
+    /// The buffer now holds the value (or, framed, its payload) of this many bytes.
+    Bytes(usize),
+    /// Not a sound frame (framed fills only).
+    Corrupt,
+    /// The stored value does not fit the buffer: its size (payload size when framed). It was read and dropped.
+    WrongSize(usize),
 }
 
 /// The head of one reply: its type and, for scalars, its value.
@@ -419,6 +431,76 @@ impl Connection {
             return Err(Error::protocol(&self.node, "bulk string not followed by CRLF"));
         }
         self.pos += 2;
+        Ok(())
+    }
+
+    /// Reads a bulk reply straight into `dest`: the whole value (`Fill::Raw`) or, for a chunk frame, the payload
+    /// after the header, which is read apart and checked along with the checksum (`Fill::Framed`).
+    pub(crate) fn read_bulk_into(
+        &mut self,
+        dest: &mut [u8],
+        fill: Fill,
+    ) -> Result<std::result::Result<Filled, ServerReply>> {
+        let len = match self.read_head()? {
+            Head::Bulk(None) => return Ok(Ok(Filled::Nil)),
+            Head::Bulk(Some(len)) => len,
+            Head::Error(e) => return Ok(Err(e)),
+            other => {
+                return Err(Error::protocol(
+                    &self.node,
+                    format!("expected a bulk string, got {other:?}"),
+                ));
+            }
+        };
+        let header_len = if fill == Fill::Framed { FRAME_HEADER } else { 0 };
+        if len != header_len + dest.len() {
+            self.discard(len + 2)?;
+            return Ok(Ok(Filled::WrongSize(len.saturating_sub(header_len))));
+        }
+        let result = if fill == Fill::Framed {
+            let mut header = [0u8; FRAME_HEADER];
+            self.take_exact(&mut header, |_| {})?;
+            let mut verifier = Verifier::default();
+            verifier.feed(&header[20..]);
+            self.take_exact(dest, |piece| verifier.feed(piece))?;
+            match header_checksum(&header, dest.len()) {
+                Some(crc) if verifier.matches(crc) => Filled::Bytes(dest.len()),
+                _ => Filled::Corrupt,
+            }
+        } else {
+            self.take_exact(dest, |_| {})?;
+            Filled::Bytes(dest.len())
+        };
+        self.expect_crlf()?;
+        Ok(Ok(result))
+    }
+
+    /// Fills `dest` with the next bytes of the stream, buffered ones first, then straight from the socket;
+    /// `piece` sees each newly filled part right after it is copied.
+    fn take_exact(&mut self, dest: &mut [u8], mut piece: impl FnMut(&[u8])) -> Result<()> {
+        let buffered = (self.end - self.pos).min(dest.len());
+        dest[..buffered].copy_from_slice(&self.buf[self.pos..self.pos + buffered]);
+        self.pos += buffered;
+        piece(&dest[..buffered]);
+        let mut got = buffered;
+        while got < dest.len() {
+            let n = Connection::read_some(&mut self.stream, &self.node, &mut self.timer, &mut dest[got..])?;
+            piece(&dest[got..got + n]);
+            got += n;
+        }
+        Ok(())
+    }
+
+    /// Reads and drops the next `n` bytes.
+    fn discard(&mut self, mut n: usize) -> Result<()> {
+        while n > 0 {
+            if self.pos == self.end {
+                self.fill()?;
+            }
+            let k = (self.end - self.pos).min(n);
+            self.pos += k;
+            n -= k;
+        }
         Ok(())
     }
 

@@ -106,6 +106,26 @@ impl Verifier {
     }
 }
 
+impl Verifier {
+    /// Hashes bytes that follow the ones fed before (for values read in pieces into separate buffers).
+    pub(crate) fn feed(&mut self, bytes: &[u8]) {
+        self.hasher.update(bytes);
+    }
+
+    /// Whether what was fed hashes to `crc`.
+    pub(crate) fn matches(self, crc: u32) -> bool {
+        self.hasher.finalize() == crc
+    }
+}
+
+/// Whether a frame header announces a sound frame of `payload_len` bytes; its checksum when so.
+pub(crate) fn header_checksum(header: &[u8; FRAME_HEADER], payload_len: usize) -> Option<u32> {
+    let sound = &header[0..4] == MAGIC
+        && header[4] == VERSION
+        && u64::from_le_bytes(header[8..16].try_into().expect("8 bytes")) == payload_len as u64;
+    sound.then(|| u32::from_le_bytes(header[16..20].try_into().expect("4 bytes")))
+}
+
 fn check_header(value: &[u8]) -> Result<(), Corrupt> {
     if value.len() < FRAME_HEADER {
         return Err(Corrupt::Short(value.len()));

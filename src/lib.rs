@@ -19,7 +19,7 @@ mod topology;
 mod worker;
 
 pub use chunk_key::{ChunkKey, Dtype};
-pub use chunks::{Chunk, ChunkStore, Layout, PendingChunks, SplitNaming};
+pub use chunks::{Chunk, ChunkStore, FillResult, Layout, PendingChunks, SplitNaming};
 pub use client::{Call, Client, PendingGet};
 pub use config::{Config, Mode};
 pub use error::{Error, Result};
@@ -56,6 +56,7 @@ pub mod bench_support {
             bytes: keys.len() * value_size,
             expected_value: value_size,
             verify_frames: false,
+            dests: None,
             deadline: Instant::now(),
             reply: Default::default(),
         }];

@@ -138,10 +138,10 @@ impl Queues {
     }
 
     /// Queues a part at its level. Fails only when every worker is gone.
-    pub(crate) fn send(&self, part: Part) -> Result<(), Part> {
+    pub(crate) fn send(&self, part: Part) -> Result<(), crate::Error> {
         self.senders[part.priority.index()]
             .send(part)
-            .map_err(|e| e.into_inner())?;
+            .map_err(|_| crate::Error::WorkerLost)?;
         self.doorbell.ring();
         Ok(())
     }
@@ -273,6 +273,7 @@ mod tests {
             bytes: n,
             expected_value: 1,
             verify_frames: false,
+            dests: None,
             deadline: Instant::now(),
             reply: Default::default(),
         }
@@ -283,7 +284,7 @@ mod tests {
         let q = Queues::new(1, 8 << 20);
         let mut inbox = q.inbox();
         for p in [Priority::Put, Priority::Get, Priority::Peek, Priority::Prefetch] {
-            q.send(part(p, 1)).ok().unwrap();
+            q.send(part(p, 1)).unwrap();
         }
         assert_eq!(q.len(), 4);
         let batch = inbox.next_batch(2, usize::MAX).unwrap();
@@ -299,10 +300,10 @@ mod tests {
     fn a_starved_level_gets_a_bounded_share() {
         let q = Queues::new(1, 8 << 20);
         let mut inbox = q.inbox();
-        q.send(part(Priority::Put, 1)).ok().unwrap();
+        q.send(part(Priority::Put, 1)).unwrap();
         let mut batches = 0;
         loop {
-            q.send(part(Priority::Peek, 1)).ok().unwrap();
+            q.send(part(Priority::Peek, 1)).unwrap();
             let batch = inbox.next_batch(1, usize::MAX).unwrap();
             batches += 1;
             if batch[0].priority == Priority::Put {
@@ -318,13 +319,13 @@ mod tests {
         let q = Queues::new(3, 8 << 20);
         let (mut a, mut b, mut c) = (q.inbox(), q.inbox(), q.inbox());
         for _ in 0..5 {
-            q.send(part(Priority::Put, 1)).ok().unwrap();
+            q.send(part(Priority::Put, 1)).unwrap();
         }
         assert_eq!(a.next_batch(1, usize::MAX).unwrap()[0].priority, Priority::Put);
         assert_eq!(b.next_batch(1, usize::MAX).unwrap()[0].priority, Priority::Put);
         // Never all three workers: the third takes only higher levels while a and b write.
         assert!(c.drain(1, usize::MAX).is_empty());
-        q.send(part(Priority::Peek, 1)).ok().unwrap();
+        q.send(part(Priority::Peek, 1)).unwrap();
         assert_eq!(c.next_batch(1, usize::MAX).unwrap()[0].priority, Priority::Peek);
         // a asks for more: it gives its lane back and takes it again.
         assert_eq!(a.next_batch(1, usize::MAX).unwrap()[0].priority, Priority::Put);
@@ -337,9 +338,9 @@ mod tests {
         let q = Queues::new(4, 10);
         let (mut a, mut b, mut c) = (q.inbox(), q.inbox(), q.inbox());
         let big = |n| part(Priority::Put, n); // `part` makes parts of n keys and n bytes
-        q.send(big(8)).ok().unwrap();
-        q.send(big(8)).ok().unwrap();
-        q.send(big(1)).ok().unwrap();
+        q.send(big(8)).unwrap();
+        q.send(big(8)).unwrap();
+        q.send(big(1)).unwrap();
         assert_eq!(a.next_batch(1, usize::MAX).unwrap()[0].bytes, 8);
         // 8 bytes in flight, under the budget of 10: a second writer may start.
         assert_eq!(b.next_batch(1, usize::MAX).unwrap()[0].bytes, 8);
@@ -354,7 +355,7 @@ mod tests {
     fn closed_and_empty_ends_the_worker() {
         let q = Queues::new(1, 8 << 20);
         let mut inbox = q.inbox();
-        q.send(part(Priority::Get, 1)).ok().unwrap();
+        q.send(part(Priority::Get, 1)).unwrap();
         drop(q);
         assert_eq!(inbox.next_batch(10, 10).map(|b| b.len()), Some(1));
         assert!(inbox.next_batch(10, 10).is_none());

@@ -53,8 +53,39 @@ pub(crate) enum Kind {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum KeyReply {
     Value(Option<Bytes>),
+    /// Read into the key's destination buffer: this many bytes.
+    Filled(usize),
     Flag(bool),
     Done,
+}
+
+/// A caller-owned buffer a value is read straight into.
+pub(crate) trait Destination: Send {
+    fn bytes(&mut self) -> &mut [u8];
+    fn into_any(self: Box<Self>) -> Box<dyn std::any::Any + Send>;
+}
+
+impl<B: AsMut<[u8]> + Send + 'static> Destination for B {
+    fn bytes(&mut self) -> &mut [u8] {
+        self.as_mut()
+    }
+
+    fn into_any(self: Box<Self>) -> Box<dyn std::any::Any + Send> {
+        self
+    }
+}
+
+/// A destination shared by the caller and the worker that fills it. The worker locks it only while reading into
+/// it; the caller takes it back once the call is answered (or, after a timeout, once the worker lets go).
+pub(crate) type DestSlot = std::sync::Arc<parking_lot::Mutex<Option<Box<dyn Destination>>>>;
+
+/// How a value read into a destination is to be checked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Fill {
+    /// The value is exactly the buffer's size.
+    Raw,
+    /// The value is a chunk frame whose payload is exactly the buffer's size; the header is read apart and checked.
+    Framed,
 }
 
 /// A value to write, in two pieces so that a small header (a chunk frame) can precede a large payload without
@@ -93,6 +124,8 @@ pub(crate) struct Part {
     pub(crate) expected_value: usize,
     /// Reads: check each value as a chunk frame while reading it.
     pub(crate) verify_frames: bool,
+    /// Reads: one destination per key, filled in place of returning the value.
+    pub(crate) dests: Option<(Vec<DestSlot>, Fill)>,
     pub(crate) deadline: Instant,
     /// Answered once, with one entry per key (per primary for `Ping`).
     pub(crate) reply: ReplySlot,

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use crate::batch::{self, Command, Limits, NodePlan, Step, Unit};
 use crate::config::Config;
-use crate::connection::{Bulk, ConnectOptions, Connection, Head, Outgoing, ServerReply};
+use crate::connection::{Bulk, ConnectOptions, Connection, Filled, Head, Outgoing, ServerReply};
 use crate::error::{Error, Result};
 use crate::pool::BufferPool;
 use crate::queue::Inbox;
@@ -281,6 +281,22 @@ fn read_step(conn: &mut Connection, run: &mut Run, step: &Step, node: &str) -> R
     }
     let unexpected = |what: &Head| Error::protocol(node, format!("unexpected reply {what:?} to {:?}", step.command));
     match step.command {
+        Command::Get if run.parts[step.units[0].part].dests.is_some() => {
+            let unit = &step.units[0];
+            let (dests, fill) = run.parts[unit.part].dests.as_ref().expect("checked");
+            let mut dest = dests[unit.key].lock();
+            let reply = match dest.as_mut() {
+                Some(buf) => conn.read_bulk_into(buf.bytes(), *fill)?.map(|f| run.filled(f, node)),
+                // The caller stopped waiting and took its buffer back: read the value and drop it.
+                None => conn.read_bulk(false)?.map(|_| Ok(KeyReply::Value(None))),
+            };
+            drop(dest);
+            match reply {
+                Ok(Err(e)) => run.finish(unit, Err(e)),
+                Ok(Ok(r)) => run.settle(unit, Ok(r), node),
+                Err(e) => run.settle(unit, Err(e), node),
+            }
+        }
         Command::Get => {
             let unit = &step.units[0];
             let reply = match conn.read_bulk(run.parts[unit.part].verify_frames)? {
@@ -384,6 +400,23 @@ impl<'a> Run<'a> {
                 Counters::add(&self.shared.stats.corrupt, 1);
                 KeyReply::Value(None)
             }
+        }
+    }
+
+    /// A value read into a destination: filled, a miss (also when damaged, counted), or a buffer of the wrong
+    /// size (that key's error; the value was read and dropped, the connection stays in step).
+    fn filled(&self, filled: Filled, node: &str) -> std::result::Result<KeyReply, Error> {
+        match filled {
+            Filled::Nil => Ok(KeyReply::Value(None)),
+            Filled::Bytes(n) => Ok(KeyReply::Filled(n)),
+            Filled::Corrupt => {
+                log::warn!("{node}: a stored chunk failed its frame check; read as a miss");
+                Counters::add(&self.shared.stats.corrupt, 1);
+                Ok(KeyReply::Value(None))
+            }
+            Filled::WrongSize(n) => Err(Error::InvalidInput(format!(
+                "the stored value is {n} bytes, the buffer given for it is not that size"
+            ))),
         }
     }
 

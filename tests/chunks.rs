@@ -371,6 +371,70 @@ fn cluster_split_plain(kind: Kind) {
     split_layout(&Deployment::of(kind, true), SplitNaming::Plain);
 }
 
+/// Reads into caller-owned buffers: filled in place, misses, damaged values and wrong-size buffers per chunk, and
+/// the connection stays in step after a wrong size.
+fn get_into_fills_caller_buffers(d: &Deployment) {
+    let store = d.store(Layout::Framed);
+    let ks = keys(5, "into/model");
+    let sizes = [1 << 20, 4096, 32 << 20, 100, 7];
+    let payloads: Vec<Bytes> = sizes
+        .iter()
+        .enumerate()
+        .map(|(i, &n)| value("into", i, n).into())
+        .collect();
+    store.batched_put(&ks[..4], payloads[..4].to_vec(), Some(META)).unwrap();
+    // Chunk 1 gets a damaged payload byte.
+    let mut damaged = d.raw_get(&store.store_key(&ks[1])).unwrap();
+    damaged[100] ^= 1;
+    d.raw_set(&store.store_key(&ks[1]), &damaged);
+    // Buffers: right size, right size (damaged), right size, wrong size, for a missing chunk.
+    let bufs: Vec<Vec<u8>> = vec![
+        vec![0; 1 << 20],
+        vec![0; 4096],
+        vec![0; 32 << 20],
+        vec![0; 99],
+        vec![0; 7],
+    ];
+    let before = store.client().stats().corrupt;
+    let out = store.batched_get_into(&ks, bufs);
+    assert_eq!(out.len(), 5);
+    assert_eq!(out[0].result.as_ref().unwrap(), &Some(1 << 20));
+    assert!(out[0].buf.as_ref().unwrap()[..] == payloads[0][..]);
+    assert_eq!(out[1].result.as_ref().unwrap(), &None, "damaged: a miss");
+    assert_eq!(store.client().stats().corrupt, before + 1);
+    assert_eq!(out[2].result.as_ref().unwrap(), &Some(32 << 20));
+    assert!(out[2].buf.as_ref().unwrap()[..] == payloads[2][..]);
+    assert!(
+        matches!(out[3].result, Err(Error::InvalidInput(_))),
+        "{:?}",
+        out[3].result
+    );
+    assert_eq!(
+        out[3].buf.as_ref().unwrap().len(),
+        99,
+        "the buffer comes back untouched in size"
+    );
+    assert_eq!(out[4].result.as_ref().unwrap(), &None, "missing");
+    // Still in step: a normal read right after returns the right chunk.
+    assert_eq!(store.get(&ks[3]).unwrap().unwrap().payload, payloads[3]);
+    // Raw layout: the buffer size is the layout's size.
+    let raw = d.store(Layout::Raw { size: 4096 });
+    raw.put(&ks[0], vec![6u8; 4096], None).unwrap();
+    let slab: Box<[u8]> = vec![0u8; 4096].into_boxed_slice();
+    let out = raw.batched_get_into(&ks[..1], vec![slab]);
+    assert_eq!(out[0].result.as_ref().unwrap(), &Some(4096));
+    assert!(out[0].buf.as_ref().unwrap().iter().all(|&b| b == 6));
+    let out = raw.batched_get_into(&ks[..1], vec![vec![0u8; 10]]);
+    assert!(out[0].result.is_err() && out[0].buf.is_some());
+}
+
+fn standalone_get_into(kind: Kind) {
+    get_into_fills_caller_buffers(&Deployment::of(kind, false));
+}
+fn cluster_get_into(kind: Kind) {
+    get_into_fills_caller_buffers(&Deployment::of(kind, true));
+}
+
 fn standalone_framed(kind: Kind) {
     framed_chunks_round_trip(&Deployment::of(kind, false));
 }
@@ -397,6 +461,8 @@ fn cluster_namespaces_and_ttl(kind: Kind) {
 }
 
 per_kind!(
+    standalone_get_into,
+    cluster_get_into,
     out_of_memory_fails_only_its_chunks,
     standalone_framed,
     standalone_damaged,
