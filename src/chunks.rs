@@ -19,9 +19,13 @@ use std::sync::Arc;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Layout {
-    /// One key per chunk; the value is a 40-byte header (magic, version, payload length, CRC-32 of metadata and
-    /// payload, optional metadata) and the payload. A value that does not check out is a miss, counted in
-    /// [`Stats::corrupt`](crate::Stats::corrupt), and never returned. See the header format in [`FRAME_HEADER`](crate::FRAME_HEADER)'s module.
+    /// One key per chunk; the value is a 40-byte little-endian header, then the payload. A value that does not
+    /// check out is a miss, counted in [`Stats::corrupt`](crate::Stats::corrupt), and never returned.
+    ///
+    /// ```text
+    /// 0..4 magic "KVCR" | 4 version 1 | 5 flags (bit 0: metadata) | 6..8 zero | 8..16 payload length (u64)
+    /// 16..20 CRC-32 (IEEE) of bytes 20..40 and the payload | 20 fmt | 21 dtype | 22..24 zero | 24..40 shape (4 x u32)
+    /// ```
     Framed,
     /// One key per chunk holding the raw bytes of exactly `size` bytes (LMCache's current Valkey connector); a value
     /// of another length is a miss, counted as corrupt.
