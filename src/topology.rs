@@ -260,11 +260,17 @@ fn discover_from(seed: &str, mode: Mode, opts: &ConnectOptions) -> Result<SlotMa
         match conn.read_value()? {
             Value::ServerError(e) => {
                 let disabled = e.details().is_some_and(|d| d.contains("cluster support disabled"));
-                if !(disabled && mode == Mode::Auto) {
+                if !disabled {
+                    // NOAUTH, NOPERM (a user without `cluster|slots`: grant it or set mode=standalone), ...
+                    return Err(Error::Server {
+                        node: seed.to_string(),
+                        code: e.code().to_string(),
+                        detail: e.details().unwrap_or("").to_string(),
+                    });
+                }
+                if mode == Mode::Cluster {
                     return Err(Error::Topology(format!(
-                        "{seed} answered CLUSTER SLOTS with {} {}",
-                        e.code(),
-                        e.details().unwrap_or("")
+                        "{seed} is not a cluster node, but mode=cluster was asked"
                     )));
                 }
                 SlotMap::standalone(seed.to_string())
