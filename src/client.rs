@@ -10,7 +10,7 @@ use oneshot::RecvTimeoutError;
 use parking_lot::{Mutex, RwLock};
 
 use crate::config::Config;
-use crate::connection::{ConnectOptions, MAX_BULK};
+use crate::connection::ConnectOptions;
 use crate::error::{Error, Result};
 use crate::pool::BufferPool;
 use crate::queue::Queues;
@@ -385,9 +385,10 @@ impl Call<'_> {
                 values.len()
             )));
         }
-        if let Some((i, v)) = values.iter().enumerate().find(|(_, v)| v.len() > MAX_BULK) {
+        let limit = self.client.inner.shared.config.max_value_bytes;
+        if let Some((i, v)) = values.iter().enumerate().find(|(_, v)| v.len() > limit) {
             return Err(Error::InvalidInput(format!(
-                "value {i} is {} bytes, above the servers' {MAX_BULK}-byte limit",
+                "value {i} is {} bytes, above the {limit}-byte limit (max_value_bytes)",
                 v.len()
             )));
         }
@@ -463,6 +464,14 @@ impl Call<'_> {
         let stats = &inner.shared.stats;
         let priority = self.priority.unwrap_or(default);
         let deadline = Instant::now() + self.timeout.unwrap_or(config.request_timeout);
+        // Every key passes here, whatever the call: checked before anything is queued.
+        if let Some((i, k)) = keys.iter().enumerate().find(|(_, k)| k.len() > config.max_key_bytes) {
+            return Err(Error::InvalidInput(format!(
+                "key {i} is {} bytes, above the {}-byte limit (max_key_bytes)",
+                k.len(),
+                config.max_key_bytes
+            )));
+        }
         // Read lock held while queueing: close takes the write lock, so nothing is queued after it.
         let queues = inner.queues.read();
         let queues = queues.as_ref().ok_or(Error::Closed)?;
@@ -533,16 +542,7 @@ impl Call<'_> {
 
 /// Copies the keys into one buffer (one allocation per call, not per key) and cuts them from it.
 fn to_keys<K: AsRef<[u8]>>(keys: &[K]) -> Result<Vec<Bytes>> {
-    let mut total = 0;
-    for (i, k) in keys.iter().enumerate() {
-        let len = k.as_ref().len();
-        if len > MAX_BULK {
-            return Err(Error::InvalidInput(format!(
-                "key {i} is {len} bytes, above the servers' {MAX_BULK}-byte limit"
-            )));
-        }
-        total += len;
-    }
+    let total = keys.iter().map(|k| k.as_ref().len()).sum();
     let mut all = BytesMut::with_capacity(total);
     for k in keys {
         all.extend_from_slice(k.as_ref());

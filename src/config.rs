@@ -30,7 +30,8 @@ pub enum Mode {
 /// * Several seeds are separated by commas; `PORT` defaults to 6379; IPv6 hosts go in brackets.
 /// * `DB` selects a database (standalone only).
 /// * Options: `mode` (`auto`, `standalone`, `cluster`), `workers`, `write_bytes_in_flight`, `timeout_ms`, `connect_timeout_ms`,
-///   `drain_timeout_ms`, `batch_max_keys`, `batch_max_bytes`, `value_size_hint`, `ttl_secs`, `buffer_pool_bytes`.
+///   `drain_timeout_ms`, `batch_max_keys`, `batch_max_bytes`, `value_size_hint`, `ttl_secs`, `buffer_pool_bytes`,
+///   `max_key_bytes`, `max_value_bytes`.
 ///   Any other option is an error.
 #[derive(Clone)]
 pub struct Config {
@@ -51,6 +52,8 @@ pub struct Config {
     pub(crate) max_redirects: usize,
     pub(crate) ttl_secs: Option<u64>,
     pub(crate) buffer_pool_bytes: usize,
+    pub(crate) max_key_bytes: usize,
+    pub(crate) max_value_bytes: usize,
 }
 
 impl Default for Config {
@@ -73,6 +76,8 @@ impl Default for Config {
             max_redirects: 5,
             ttl_secs: None,
             buffer_pool_bytes: 256 << 20,
+            max_key_bytes: 512 << 20,
+            max_value_bytes: 512 << 20,
         }
     }
 }
@@ -97,6 +102,8 @@ impl fmt::Debug for Config {
             .field("max_redirects", &self.max_redirects)
             .field("ttl_secs", &self.ttl_secs)
             .field("buffer_pool_bytes", &self.buffer_pool_bytes)
+            .field("max_key_bytes", &self.max_key_bytes)
+            .field("max_value_bytes", &self.max_value_bytes)
             .finish()
     }
 }
@@ -213,6 +220,20 @@ impl Config {
         self
     }
 
+    /// Largest key accepted; a longer one fails the call with [`Error::InvalidInput`] before anything is sent.
+    /// Defaults to 512 MiB, the servers' own default limit (`proto-max-bulk-len`).
+    pub fn max_key_bytes(mut self, n: usize) -> Self {
+        self.max_key_bytes = n;
+        self
+    }
+
+    /// Largest value accepted for writing; a larger one fails the call with [`Error::InvalidInput`] before anything
+    /// is sent (a server would drop the connection on it). Defaults to 512 MiB, the servers' own default limit.
+    pub fn max_value_bytes(mut self, n: usize) -> Self {
+        self.max_value_bytes = n;
+        self
+    }
+
     /// The seed addresses, `host:port`.
     pub fn seeds(&self) -> &[String] {
         &self.seeds
@@ -224,6 +245,8 @@ impl Config {
             ("batch_max_keys", self.batch_max_keys),
             ("batch_max_bytes", self.batch_max_bytes),
             ("value_size_hint", self.value_size_hint),
+            ("max_key_bytes", self.max_key_bytes),
+            ("max_value_bytes", self.max_value_bytes),
         ];
         for (name, v) in positive {
             if v == 0 {
@@ -317,6 +340,8 @@ fn parse_url(url: &str) -> Result<Config> {
             "value_size_hint" => cfg.value_size_hint = num(v)? as usize,
             "ttl_secs" => cfg.ttl_secs = Some(num(v)?),
             "buffer_pool_bytes" => cfg.buffer_pool_bytes = num(v)? as usize,
+            "max_key_bytes" => cfg.max_key_bytes = num(v)? as usize,
+            "max_value_bytes" => cfg.max_value_bytes = num(v)? as usize,
             _ => return Err(bad(&format!("unknown option {k:?}"))),
         }
     }
