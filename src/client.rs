@@ -16,6 +16,7 @@ use crate::pool::BufferPool;
 use crate::queue::Queues;
 use crate::request::{DestSlot, Fill, KeyReply, Kind, Part, Priority, ReplyReceiver, ReplySlot, SetValue};
 use crate::stats::{Counters, Stats};
+use crate::tls::TlsSettings;
 use crate::topology::Topology;
 use crate::worker::{self, Shared};
 
@@ -131,7 +132,9 @@ impl Client {
     /// starts the workers.
     pub fn with_config(config: Config) -> Result<Client> {
         config.validate()?;
+        let tls = config.tls.as_ref().map(TlsSettings::client).transpose()?;
         let connect = ConnectOptions {
+            tls,
             timeout: config.connect_timeout,
             username: config.username.clone(),
             password: config.password.clone(),

@@ -6,6 +6,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use crate::error::{Error, Result};
+use crate::tls::TlsSettings;
 
 /// How the client finds out whether it talks to a Cluster.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -24,14 +25,15 @@ pub enum Mode {
 /// # URL syntax
 /// `SCHEME://[USER[:PASSWORD]@]HOST[:PORT][,HOST[:PORT]...][/DB][?OPTION=VALUE&...]`
 ///
-/// * `SCHEME`: `redis` or `valkey`; `redis-cluster` / `valkey-cluster` also force cluster mode. (TLS schemes are
-///   not supported yet and are rejected.)
+/// * `SCHEME`: `redis` or `valkey`; `rediss` / `valkeys` for TLS; `redis-cluster`, `valkey-cluster`,
+///   `rediss-cluster`, `valkeys-cluster` also force cluster mode.
 /// * `USER` and `PASSWORD` are percent-decoded; a password alone is written `:PASSWORD@`.
 /// * Several seeds are separated by commas; `PORT` defaults to 6379; IPv6 hosts go in brackets.
 /// * `DB` selects a database (standalone only).
 /// * Options: `mode` (`auto`, `standalone`, `cluster`), `workers`, `write_bytes_in_flight`, `timeout_ms`, `connect_timeout_ms`,
 ///   `drain_timeout_ms`, `batch_max_keys`, `batch_max_bytes`, `value_size_hint`, `ttl_secs`, `buffer_pool_bytes`,
-///   `max_key_bytes`, `max_value_bytes`.
+///   `max_key_bytes`, `max_value_bytes`, and for TLS `tls_ca`, `tls_cert`, `tls_key` (file paths,
+///   percent-encoded), `tls_server_name`, `tls_insecure_skip_verify` (`true`/`false`).
 ///   Any other option is an error.
 #[derive(Clone)]
 pub struct Config {
@@ -54,6 +56,7 @@ pub struct Config {
     pub(crate) buffer_pool_bytes: usize,
     pub(crate) max_key_bytes: usize,
     pub(crate) max_value_bytes: usize,
+    pub(crate) tls: Option<TlsSettings>,
 }
 
 impl Default for Config {
@@ -78,6 +81,7 @@ impl Default for Config {
             buffer_pool_bytes: 256 << 20,
             max_key_bytes: 512 << 20,
             max_value_bytes: 512 << 20,
+            tls: None,
         }
     }
 }
@@ -104,6 +108,7 @@ impl fmt::Debug for Config {
             .field("buffer_pool_bytes", &self.buffer_pool_bytes)
             .field("max_key_bytes", &self.max_key_bytes)
             .field("max_value_bytes", &self.max_value_bytes)
+            .field("tls", &self.tls)
             .finish()
     }
 }
@@ -234,6 +239,44 @@ impl Config {
         self
     }
 
+    /// Connects with TLS (native-tls; TLS 1.2 at least; certificates and host names verified against the system
+    /// roots and any [`tls_ca_file`](Self::tls_ca_file)). Set by the `rediss://` and `valkeys://` schemes.
+    /// Defaults to off.
+    pub fn tls(mut self, on: bool) -> Self {
+        self.tls = on.then(|| self.tls.take().unwrap_or_default());
+        self
+    }
+
+    /// A PEM file of CA certificates to trust, beside the system roots; turns TLS on. Defaults to none.
+    pub fn tls_ca_file(mut self, path: impl Into<std::path::PathBuf>) -> Self {
+        self.tls.get_or_insert_with(Default::default).ca_file = Some(path.into());
+        self
+    }
+
+    /// A client certificate and its PKCS#8 key, both PEM, for servers that require mutual TLS; turns TLS on.
+    /// Defaults to none.
+    pub fn tls_client_cert(mut self, cert: impl Into<std::path::PathBuf>, key: impl Into<std::path::PathBuf>) -> Self {
+        let tls = self.tls.get_or_insert_with(Default::default);
+        tls.cert_file = Some(cert.into());
+        tls.key_file = Some(key.into());
+        self
+    }
+
+    /// The name every node's certificate is verified against (and sent as SNI), instead of the host the node is
+    /// reached at: for Clusters that announce IP addresses while their certificates name a host. Turns TLS on.
+    /// Defaults to the host of each node's address.
+    pub fn tls_server_name(mut self, name: &str) -> Self {
+        self.tls.get_or_insert_with(Default::default).server_name = Some(name.to_string());
+        self
+    }
+
+    /// Accepts any certificate and host name: no protection against a man in the middle. Logged as a warning.
+    /// Defaults to false.
+    pub fn tls_insecure_skip_verify(mut self, skip: bool) -> Self {
+        self.tls.get_or_insert_with(Default::default).insecure_skip_verify = skip;
+        self
+    }
+
     /// The seed addresses, `host:port`.
     pub fn seeds(&self) -> &[String] {
         &self.seeds
@@ -273,8 +316,10 @@ fn parse_url(url: &str) -> Result<Config> {
     match scheme {
         "redis" | "valkey" => {}
         "redis-cluster" | "valkey-cluster" => cfg.mode = Mode::Cluster,
-        "rediss" | "valkeys" => {
-            return Err(bad("TLS schemes are not supported yet"));
+        "rediss" | "valkeys" => cfg.tls = Some(TlsSettings::default()),
+        "rediss-cluster" | "valkeys-cluster" => {
+            cfg.tls = Some(TlsSettings::default());
+            cfg.mode = Mode::Cluster;
         }
         other => return Err(bad(&format!("unknown scheme {other:?}"))),
     }
@@ -342,6 +387,21 @@ fn parse_url(url: &str) -> Result<Config> {
             "buffer_pool_bytes" => cfg.buffer_pool_bytes = num(v)? as usize,
             "max_key_bytes" => cfg.max_key_bytes = num(v)? as usize,
             "max_value_bytes" => cfg.max_value_bytes = num(v)? as usize,
+            "tls_ca" => cfg = cfg.tls_ca_file(percent_decode(v).ok_or_else(|| bad("bad percent-encoding"))?),
+            "tls_cert" => {
+                cfg.tls.get_or_insert_with(Default::default).cert_file =
+                    Some(percent_decode(v).ok_or_else(|| bad("bad percent-encoding"))?.into())
+            }
+            "tls_key" => {
+                cfg.tls.get_or_insert_with(Default::default).key_file =
+                    Some(percent_decode(v).ok_or_else(|| bad("bad percent-encoding"))?.into())
+            }
+            "tls_server_name" => cfg = cfg.tls_server_name(v),
+            "tls_insecure_skip_verify" => match v {
+                "true" => cfg = cfg.tls_insecure_skip_verify(true),
+                "false" => {}
+                _ => return Err(bad(&format!("bad boolean for {k}: {v:?}"))),
+            },
             _ => return Err(bad(&format!("unknown option {k:?}"))),
         }
     }
@@ -472,7 +532,7 @@ mod tests {
             ("redis://h?workers=x", "bad number"),
             ("redis://h?mode=ring", "bad mode"),
             ("redis-cluster://h/2", "not allowed in cluster mode"),
-            ("rediss://h", "TLS"),
+            ("rediss://h?tls_insecure_skip_verify=maybe", "bad boolean"),
         ];
         for (url, reason) in cases {
             match url.parse::<Config>() {

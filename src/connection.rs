@@ -14,6 +14,7 @@ use crate::error::{Error, Result};
 use crate::frame::{FRAME_HEADER, Verifier, header_checksum};
 use crate::pool::{BufferPool, POOLED_VALUE};
 use crate::request::{Fill, SetValue};
+use crate::tls::{Stream, TlsClient};
 
 /// Read buffer size; bulk payloads larger than what is buffered are read straight into their destination.
 const READ_BUF: usize = 64 << 10;
@@ -36,6 +37,7 @@ pub(crate) struct ConnectOptions {
     pub(crate) username: Option<String>,
     pub(crate) password: Option<String>,
     pub(crate) db: u32,
+    pub(crate) tls: Option<TlsClient>,
 }
 
 /// A server error reply, split into its code and the rest.
@@ -142,7 +144,7 @@ impl Outgoing {
 /// (replies are matched to requests by order only) and must be dropped.
 pub(crate) struct Connection {
     node: String,
-    stream: TcpStream,
+    stream: Stream,
     buf: Vec<u8>,
     pos: usize,
     end: usize,
@@ -168,8 +170,14 @@ impl Connection {
         Err(Error::io(node, last))
     }
 
-    fn setup(node: &str, stream: TcpStream, opts: &ConnectOptions) -> Result<Connection> {
-        stream.set_nodelay(true).map_err(|e| Error::io(node, e))?;
+    fn setup(node: &str, tcp: TcpStream, opts: &ConnectOptions) -> Result<Connection> {
+        tcp.set_nodelay(true).map_err(|e| Error::io(node, e))?;
+        // The TLS handshake is bounded by the connect timeout too.
+        tcp.set_read_timeout(Some(opts.timeout))
+            .map_err(|e| Error::io(node, e))?;
+        tcp.set_write_timeout(Some(opts.timeout))
+            .map_err(|e| Error::io(node, e))?;
+        let stream = Stream::open(node, tcp, opts.tls.as_ref())?;
         let mut conn = Connection {
             node: node.to_string(),
             stream,
@@ -223,12 +231,15 @@ impl Connection {
     /// One `read` into `buf`, waiting no later than about the deadline. A socket timeout applies per call, so
     /// it is re-armed with the time left whenever it is older than `REARM` (a server that trickles bytes can
     /// stretch the wait by that much at most, and reads do not each cost a `setsockopt`).
-    fn read_some(stream: &mut TcpStream, node: &str, timer: &mut Timer, buf: &mut [u8]) -> Result<usize> {
+    fn read_some(stream: &mut Stream, node: &str, timer: &mut Timer, buf: &mut [u8]) -> Result<usize> {
         loop {
             let now = Instant::now();
             let left = time_left(node, timer.deadline)?;
             if timer.armed_for != Some(timer.deadline) || now.duration_since(timer.armed_at) >= REARM {
-                stream.set_read_timeout(Some(left)).map_err(|e| Error::io(node, e))?;
+                stream
+                    .tcp()
+                    .set_read_timeout(Some(left))
+                    .map_err(|e| Error::io(node, e))?;
                 timer.armed_for = Some(timer.deadline);
                 timer.armed_at = now;
             }
@@ -259,6 +270,7 @@ impl Connection {
         while !slices.is_empty() {
             let left = time_left(&self.node, self.timer.deadline)?;
             self.stream
+                .tcp()
                 .set_write_timeout(Some(left))
                 .map_err(|e| Error::io(&self.node, e))?;
             match self.stream.write_vectored(slices) {

@@ -29,6 +29,13 @@ pub enum Error {
         /// The underlying error.
         source: Arc<io::Error>,
     },
+    /// The TLS handshake with a node failed (certificate not trusted, wrong host name, not a TLS port, ...).
+    Tls {
+        /// The node.
+        node: String,
+        /// What the TLS library said.
+        detail: String,
+    },
     /// The server answered with an error reply (e.g. `OOM`, `WRONGTYPE`, `NOPERM`).
     Server {
         /// The node that answered.
@@ -118,6 +125,7 @@ impl fmt::Display for Error {
             Error::Timeout { node: Some(n) } => write!(f, "timed out: waiting for {n}"),
             Error::Timeout { node: None } => write!(f, "timed out"),
             Error::Io { node, source } => write!(f, "i/o error: {node}: {source}"),
+            Error::Tls { node, detail } => write!(f, "tls error: {node}: {detail}"),
             Error::Server { node, code, detail } => {
                 write!(f, "server error: {node}: {code} {detail}")
             }

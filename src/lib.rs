@@ -16,6 +16,7 @@ mod queue;
 mod request;
 mod slot;
 mod stats;
+mod tls;
 mod topology;
 mod worker;
 

@@ -124,7 +124,7 @@ impl Config {
                 }
                 "tls_enable" | "use_tls" => {
                     if boolean(v).ok_or_else(|| need("true or false"))? {
-                        return Err(bad(format!("{key}: TLS is not supported yet")));
+                        config = config.tls(true);
                     }
                 }
                 "chunk_size" => {
@@ -297,8 +297,8 @@ extra_config:
                 "positive integer",
             ),
             (
-                "remote_url: redis://h\nextra_config:\n  tls_enable: 'true'",
-                "TLS is not supported yet",
+                "remote_url: redis://h\nextra_config:\n  tls_enable: 'maybe'",
+                "true or false",
             ),
             (
                 "remote_url: redis://h\nextra_config:\n  valkey_num_workers: 0",

@@ -27,7 +27,10 @@ fn bad_urls_and_settings_are_refused(kind: Kind) {
             format!("redis://127.0.0.1:{port}?batch_max_keys=0"),
             "batch_max_keys must be at least 1",
         ),
-        (format!("rediss://127.0.0.1:{port}"), "TLS"),
+        (
+            format!("rediss://127.0.0.1:{port}?tls_ca=%2Fno%2Fsuch%2Ffile.pem"),
+            "reading /no/such/file.pem",
+        ),
     ];
     for (url, reason) in urls {
         match Client::open(url) {

@@ -1,0 +1,197 @@
+//! TLS against a real TLS-enabled Redis 7 (the Valkey build at hand has no TLS), with certificates generated here:
+//! the happy path, mutual TLS, and each way verification must fail, each within the connect timeout.
+
+mod support;
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use kvcache_redis::{Client, Config, Error};
+use support::server::{Options, free_port};
+use support::{Kind, Server};
+
+/// A CA, a server certificate for `localhost` and `127.0.0.1`, a client certificate, and a second, unrelated CA.
+struct Certs {
+    dir: PathBuf,
+}
+
+impl Certs {
+    fn get() -> &'static Certs {
+        static CERTS: OnceLock<Certs> = OnceLock::new();
+        CERTS.get_or_init(|| {
+            let dir = std::env::temp_dir().join(format!("kvcache-tls-{}", std::process::id()));
+            std::fs::create_dir_all(&dir).unwrap();
+            let run = |args: &[&str]| {
+                let out = Command::new("openssl")
+                    .args(args)
+                    .current_dir(&dir)
+                    .output()
+                    .expect("openssl");
+                assert!(
+                    out.status.success(),
+                    "openssl {args:?}: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+            };
+            for ca in ["ca", "other-ca"] {
+                run(&[
+                    "req",
+                    "-x509",
+                    "-newkey",
+                    "rsa:2048",
+                    "-nodes",
+                    "-keyout",
+                    &format!("{ca}.key"),
+                    "-out",
+                    &format!("{ca}.crt"),
+                    "-days",
+                    "2",
+                    "-subj",
+                    &format!("/CN=kvcache test {ca}"),
+                ]);
+            }
+            std::fs::write(dir.join("server.ext"), "subjectAltName=DNS:localhost,IP:127.0.0.1\n").unwrap();
+            std::fs::write(dir.join("client.ext"), "extendedKeyUsage=clientAuth\n").unwrap();
+            for who in ["server", "client"] {
+                run(&[
+                    "req",
+                    "-newkey",
+                    "rsa:2048",
+                    "-nodes",
+                    "-keyout",
+                    &format!("{who}.key"),
+                    "-out",
+                    &format!("{who}.csr"),
+                    "-subj",
+                    &format!("/CN={who}"),
+                ]);
+                run(&[
+                    "x509",
+                    "-req",
+                    "-in",
+                    &format!("{who}.csr"),
+                    "-CA",
+                    "ca.crt",
+                    "-CAkey",
+                    "ca.key",
+                    "-CAcreateserial",
+                    "-out",
+                    &format!("{who}.crt"),
+                    "-days",
+                    "2",
+                    "-extfile",
+                    &format!("{who}.ext"),
+                ]);
+            }
+            Certs { dir }
+        })
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.join(name)
+    }
+}
+
+/// A Redis with a plaintext port (for the admin and the "plaintext port" case) and a TLS port.
+fn tls_server(require_client_cert: bool) -> (Server, u16) {
+    let certs = Certs::get();
+    let tls_port = free_port();
+    let p = |n: &str| certs.path(n).display().to_string();
+    let extra = vec![
+        "--tls-port".into(),
+        tls_port.to_string(),
+        "--tls-cert-file".into(),
+        p("server.crt"),
+        "--tls-key-file".into(),
+        p("server.key"),
+        "--tls-ca-cert-file".into(),
+        p("ca.crt"),
+        "--tls-auth-clients".into(),
+        if require_client_cert { "yes" } else { "no" }.into(),
+    ];
+    let server = Server::start(Kind::Redis, free_port(), Options { cluster: false, extra });
+    (server, tls_port)
+}
+
+fn config(port: u16) -> Config {
+    Config::from_url(&format!("rediss://127.0.0.1:{port}"))
+        .unwrap()
+        .connect_timeout(Duration::from_secs(2))
+        .tls_ca_file(Certs::get().path("ca.crt"))
+}
+
+fn fails_in_time(config: Config, what: &str) -> Error {
+    let started = Instant::now();
+    let err = Client::with_config(config).map(|_| ()).expect_err(what);
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "{what}: took {:?}",
+        started.elapsed()
+    );
+    err
+}
+
+#[test]
+fn happy_path_verifies_the_server() {
+    let (_server, port) = tls_server(false);
+    let client = Client::with_config(config(port)).unwrap();
+    client.put("over-tls", vec![5u8; 3 << 20]).unwrap();
+    assert_eq!(client.get("over-tls").unwrap().unwrap().len(), 3 << 20);
+    // The same from a URL alone, with the CA path percent-encoded, and by host name.
+    let ca = Certs::get().path("ca.crt").display().to_string().replace('/', "%2F");
+    let by_name = Client::open(&format!("rediss://localhost:{port}?tls_ca={ca}")).unwrap();
+    assert_eq!(by_name.get("over-tls").unwrap().unwrap().len(), 3 << 20);
+}
+
+#[test]
+fn an_untrusted_certificate_is_refused() {
+    let (_server, port) = tls_server(false);
+    let other = Config::from_url(&format!("rediss://127.0.0.1:{port}"))
+        .unwrap()
+        .connect_timeout(Duration::from_secs(2))
+        .tls_ca_file(Certs::get().path("other-ca.crt"));
+    let err = fails_in_time(other, "wrong CA");
+    assert!(matches!(err, Error::Tls { .. }), "{err}");
+    // No CA given: the system roots do not know the test CA either.
+    let err = fails_in_time(
+        Config::from_url(&format!("rediss://127.0.0.1:{port}")).unwrap(),
+        "system roots",
+    );
+    assert!(matches!(err, Error::Tls { .. }), "{err}");
+}
+
+#[test]
+fn a_host_name_mismatch_is_refused() {
+    let (_server, port) = tls_server(false);
+    let err = fails_in_time(config(port).tls_server_name("not-this-host.example"), "wrong name");
+    assert!(matches!(err, Error::Tls { .. }), "{err}");
+    // The loudly named switch accepts it (and logs a warning).
+    let insecure = config(port)
+        .tls_server_name("not-this-host.example")
+        .tls_insecure_skip_verify(true);
+    Client::with_config(insecure).unwrap().ping().unwrap();
+}
+
+#[test]
+fn a_plaintext_port_is_an_error_not_a_hang() {
+    let (server, _port) = tls_server(false);
+    let err = fails_in_time(config(server.port), "plaintext port");
+    assert!(
+        matches!(err, Error::Tls { .. } | Error::Io { .. } | Error::Timeout { .. }),
+        "{err}"
+    );
+}
+
+#[test]
+fn mutual_tls_needs_the_client_certificate() {
+    let (_server, port) = tls_server(true);
+    let err = fails_in_time(config(port), "no client certificate");
+    assert!(matches!(err, Error::Tls { .. } | Error::Io { .. }), "{err}");
+    let certs = Certs::get();
+    let with_cert = config(port).tls_client_cert(certs.path("client.crt"), certs.path("client.key"));
+    let client = Client::with_config(with_cert).unwrap();
+    client.put("mtls", b"ok".to_vec()).unwrap();
+    assert_eq!(client.get("mtls").unwrap().as_deref(), Some(&b"ok"[..]));
+}
