@@ -29,6 +29,8 @@ pub enum Mode {
 ///   `rediss-cluster`, `valkeys-cluster` also force cluster mode.
 /// * `USER` and `PASSWORD` are percent-decoded; a password alone is written `:PASSWORD@`.
 /// * Several seeds are separated by commas; `PORT` defaults to 6379; IPv6 hosts go in brackets.
+/// * A Unix socket: `unix:///path/to/socket` (also `redis+unix://`, `valkey+unix://`), with the database as a
+///   `db=N` option; always standalone.
 /// * `DB` selects a database (standalone only).
 /// * Options: `mode` (`auto`, `standalone`, `cluster`), `workers`, `write_bytes_in_flight`, `timeout_ms`, `connect_timeout_ms`,
 ///   `drain_timeout_ms`, `batch_max_keys`, `batch_max_bytes`, `value_size_hint`, `ttl_secs`, `buffer_pool_bytes`,
@@ -321,8 +323,10 @@ fn parse_url(url: &str) -> Result<Config> {
             cfg.tls = Some(TlsSettings::default());
             cfg.mode = Mode::Cluster;
         }
+        "unix" | "redis+unix" | "valkey+unix" => cfg.mode = Mode::Standalone,
         other => return Err(bad(&format!("unknown scheme {other:?}"))),
     }
+    let unix = cfg.mode == Mode::Standalone;
     let (rest, query) = match rest.split_once('?') {
         Some((r, q)) => (r, Some(q)),
         None => (rest, None),
@@ -354,12 +358,21 @@ fn parse_url(url: &str) -> Result<Config> {
         }
         None => authority,
     };
-    cfg.seeds = hosts
-        .split(',')
-        .map(|h| parse_host(h).ok_or_else(|| bad(&format!("bad host {h:?}"))))
-        .collect::<Result<_>>()?;
-    if !path.is_empty() {
-        cfg.db = path.parse().map_err(|_| bad(&format!("bad database {path:?}")))?;
+    if unix {
+        // unix://[user:password@]/path/to/socket[?db=N&...]: the path is the socket, the database an option.
+        if !hosts.is_empty() || path.is_empty() {
+            return Err(bad("a Unix socket URL is unix:///absolute/path/to/socket"));
+        }
+        let socket = percent_decode(path).ok_or_else(|| bad("bad percent-encoding"))?;
+        cfg.seeds = vec![format!("unix:/{socket}")];
+    } else {
+        cfg.seeds = hosts
+            .split(',')
+            .map(|h| parse_host(h).ok_or_else(|| bad(&format!("bad host {h:?}"))))
+            .collect::<Result<_>>()?;
+        if !path.is_empty() {
+            cfg.db = path.parse().map_err(|_| bad(&format!("bad database {path:?}")))?;
+        }
     }
     for pair in query.into_iter().flat_map(|q| q.split('&')).filter(|p| !p.is_empty()) {
         let (k, v) = pair
@@ -367,6 +380,8 @@ fn parse_url(url: &str) -> Result<Config> {
             .ok_or_else(|| bad(&format!("option {pair:?} has no value")))?;
         let num = |v: &str| -> Result<u64> { v.parse().map_err(|_| bad(&format!("bad number for {k}: {v:?}"))) };
         match k {
+            "db" if unix => cfg.db = v.parse().map_err(|_| bad(&format!("bad database {v:?}")))?,
+            "mode" if unix => return Err(bad("a Unix socket is one standalone server")),
             "mode" => {
                 cfg.mode = match v {
                     "auto" => Mode::Auto,
@@ -532,6 +547,10 @@ mod tests {
             ("redis://h?workers=x", "bad number"),
             ("redis://h?mode=ring", "bad mode"),
             ("redis-cluster://h/2", "not allowed in cluster mode"),
+            ("unix://host/tmp/r.sock", "unix:///absolute/path"),
+            ("unix://", "unix:///absolute/path"),
+            ("unix:///tmp/r.sock?mode=cluster", "one standalone server"),
+            ("unix:///tmp/r.sock?db=x", "bad database"),
             ("rediss://h?tls_insecure_skip_verify=maybe", "bad boolean"),
         ];
         for (url, reason) in cases {

@@ -157,27 +157,36 @@ pub(crate) struct Connection {
 }
 
 impl Connection {
-    /// Connects to `node` (`host:port`), authenticates and selects the database.
+    /// Connects to `node` (`host:port`, or `unix:PATH`), authenticates and selects the database.
     pub(crate) fn connect(node: &str, opts: &ConnectOptions) -> Result<Connection> {
+        if let Some(path) = node.strip_prefix("unix:") {
+            if opts.tls.is_some() {
+                return Err(Error::Config("TLS over a Unix socket is not supported".into()));
+            }
+            let unix = std::os::unix::net::UnixStream::connect(path).map_err(|e| Error::io(node, e))?;
+            return Connection::setup(node, Stream::Unix(unix), opts);
+        }
         let addrs = node.to_socket_addrs().map_err(|e| Error::io(node, e))?;
         let mut last = io::Error::new(io::ErrorKind::NotFound, "address resolved to nothing");
         for addr in addrs {
             match TcpStream::connect_timeout(&addr, opts.timeout) {
-                Ok(stream) => return Connection::setup(node, stream, opts),
+                Ok(tcp) => {
+                    tcp.set_nodelay(true).map_err(|e| Error::io(node, e))?;
+                    // The TLS handshake is bounded by the connect timeout too.
+                    tcp.set_read_timeout(Some(opts.timeout))
+                        .map_err(|e| Error::io(node, e))?;
+                    tcp.set_write_timeout(Some(opts.timeout))
+                        .map_err(|e| Error::io(node, e))?;
+                    let stream = Stream::open(node, tcp, opts.tls.as_ref())?;
+                    return Connection::setup(node, stream, opts);
+                }
                 Err(e) => last = e,
             }
         }
         Err(Error::io(node, last))
     }
 
-    fn setup(node: &str, tcp: TcpStream, opts: &ConnectOptions) -> Result<Connection> {
-        tcp.set_nodelay(true).map_err(|e| Error::io(node, e))?;
-        // The TLS handshake is bounded by the connect timeout too.
-        tcp.set_read_timeout(Some(opts.timeout))
-            .map_err(|e| Error::io(node, e))?;
-        tcp.set_write_timeout(Some(opts.timeout))
-            .map_err(|e| Error::io(node, e))?;
-        let stream = Stream::open(node, tcp, opts.tls.as_ref())?;
+    fn setup(node: &str, stream: Stream, opts: &ConnectOptions) -> Result<Connection> {
         let mut conn = Connection {
             node: node.to_string(),
             stream,
@@ -236,10 +245,7 @@ impl Connection {
             let now = Instant::now();
             let left = time_left(node, timer.deadline)?;
             if timer.armed_for != Some(timer.deadline) || now.duration_since(timer.armed_at) >= REARM {
-                stream
-                    .tcp()
-                    .set_read_timeout(Some(left))
-                    .map_err(|e| Error::io(node, e))?;
+                stream.set_read_timeout(Some(left)).map_err(|e| Error::io(node, e))?;
                 timer.armed_for = Some(timer.deadline);
                 timer.armed_at = now;
             }
@@ -270,7 +276,6 @@ impl Connection {
         while !slices.is_empty() {
             let left = time_left(&self.node, self.timer.deadline)?;
             self.stream
-                .tcp()
                 .set_write_timeout(Some(left))
                 .map_err(|e| Error::io(&self.node, e))?;
             match self.stream.write_vectored(slices) {

@@ -78,10 +78,11 @@ impl TlsSettings {
     }
 }
 
-/// A connection's byte stream, plain or TLS.
+/// A connection's byte stream: TCP, TLS over TCP, or a Unix socket.
 pub(crate) enum Stream {
     Plain(TcpStream),
     Tls(Box<native_tls::TlsStream<TcpStream>>),
+    Unix(std::os::unix::net::UnixStream),
 }
 
 impl Stream {
@@ -106,11 +107,21 @@ impl Stream {
         }
     }
 
-    /// The TCP socket underneath, for its options.
-    pub(crate) fn tcp(&self) -> &TcpStream {
+    /// Makes each read give up after `t`.
+    pub(crate) fn set_read_timeout(&self, t: Option<std::time::Duration>) -> io::Result<()> {
         match self {
-            Stream::Plain(s) => s,
-            Stream::Tls(s) => s.get_ref(),
+            Stream::Plain(s) => s.set_read_timeout(t),
+            Stream::Tls(s) => s.get_ref().set_read_timeout(t),
+            Stream::Unix(s) => s.set_read_timeout(t),
+        }
+    }
+
+    /// Makes each write give up after `t`.
+    pub(crate) fn set_write_timeout(&self, t: Option<std::time::Duration>) -> io::Result<()> {
+        match self {
+            Stream::Plain(s) => s.set_write_timeout(t),
+            Stream::Tls(s) => s.get_ref().set_write_timeout(t),
+            Stream::Unix(s) => s.set_write_timeout(t),
         }
     }
 }
@@ -120,6 +131,7 @@ impl Read for Stream {
         match self {
             Stream::Plain(s) => s.read(buf),
             Stream::Tls(s) => s.read(buf),
+            Stream::Unix(s) => s.read(buf),
         }
     }
 }
@@ -129,6 +141,7 @@ impl Write for Stream {
         match self {
             Stream::Plain(s) => s.write(buf),
             Stream::Tls(s) => s.write(buf),
+            Stream::Unix(s) => s.write(buf),
         }
     }
 
@@ -137,6 +150,7 @@ impl Write for Stream {
             Stream::Plain(s) => s.write_vectored(bufs),
             // TLS records are built from one buffer at a time.
             Stream::Tls(s) => s.write_vectored(bufs),
+            Stream::Unix(s) => s.write_vectored(bufs),
         }
     }
 
@@ -144,6 +158,7 @@ impl Write for Stream {
         match self {
             Stream::Plain(s) => s.flush(),
             Stream::Tls(s) => s.flush(),
+            Stream::Unix(s) => s.flush(),
         }
     }
 }
