@@ -94,12 +94,11 @@ impl Certs {
     }
 }
 
-/// A Redis with a plaintext port (for the admin and the "plaintext port" case) and a TLS port.
-fn tls_server(require_client_cert: bool) -> (Server, u16) {
+/// Server arguments for a TLS port with the test certificates.
+fn tls_args(tls_port: u16, require_client_cert: bool) -> Vec<String> {
     let certs = Certs::get();
-    let tls_port = free_port();
     let p = |n: &str| certs.path(n).display().to_string();
-    let extra = vec![
+    vec![
         "--tls-port".into(),
         tls_port.to_string(),
         "--tls-cert-file".into(),
@@ -110,7 +109,13 @@ fn tls_server(require_client_cert: bool) -> (Server, u16) {
         p("ca.crt"),
         "--tls-auth-clients".into(),
         if require_client_cert { "yes" } else { "no" }.into(),
-    ];
+    ]
+}
+
+/// A Redis with a plaintext port (for the admin and the "plaintext port" case) and a TLS port.
+fn tls_server(require_client_cert: bool) -> (Server, u16) {
+    let tls_port = free_port();
+    let extra = tls_args(tls_port, require_client_cert);
     let server = Server::start(Kind::Redis, free_port(), Options { cluster: false, extra });
     (server, tls_port)
 }
@@ -198,25 +203,11 @@ fn mutual_tls_needs_the_client_certificate() {
 
 /// A 3-primary Cluster whose clients and bus speak TLS (each node keeps a plaintext port for the test's admin).
 fn tls_cluster() -> Vec<(Server, u16)> {
-    let certs = Certs::get();
-    let p = |n: &str| certs.path(n).display().to_string();
     let nodes: Vec<(Server, u16)> = (0..3)
         .map(|_| {
             let tls_port = free_port();
-            let extra = vec![
-                "--tls-port".into(),
-                tls_port.to_string(),
-                "--tls-cluster".into(),
-                "yes".into(),
-                "--tls-cert-file".into(),
-                p("server.crt"),
-                "--tls-key-file".into(),
-                p("server.key"),
-                "--tls-ca-cert-file".into(),
-                p("ca.crt"),
-                "--tls-auth-clients".into(),
-                "no".into(),
-            ];
+            let mut extra = tls_args(tls_port, false);
+            extra.extend(["--tls-cluster".to_string(), "yes".to_string()]);
             (
                 Server::start(Kind::Redis, free_port(), Options { cluster: true, extra }),
                 tls_port,
