@@ -197,6 +197,7 @@ mod tests {
             dests: None,
             deadline: Instant::now(),
             reply: Default::default(),
+            _ticket: None,
         }
     }
 

@@ -9,6 +9,7 @@ use bytes::{Bytes, BytesMut};
 use oneshot::RecvTimeoutError;
 use parking_lot::{Mutex, RwLock};
 
+use crate::budget::Budget;
 use crate::config::Config;
 use crate::connection::ConnectOptions;
 use crate::error::{Error, Result};
@@ -144,6 +145,11 @@ impl Client {
         let shared = Arc::new(Shared {
             learned_value_size: AtomicUsize::new(config.value_size_hint),
             pool: BufferPool::new(config.buffer_pool_bytes),
+            budget: Budget::new(
+                config.max_queued_parts,
+                config.max_queued_bytes,
+                config.fail_fast_when_full,
+            ),
             config,
             connect,
             topology,
@@ -255,7 +261,9 @@ impl Client {
     /// A snapshot of the client's counters.
     pub fn stats(&self) -> Stats {
         let queued = self.inner.queues.read().as_ref().map_or(0, Queues::len);
-        self.inner.shared.stats.snapshot(queued as u64)
+        let mut stats = self.inner.shared.stats.snapshot(queued as u64);
+        stats.in_flight_bytes = self.inner.shared.budget.used().1 as u64;
+        stats
     }
 }
 
@@ -476,8 +484,9 @@ impl Call<'_> {
             )));
         }
         // Read lock held while queueing: close takes the write lock, so nothing is queued after it.
-        let queues = inner.queues.read();
-        let queues = queues.as_ref().ok_or(Error::Closed)?;
+        if inner.queues.read().is_none() {
+            return Err(Error::Closed);
+        }
         Counters::add(&stats.requests[priority.index()], 1);
         let expected = self
             .size_hint
@@ -517,6 +526,12 @@ impl Call<'_> {
             if n == 0 && kind != Kind::Ping {
                 break;
             }
+            // Room in the budget first (maybe waiting), then the queue: never wait while holding the lock close needs.
+            let ticket = inner.shared.budget.admit(bytes, deadline).inspect_err(|e| {
+                if matches!(e, Error::Overloaded(_)) {
+                    Counters::add(&stats.overloads, 1);
+                }
+            })?;
             let (reply, rx) = ReplySlot::new();
             let part = Part {
                 kind,
@@ -529,10 +544,11 @@ impl Call<'_> {
                 dests: fill.map(|f| (part_dests, f)),
                 deadline,
                 reply,
+                _ticket: Some(ticket),
             };
-            if queues.send(part).is_err() {
-                return Err(Error::WorkerLost);
-            }
+            // Read lock held while queueing: close takes the write lock, so nothing is queued after it.
+            let queues = inner.queues.read();
+            queues.as_ref().ok_or(Error::Closed)?.send(part)?;
             Counters::add(&stats.parts, 1);
             pending.parts.push(PartWait { rx, keys: n, got: None });
             if kind == Kind::Ping {

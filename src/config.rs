@@ -34,7 +34,7 @@ pub enum Mode {
 /// * `DB` selects a database (standalone only).
 /// * Options: `mode` (`auto`, `standalone`, `cluster`), `workers`, `write_bytes_in_flight`, `timeout_ms`, `connect_timeout_ms`,
 ///   `drain_timeout_ms`, `batch_max_keys`, `batch_max_bytes`, `value_size_hint`, `ttl_secs`, `buffer_pool_bytes`,
-///   `max_key_bytes`, `max_value_bytes`, and for TLS `tls_ca`, `tls_cert`, `tls_key` (file paths,
+///   `max_key_bytes`, `max_value_bytes`, `max_queued_parts`, `max_queued_bytes`, `fail_fast_when_full`, and for TLS `tls_ca`, `tls_cert`, `tls_key` (file paths,
 ///   percent-encoded), `tls_server_name`, `tls_insecure_skip_verify` (`true`/`false`).
 ///   Any other option is an error.
 #[derive(Clone)]
@@ -59,6 +59,9 @@ pub struct Config {
     pub(crate) max_key_bytes: usize,
     pub(crate) max_value_bytes: usize,
     pub(crate) tls: Option<TlsSettings>,
+    pub(crate) max_queued_parts: usize,
+    pub(crate) max_queued_bytes: usize,
+    pub(crate) fail_fast_when_full: bool,
 }
 
 impl Default for Config {
@@ -84,6 +87,9 @@ impl Default for Config {
             max_key_bytes: 512 << 20,
             max_value_bytes: 512 << 20,
             tls: None,
+            max_queued_parts: 65_536,
+            max_queued_bytes: 1 << 30,
+            fail_fast_when_full: false,
         }
     }
 }
@@ -111,6 +117,9 @@ impl fmt::Debug for Config {
             .field("max_key_bytes", &self.max_key_bytes)
             .field("max_value_bytes", &self.max_value_bytes)
             .field("tls", &self.tls)
+            .field("max_queued_parts", &self.max_queued_parts)
+            .field("max_queued_bytes", &self.max_queued_bytes)
+            .field("fail_fast_when_full", &self.fail_fast_when_full)
             .finish()
     }
 }
@@ -279,6 +288,29 @@ impl Config {
         self
     }
 
+    /// Most parts (calls are split into parts of `batch_max_keys` keys / `batch_max_bytes` bytes) queued or in
+    /// flight at once. Defaults to 65536.
+    pub fn max_queued_parts(mut self, n: usize) -> Self {
+        self.max_queued_parts = n;
+        self
+    }
+
+    /// Most bytes queued or in flight at once: values being written, expected sizes of values being read. A call
+    /// that finds no room waits for it up to its deadline (or fails at once, see
+    /// [`fail_fast_when_full`](Self::fail_fast_when_full)); a single call larger than this goes when nothing else is
+    /// queued. Bounds the memory the client holds for its callers. Defaults to 1 GiB.
+    pub fn max_queued_bytes(mut self, n: usize) -> Self {
+        self.max_queued_bytes = n;
+        self
+    }
+
+    /// When the queue is full: fail the call at once with [`Error::Overloaded`] (true) or wait for room up to the
+    /// call's deadline (false). Defaults to false.
+    pub fn fail_fast_when_full(mut self, fail_fast: bool) -> Self {
+        self.fail_fast_when_full = fail_fast;
+        self
+    }
+
     /// The seed addresses, `host:port`.
     pub fn seeds(&self) -> &[String] {
         &self.seeds
@@ -292,6 +324,8 @@ impl Config {
             ("value_size_hint", self.value_size_hint),
             ("max_key_bytes", self.max_key_bytes),
             ("max_value_bytes", self.max_value_bytes),
+            ("max_queued_parts", self.max_queued_parts),
+            ("max_queued_bytes", self.max_queued_bytes),
         ];
         for (name, v) in positive {
             if v == 0 {
@@ -402,6 +436,13 @@ fn parse_url(url: &str) -> Result<Config> {
             "buffer_pool_bytes" => cfg.buffer_pool_bytes = num(v)? as usize,
             "max_key_bytes" => cfg.max_key_bytes = num(v)? as usize,
             "max_value_bytes" => cfg.max_value_bytes = num(v)? as usize,
+            "max_queued_parts" => cfg.max_queued_parts = num(v)? as usize,
+            "max_queued_bytes" => cfg.max_queued_bytes = num(v)? as usize,
+            "fail_fast_when_full" => match v {
+                "true" => cfg.fail_fast_when_full = true,
+                "false" => cfg.fail_fast_when_full = false,
+                _ => return Err(bad(&format!("bad boolean for {k}: {v:?}"))),
+            },
             "tls_ca" => cfg = cfg.tls_ca_file(percent_decode(v).ok_or_else(|| bad("bad percent-encoding"))?),
             "tls_cert" => {
                 cfg.tls.get_or_insert_with(Default::default).cert_file =

@@ -61,6 +61,8 @@ pub enum Error {
     },
     /// The cluster could not be discovered or does not cover a slot.
     Topology(String),
+    /// The client is at its queue limits and was configured to fail fast rather than wait.
+    Overloaded(String),
     /// The caller passed something invalid; nothing was sent.
     InvalidInput(String),
     /// A URL or setting is invalid.
@@ -134,6 +136,7 @@ impl fmt::Display for Error {
             }
             Error::Protocol { node, detail } => write!(f, "protocol error: {node}: {detail}"),
             Error::Topology(m) => write!(f, "cluster topology: {m}"),
+            Error::Overloaded(m) => write!(f, "overloaded: {m}"),
             Error::InvalidInput(m) => write!(f, "invalid input: {m}"),
             Error::Config(m) => write!(f, "invalid configuration: {m}"),
             Error::WorkerLost => write!(f, "worker lost: it stopped without answering"),

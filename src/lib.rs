@@ -3,6 +3,7 @@
 #![deny(missing_docs)]
 
 mod batch;
+mod budget;
 mod chunk_key;
 mod chunks;
 mod client;
@@ -62,6 +63,7 @@ pub mod bench_support {
             dests: None,
             deadline: Instant::now(),
             reply: Default::default(),
+            _ticket: None,
         }];
         let units = (0..keys.len()).map(|k| Unit::new(0, k)).collect();
         let limits = Limits {

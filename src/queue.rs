@@ -276,6 +276,7 @@ mod tests {
             dests: None,
             deadline: Instant::now(),
             reply: Default::default(),
+            _ticket: None,
         }
     }
 

@@ -129,6 +129,8 @@ pub(crate) struct Part {
     pub(crate) deadline: Instant,
     /// Answered once, with one entry per key (per primary for `Ping`).
     pub(crate) reply: ReplySlot,
+    /// The part's share of the queue budget, given back when the part is dropped.
+    pub(crate) _ticket: Option<crate::budget::Ticket>,
 }
 
 impl Part {

@@ -42,8 +42,12 @@ pub struct Stats {
     pub timeouts: u64,
     /// Pipelines sent: one per node per round of a batch.
     pub round_trips: u64,
+    /// Calls refused with [`Error::Overloaded`](crate::Error::Overloaded).
+    pub overloads: u64,
     /// Calls waiting in the queues right now (a gauge, not a counter).
     pub queued: u64,
+    /// Bytes of the parts queued or in flight right now (a gauge; bounded by `max_queued_bytes`).
+    pub in_flight_bytes: u64,
     /// Per-node wire counters, sorted by node address.
     pub nodes: Vec<NodeStats>,
 }
@@ -93,6 +97,7 @@ macro_rules! counters {
                     requests: std::array::from_fn(|i| self.requests[i].load(Relaxed)),
                     $($name: self.$name.load(Relaxed),)*
                     queued,
+                    in_flight_bytes: 0,
                     nodes,
                 }
             }
@@ -114,6 +119,7 @@ counters!(
     io_retries,
     connects,
     timeouts,
+    overloads,
     round_trips
 );
 

@@ -36,6 +36,8 @@ pub(crate) struct Shared {
     pub(crate) stats: Counters,
     /// Running estimate of a value's size, learned from replies; bounds reads when the caller gives no hint.
     pub(crate) learned_value_size: AtomicUsize,
+    /// The bound on parts and bytes queued or in flight.
+    pub(crate) budget: Arc<crate::budget::Budget>,
     /// Buffers for large values, shared by every worker's connections.
     pub(crate) pool: Arc<BufferPool>,
     /// Set once by close: queued parts are executed until then and answered `Closed` after.
