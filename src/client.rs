@@ -495,6 +495,9 @@ impl Call<'_> {
         let mut pending = Pending {
             parts: Vec::new(),
             deadline,
+            started: Instant::now(),
+            priority,
+            shared: inner.shared.clone(),
         };
         if keys.is_empty() && kind != Kind::Ping {
             return Ok(pending);
@@ -609,6 +612,10 @@ fn prefix<T>(shared: &Shared, replies: Vec<Result<KeyReply>>, hit: impl Fn(KeyRe
 struct Pending {
     parts: Vec<PartWait>,
     deadline: Instant,
+    /// For the latency of the call: when it was submitted, at which level, and where it is recorded.
+    started: Instant,
+    priority: Priority,
+    shared: Arc<Shared>,
 }
 
 struct PartWait {
@@ -641,6 +648,7 @@ impl Pending {
 
     /// Every key's reply in order; the whole call's error when nothing at all was answered.
     fn into_replies(self) -> Result<Vec<Result<KeyReply>>> {
+        self.shared.stats.latency[self.priority.index()].record(self.started.elapsed());
         let replies: Vec<Result<KeyReply>> = self.parts.into_iter().flat_map(|p| p.got.unwrap_or_default()).collect();
         if let Some(Err(first)) = replies.first() {
             let whole = matches!(first, Error::Timeout { .. } | Error::Closed | Error::WorkerLost);

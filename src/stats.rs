@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 use parking_lot::Mutex;
 
+use crate::latency::{Histogram, Latency};
 use crate::request::Priority;
 
 /// A snapshot of the client's counters since it was opened. Counters only grow.
@@ -50,6 +51,8 @@ pub struct Stats {
     pub in_flight_bytes: u64,
     /// Per-node wire counters, sorted by node address.
     pub nodes: Vec<NodeStats>,
+    /// Latency of whole calls, submission to answer, per priority level (index = [`Priority`] as usize).
+    pub latency: [Latency; 4],
 }
 
 /// What went over the wire to one node.
@@ -87,6 +90,7 @@ macro_rules! counters {
             $(pub(crate) $name: AtomicU64,)*
             /// Locked once per round trip, never around I/O.
             nodes: Mutex<HashMap<String, NodeStats>>,
+            pub(crate) latency: [Histogram; 4],
         }
 
         impl Counters {
@@ -99,6 +103,7 @@ macro_rules! counters {
                     queued,
                     in_flight_bytes: 0,
                     nodes,
+                    latency: std::array::from_fn(|i| self.latency[i].summary()),
                 }
             }
         }

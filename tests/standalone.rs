@@ -69,3 +69,20 @@ fn empty_key_and_database_selection(kind: Kind) {
     };
     assert_eq!(in_db3.as_deref(), Some(&b"three"[..]));
 }
+
+#[test]
+fn call_latencies_are_recorded_per_priority() {
+    let client = Client::open(&shared_standalone(Kind::Redis).url()).unwrap();
+    for i in 0..50 {
+        client.put(format!("lat{i}"), vec![1u8; 100]).unwrap();
+        client.get(format!("lat{i}")).unwrap();
+    }
+    client.exists("lat0").unwrap();
+    let stats = client.stats();
+    let (get, put, peek, prefetch) = (stats.latency[2], stats.latency[3], stats.latency[0], stats.latency[1]);
+    assert_eq!((get.count, put.count, peek.count, prefetch.count), (50, 50, 1, 0));
+    for l in [get, put] {
+        assert!(l.p50_us > 0 && l.p50_us <= l.p99_us && l.p99_us <= l.max_us, "{l:?}");
+        assert!(l.max_us < 5_000_000, "{l:?}");
+    }
+}
