@@ -323,7 +323,7 @@ impl Call<'_> {
 
     /// See [`Client::exists`].
     pub fn exists(self, key: impl AsRef<[u8]>) -> Result<bool> {
-        let replies = self.run(Kind::Exists, Priority::Peek, to_keys(&[key])?, Vec::new())?;
+        let replies = self.run(Kind::Exists, Priority::Peek, to_keys(&[key]), Vec::new())?;
         replies
             .into_iter()
             .next()
@@ -333,7 +333,7 @@ impl Call<'_> {
 
     /// See [`Client::remove`].
     pub fn remove(self, key: impl AsRef<[u8]>) -> Result<bool> {
-        let replies = self.run(Kind::Del, Priority::Put, to_keys(&[key])?, Vec::new())?;
+        let replies = self.run(Kind::Del, Priority::Put, to_keys(&[key]), Vec::new())?;
         replies
             .into_iter()
             .next()
@@ -372,7 +372,7 @@ impl Call<'_> {
 
     /// See [`Client::batched_get`].
     pub fn batched_get<K: AsRef<[u8]>>(self, keys: &[K]) -> Result<Vec<Result<Option<Bytes>>>> {
-        let replies = self.run(Kind::Get, Priority::Get, to_keys(keys)?, Vec::new())?;
+        let replies = self.run(Kind::Get, Priority::Get, to_keys(keys), Vec::new())?;
         Ok(replies.into_iter().map(|r| r.map(into_value)).collect())
     }
 
@@ -384,7 +384,7 @@ impl Call<'_> {
         I: IntoIterator<Item = V>,
     {
         let values: Vec<SetValue> = values.into_iter().map(|v| SetValue::from(v.into())).collect();
-        self.put_values(to_keys(keys)?, values)
+        self.put_values(to_keys(keys), values)
     }
 
     /// Writes `values` (possibly in two pieces each) under `keys`; the one write path of every layout.
@@ -419,7 +419,7 @@ impl Call<'_> {
     /// See [`Client::batched_contains`].
     pub fn batched_contains<K: AsRef<[u8]>>(self, keys: &[K]) -> Result<usize> {
         let shared = self.client.inner.shared.clone();
-        let replies = self.run(Kind::Exists, Priority::Peek, to_keys(keys)?, Vec::new())?;
+        let replies = self.run(Kind::Exists, Priority::Peek, to_keys(keys), Vec::new())?;
         let prefix = prefix(&shared, replies, |r| (r == KeyReply::Flag(true)).then_some(()))?;
         Ok(prefix.len())
     }
@@ -427,7 +427,7 @@ impl Call<'_> {
     /// See [`Client::batched_get_non_blocking`].
     pub fn batched_get_non_blocking<K: AsRef<[u8]>>(self, keys: &[K]) -> PendingGet {
         let shared = self.client.inner.shared.clone();
-        let pending = to_keys(keys).and_then(|keys| self.submit(Kind::Get, Priority::Prefetch, keys, Vec::new()));
+        let pending = self.submit(Kind::Get, Priority::Prefetch, to_keys(keys), Vec::new());
         PendingGet {
             shared,
             pending,
@@ -562,8 +562,9 @@ impl Call<'_> {
     }
 }
 
-/// Copies the keys into one buffer (one allocation per call, not per key) and cuts them from it.
-fn to_keys<K: AsRef<[u8]>>(keys: &[K]) -> Result<Vec<Bytes>> {
+/// Copies the keys into one buffer (one allocation per call, not per key) and cuts them from it. (Their size is
+/// checked where every call's keys pass, in `submit_with`.)
+fn to_keys<K: AsRef<[u8]>>(keys: &[K]) -> Vec<Bytes> {
     let total = keys.iter().map(|k| k.as_ref().len()).sum();
     let mut all = BytesMut::with_capacity(total);
     for k in keys {
@@ -571,14 +572,13 @@ fn to_keys<K: AsRef<[u8]>>(keys: &[K]) -> Result<Vec<Bytes>> {
     }
     let all = all.freeze();
     let mut at = 0;
-    Ok(keys
-        .iter()
+    keys.iter()
         .map(|k| {
             let key = all.slice(at..at + k.as_ref().len());
             at += key.len();
             key
         })
-        .collect())
+        .collect()
 }
 
 fn into_value(r: KeyReply) -> Option<Bytes> {

@@ -392,6 +392,9 @@ impl Connection {
             self.pos += len;
             let value = self.arena.split().freeze();
             self.expect_crlf()?;
+            if let Some(v) = verifier.as_mut() {
+                v.feed_value(&value);
+            }
             return Ok(done(value, verifier));
         }
         let pool = self.pool.clone().filter(|_| len >= POOLED_VALUE);
@@ -399,39 +402,12 @@ impl Connection {
             Some(pool) => pool.take(len),
             None => vec![0u8; len],
         };
-        let buffered = (self.end - self.pos).min(len);
-        value[..buffered].copy_from_slice(&self.buf[self.pos..self.pos + buffered]);
-        self.pos += buffered;
-        let mut hash = |upto: usize, value: &[u8]| {
+        // Hashed piece by piece right after each copy, while the bytes are still in the CPU's caches.
+        self.take_exact(&mut value[..len], |piece| {
             if let Some(v) = verifier.as_mut() {
-                v.update(&value[..upto]);
+                v.feed_value(piece);
             }
-        };
-        hash(buffered, &value);
-        if buffered < len {
-            let rest = &mut value[buffered..len];
-            if rest.len() < READ_BUF / 2 {
-                // Small remainder: fill the buffer (which also picks up following replies) and copy.
-                let mut done = 0;
-                while done < rest.len() {
-                    if self.pos == self.end {
-                        self.fill()?;
-                    }
-                    let n = (self.end - self.pos).min(rest.len() - done);
-                    rest[done..done + n].copy_from_slice(&self.buf[self.pos..self.pos + n]);
-                    self.pos += n;
-                    done += n;
-                }
-            } else {
-                let mut got = 0;
-                while got < len - buffered {
-                    let rest = &mut value[buffered..len];
-                    got += Connection::read_some(&mut self.stream, &self.node, &mut self.timer, &mut rest[got..])?;
-                    // Hashed right after the copy, while the bytes are still in the CPU's caches.
-                    hash(buffered + got, &value);
-                }
-            }
-        }
+        })?;
         self.expect_crlf()?;
         let value = match pool {
             Some(pool) => pool.wrap(value, len),
@@ -492,16 +468,28 @@ impl Connection {
         Ok(Ok(result))
     }
 
-    /// Fills `dest` with the next bytes of the stream, buffered ones first, then straight from the socket;
-    /// `piece` sees each newly filled part right after it is copied.
+    /// Fills `dest` with the next bytes of the stream, buffered ones first; `piece` sees each newly filled part
+    /// right after it is copied. A large remainder is read straight from the socket into `dest`; a small one goes
+    /// through the read buffer, which also picks up the replies that follow.
     fn take_exact(&mut self, dest: &mut [u8], mut piece: impl FnMut(&[u8])) -> Result<()> {
         let buffered = (self.end - self.pos).min(dest.len());
         dest[..buffered].copy_from_slice(&self.buf[self.pos..self.pos + buffered]);
         self.pos += buffered;
         piece(&dest[..buffered]);
         let mut got = buffered;
+        let through_buffer = dest.len() - got < READ_BUF / 2;
         while got < dest.len() {
-            let n = Connection::read_some(&mut self.stream, &self.node, &mut self.timer, &mut dest[got..])?;
+            let n = if through_buffer {
+                if self.pos == self.end {
+                    self.fill()?;
+                }
+                let n = (self.end - self.pos).min(dest.len() - got);
+                dest[got..got + n].copy_from_slice(&self.buf[self.pos..self.pos + n]);
+                self.pos += n;
+                n
+            } else {
+                Connection::read_some(&mut self.stream, &self.node, &mut self.timer, &mut dest[got..])?
+            };
             piece(&dest[got..got + n]);
             got += n;
         }

@@ -84,30 +84,19 @@ pub(crate) fn encode(payload: &[u8], meta: Option<ChunkMeta>) -> Bytes {
 #[derive(Default)]
 pub(crate) struct Verifier {
     hasher: crc32fast::Hasher,
-    hashed: usize,
+    /// Bytes of the value seen so far (by `feed_value`).
+    seen: usize,
 }
 
 impl Verifier {
-    /// Hashes what `read` (the value's first bytes, growing) holds beyond what was hashed before.
-    pub(crate) fn update(&mut self, read: &[u8]) {
-        let from = self.hashed.max(20);
-        if read.len() > from {
-            self.hasher.update(&read[from..]);
-            self.hashed = read.len();
-        }
+    /// Hashes the next piece of a whole framed value, leaving out its first 20 bytes (magic to checksum).
+    pub(crate) fn feed_value(&mut self, piece: &[u8]) {
+        let skip = 20usize.saturating_sub(self.seen).min(piece.len());
+        self.hasher.update(&piece[skip..]);
+        self.seen += piece.len();
     }
 
-    /// Whether the whole `value` is a sound frame.
-    pub(crate) fn finish(mut self, value: &[u8]) -> bool {
-        self.update(value);
-        value.len() >= FRAME_HEADER
-            && check_header(value).is_ok()
-            && u32::from_le_bytes(value[16..20].try_into().expect("4 bytes")) == self.hasher.finalize()
-    }
-}
-
-impl Verifier {
-    /// Hashes bytes that follow the ones fed before (for values read in pieces into separate buffers).
+    /// Hashes bytes that follow the ones fed before (for a header and a payload read into separate buffers).
     pub(crate) fn feed(&mut self, bytes: &[u8]) {
         self.hasher.update(bytes);
     }
@@ -115,6 +104,13 @@ impl Verifier {
     /// Whether what was fed hashes to `crc`.
     pub(crate) fn matches(self, crc: u32) -> bool {
         self.hasher.finalize() == crc
+    }
+
+    /// Whether the whole `value`, all of it fed with `feed_value`, is a sound frame.
+    pub(crate) fn finish(self, value: &[u8]) -> bool {
+        value.len() >= FRAME_HEADER
+            && check_header(value).is_ok()
+            && self.matches(u32::from_le_bytes(value[16..20].try_into().expect("4 bytes")))
     }
 }
 
@@ -216,17 +212,19 @@ mod tests {
         let good = framed(&[5u8; 100_000], Some(ChunkMeta::default()));
         for step in [1, 7, 40, 4096, 100_040] {
             let mut v = Verifier::default();
-            let mut at = 0;
-            while at < good.len() {
-                at = (at + step).min(good.len());
-                v.update(&good[..at]);
+            for piece in good.chunks(step) {
+                v.feed_value(piece);
             }
             assert!(v.finish(&good), "step {step}");
         }
         let mut bad = good.to_vec();
         bad[60_000] ^= 1;
-        assert!(!Verifier::default().finish(&bad));
-        assert!(!Verifier::default().finish(b"short"));
+        let mut v = Verifier::default();
+        v.feed_value(&bad);
+        assert!(!v.finish(&bad));
+        let mut v = Verifier::default();
+        v.feed_value(b"short");
+        assert!(!v.finish(b"short"));
         assert_eq!(decode_verified(good.clone()).unwrap().0.len(), 100_000);
     }
 
