@@ -13,8 +13,10 @@ pub(crate) struct Unit {
     pub(crate) part: usize,
     /// Index of the key in its part (for `Ping`, of the node).
     pub(crate) key: usize,
-    /// Redirects and retries followed so far.
+    /// Redirects (MOVED, ASK) followed so far.
     pub(crate) redirects: usize,
+    /// Retries after TRYAGAIN / CLUSTERDOWN / LOADING / MASTERDOWN so far.
+    pub(crate) retries: usize,
     /// A node this unit must go to regardless of the map (ASK target, or the node a `Ping` is for).
     pub(crate) to: Option<String>,
     /// Send `ASKING` first.
@@ -32,6 +34,7 @@ impl Unit {
             part,
             key,
             redirects: 0,
+            retries: 0,
             to: None,
             asking: false,
             io_retried: false,

@@ -54,6 +54,7 @@ pub struct Config {
     pub(crate) mget_max_value_size: usize,
     pub(crate) value_size_hint: usize,
     pub(crate) max_redirects: usize,
+    pub(crate) max_retries: usize,
     pub(crate) ttl_secs: Option<u64>,
     pub(crate) buffer_pool_bytes: usize,
     pub(crate) max_key_bytes: usize,
@@ -82,6 +83,7 @@ impl Default for Config {
             mget_max_value_size: 128 << 10,
             value_size_hint: 16 << 10,
             max_redirects: 5,
+            max_retries: 20,
             ttl_secs: None,
             buffer_pool_bytes: 256 << 20,
             max_key_bytes: 512 << 20,
@@ -112,6 +114,7 @@ impl fmt::Debug for Config {
             .field("mget_max_value_size", &self.mget_max_value_size)
             .field("value_size_hint", &self.value_size_hint)
             .field("max_redirects", &self.max_redirects)
+            .field("max_retries", &self.max_retries)
             .field("ttl_secs", &self.ttl_secs)
             .field("buffer_pool_bytes", &self.buffer_pool_bytes)
             .field("max_key_bytes", &self.max_key_bytes)
@@ -215,9 +218,19 @@ impl Config {
         self
     }
 
-    /// Most redirects (MOVED, ASK, TRYAGAIN, CLUSTERDOWN, LOADING, MASTERDOWN) followed for one key. Defaults to 5.
+    /// Most redirects (`MOVED`, `ASK`) followed for one key; past it the key fails with
+    /// [`Error::TooManyRedirects`](crate::Error::TooManyRedirects). Defaults to 5.
     pub fn max_redirects(mut self, n: usize) -> Self {
         self.max_redirects = n;
+        self
+    }
+
+    /// Most retries of one key after a transient refusal (`TRYAGAIN`, `CLUSTERDOWN`, `LOADING`, `MASTERDOWN`),
+    /// each after a back-off that doubles from 10 ms up to 320 ms; past it the key fails with that server error.
+    /// Defaults to 20, so that in practice the call's deadline ends the retries: a failover makes a Cluster answer
+    /// `CLUSTERDOWN` for about a second, and callers should not see it.
+    pub fn max_retries(mut self, n: usize) -> Self {
+        self.max_retries = n;
         self
     }
 
@@ -430,6 +443,8 @@ fn parse_url(url: &str) -> Result<Config> {
             "connect_timeout_ms" => cfg.connect_timeout = Duration::from_millis(num(v)?),
             "drain_timeout_ms" => cfg.drain_timeout = Duration::from_millis(num(v)?),
             "batch_max_keys" => cfg.batch_max_keys = num(v)? as usize,
+            "max_redirects" => cfg.max_redirects = num(v)? as usize,
+            "max_retries" => cfg.max_retries = num(v)? as usize,
             "batch_max_bytes" => cfg.batch_max_bytes = num(v)? as usize,
             "value_size_hint" => cfg.value_size_hint = num(v)? as usize,
             "ttl_secs" => cfg.ttl_secs = Some(num(v)?),

@@ -317,6 +317,16 @@ fn read_step(conn: &mut Connection, run: &mut Run, step: &Step, node: &str) -> R
                     run.settle(unit, reply, node);
                 }
             }
+            Head::Error(e) if step.units.len() > 1 && e.code == "TRYAGAIN" => {
+                // Some of the slot's keys have migrated and some not: one GET each is answered at once (a value,
+                // or ASK to where the key went), where the MGET would only be refused again until the end.
+                Counters::add(&run.shared.stats.retries, 1);
+                run.next.extend(step.units.iter().map(|u| Unit {
+                    alone: true,
+                    retries: u.retries + 1,
+                    ..u.clone()
+                }));
+            }
             Head::Error(e) if step.units.len() > 1 && Redirect::parse(&e.code, &e.detail).is_none() => {
                 // One bad key (e.g. NOPERM) fails a whole MGET: read its keys one by one to fail only that key.
                 log::debug!(
@@ -468,20 +478,26 @@ impl<'a> Run<'a> {
             }
             return self.finish(unit, Err(e.into_error(node)));
         };
-        let limit = self.shared.config.max_redirects;
-        if unit.redirects >= limit {
-            return self.finish(
-                unit,
-                Err(Error::TooManyRedirects {
-                    node: node.to_string(),
-                    limit,
-                }),
-            );
+        let config = &self.shared.config;
+        let mut next = unit.clone();
+        if matches!(redirect, Redirect::Retry) {
+            if unit.retries >= config.max_retries {
+                return self.finish(unit, Err(e.into_error(node)));
+            }
+            next.retries += 1;
+        } else {
+            if unit.redirects >= config.max_redirects {
+                let limit = config.max_redirects;
+                return self.finish(
+                    unit,
+                    Err(Error::TooManyRedirects {
+                        node: node.to_string(),
+                        limit,
+                    }),
+                );
+            }
+            next.redirects += 1;
         }
-        let mut next = Unit {
-            redirects: unit.redirects + 1,
-            ..unit.clone()
-        };
         let stats = &self.shared.stats;
         match redirect {
             Redirect::Moved { slot, node } => {

@@ -215,6 +215,11 @@ impl Server {
         }
     }
 
+    /// Whether the server process is running (not stopped or killed by the test).
+    pub fn is_running(&self) -> bool {
+        self.watchdog.is_some()
+    }
+
     /// Freezes the server process (SIGSTOP): the kernel still accepts connections and buffers requests, but
     /// nothing is answered until `thaw`.
     pub fn freeze(&self) {
@@ -359,6 +364,55 @@ impl Cluster {
     /// A seed URL (the first node).
     pub fn url(&self) -> String {
         self.nodes[0].url()
+    }
+
+    /// The port of the primary serving each slot, per the first node that answers (16384 entries).
+    pub fn slot_owners(&self) -> Vec<u16> {
+        let mut owners = vec![0u16; 16384];
+        let node = self.nodes.iter().find(|n| n.is_running()).expect("a running node");
+        let slots: Vec<redis::Value> = redis::cmd("CLUSTER")
+            .arg("SLOTS")
+            .query(&mut node.admin())
+            .expect("SLOTS");
+        for range in slots {
+            let redis::Value::Array(f) = range else {
+                panic!("bad SLOTS")
+            };
+            let (redis::Value::Int(a), redis::Value::Int(b), redis::Value::Array(p)) = (&f[0], &f[1], &f[2]) else {
+                panic!("bad SLOTS")
+            };
+            let redis::Value::Int(port) = p[1] else {
+                panic!("bad SLOTS")
+            };
+            for slot in *a..=*b {
+                owners[slot as usize] = port as u16;
+            }
+        }
+        owners
+    }
+
+    /// The node ID of every node, in `nodes` order.
+    pub fn ids(&self) -> Vec<String> {
+        self.nodes
+            .iter()
+            .map(|n| redis::cmd("CLUSTER").arg("MYID").query(&mut n.admin()).expect("MYID"))
+            .collect()
+    }
+
+    /// Index in `nodes` of the replica of the primary on `port`.
+    pub fn replica_of(&self, port: u16) -> usize {
+        let primary = self.nodes.iter().position(|n| n.port == port).expect("known primary");
+        let id = &self.ids()[primary];
+        self.nodes
+            .iter()
+            .position(|n| {
+                n.is_running() && {
+                    let role: Vec<redis::Value> = redis::cmd("ROLE").query(&mut n.admin()).expect("ROLE");
+                    matches!(&role[..], [redis::Value::BulkString(r), _, redis::Value::Int(p), ..]
+                        if r == b"slave" && *p as u16 == port)
+                }
+            })
+            .unwrap_or_else(|| panic!("no replica of {id}"))
     }
 
     /// The server currently serving `key`'s slot as primary.
