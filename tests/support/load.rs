@@ -19,6 +19,11 @@ use std::time::{Duration, Instant};
 use kvcache_redis::{Client, Error};
 use parking_lot::Mutex;
 
+/// Makes key `i` of thread `t`.
+pub type KeyFn = Arc<dyn Fn(usize, usize) -> String + Send + Sync>;
+/// The group of a key.
+pub type GroupFn = Arc<dyn Fn(&[u8]) -> usize + Send + Sync>;
+
 /// What to run.
 #[derive(Clone)]
 pub struct LoadOptions {
@@ -30,9 +35,9 @@ pub struct LoadOptions {
     pub batch: usize,
     pub prefix: String,
     /// Makes key `i` of thread `t` (default `{prefix}t{t}:k{i}`); a test uses it to pin keys to a slot.
-    pub key: Option<Arc<dyn Fn(usize, usize) -> String + Send + Sync>>,
+    pub key: Option<KeyFn>,
     /// The group of a key (its shard); every key is in group 0 by default.
-    pub group: Option<Arc<dyn Fn(&[u8]) -> usize + Send + Sync>>,
+    pub group: Option<GroupFn>,
     pub groups: usize,
     /// Pause between rounds, so a load can be light.
     pub pause: Duration,
@@ -135,6 +140,10 @@ pub struct Load {
     pub started: Instant,
     /// Successful key operations so far, all threads.
     pub progress: Arc<AtomicU64>,
+    /// Value bytes written and read so far, all threads.
+    pub bytes: Arc<AtomicU64>,
+    /// Key errors so far, all threads.
+    pub errors: Arc<AtomicU64>,
     /// Call latencies (microseconds) since the last `take_latencies`.
     latencies: Arc<Mutex<Vec<u32>>>,
 }
@@ -145,6 +154,8 @@ impl Load {
     pub fn start(client: Arc<Client>, opts: LoadOptions, hang_bound: Duration) -> Load {
         let stop = Arc::new(AtomicBool::new(false));
         let progress = Arc::new(AtomicU64::new(0));
+        let bytes = Arc::new(AtomicU64::new(0));
+        let errors = Arc::new(AtomicU64::new(0));
         let latencies = Arc::new(Mutex::new(Vec::new()));
         let started = Instant::now();
         let mut states: Vec<ThreadState> = (0..opts.threads)
@@ -157,14 +168,17 @@ impl Load {
             .into_iter()
             .map(|mut s| {
                 let (stop, progress, latencies) = (stop.clone(), progress.clone(), latencies.clone());
+                let (bytes, errors) = (bytes.clone(), errors.clone());
                 std::thread::spawn(move || {
                     let mut round = 0usize;
                     while !stop.load(Ordering::Relaxed) {
-                        let before = s.report.key_ops;
-                        let errors = s.round(round, &latencies);
-                        progress.fetch_add(s.report.key_ops - before, Ordering::Relaxed);
+                        let before = (s.report.key_ops, s.report.bytes, s.report.errors());
+                        let failed = s.round(round, &latencies);
+                        progress.fetch_add(s.report.key_ops - before.0, Ordering::Relaxed);
+                        bytes.fetch_add(s.report.bytes - before.1, Ordering::Relaxed);
+                        errors.fetch_add(s.report.errors() - before.2, Ordering::Relaxed);
                         round += 1;
-                        if errors {
+                        if failed {
                             std::thread::sleep(Duration::from_millis(5));
                         } else if !s.opts.pause.is_zero() {
                             std::thread::sleep(s.opts.pause);
@@ -179,6 +193,8 @@ impl Load {
             threads,
             started,
             progress,
+            bytes,
+            errors,
             latencies,
         }
     }
@@ -289,7 +305,7 @@ impl ThreadState {
             .map(|j| (round * self.opts.batch + j + self.t) % n)
             .collect();
         let mut failed = false;
-        if round % 2 == 0 {
+        if round.is_multiple_of(2) {
             let keys: Vec<&str> = batch.iter().map(|&i| self.keys[i].as_str()).collect();
             let versions: Vec<u64> = batch.iter().map(|&i| self.tried[i] + 1).collect();
             let values: Vec<Vec<u8>> = batch
