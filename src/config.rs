@@ -55,6 +55,7 @@ pub struct Config {
     pub(crate) value_size_hint: usize,
     pub(crate) max_redirects: usize,
     pub(crate) max_retries: usize,
+    pub(crate) wait_replicas: Option<(usize, Duration)>,
     pub(crate) ttl_secs: Option<u64>,
     pub(crate) buffer_pool_bytes: usize,
     pub(crate) max_key_bytes: usize,
@@ -84,6 +85,7 @@ impl Default for Config {
             value_size_hint: 16 << 10,
             max_redirects: 5,
             max_retries: 20,
+            wait_replicas: None,
             ttl_secs: None,
             buffer_pool_bytes: 256 << 20,
             max_key_bytes: 512 << 20,
@@ -115,6 +117,7 @@ impl fmt::Debug for Config {
             .field("value_size_hint", &self.value_size_hint)
             .field("max_redirects", &self.max_redirects)
             .field("max_retries", &self.max_retries)
+            .field("wait_replicas", &self.wait_replicas)
             .field("ttl_secs", &self.ttl_secs)
             .field("buffer_pool_bytes", &self.buffer_pool_bytes)
             .field("max_key_bytes", &self.max_key_bytes)
@@ -222,6 +225,19 @@ impl Config {
     /// [`Error::TooManyRedirects`](crate::Error::TooManyRedirects). Defaults to 5.
     pub fn max_redirects(mut self, n: usize) -> Self {
         self.max_redirects = n;
+        self
+    }
+
+    /// After the puts of a pipeline, waits (`WAIT replicas timeout`) until `replicas` replicas of that primary
+    /// confirm them, for at most `timeout`; a put that fewer replicas confirmed in time fails with
+    /// [`Error::NotReplicated`](crate::Error::NotReplicated). Off by default (a cache can lose a chunk).
+    ///
+    /// Limits: the write is *not* rolled back when it fails this way (it is readable on the primary and may reach
+    /// the replicas later); `WAIT` confirms receipt by the replicas, not persistence, so a failover can still lose
+    /// a confirmed write in rare cases (Redis and Valkey replication stays asynchronous); every put to a node
+    /// pays one replication round trip; `timeout` must be shorter than the request timeout.
+    pub fn wait_for_replicas(mut self, replicas: usize, timeout: Duration) -> Self {
+        self.wait_replicas = (replicas > 0).then_some((replicas, timeout));
         self
     }
 
@@ -348,6 +364,14 @@ impl Config {
         if self.request_timeout.is_zero() || self.connect_timeout.is_zero() {
             return Err(Error::Config("timeouts must be positive".into()));
         }
+        if let Some((_, wait)) = self.wait_replicas
+            && (wait.is_zero() || wait >= self.request_timeout)
+        {
+            return Err(Error::Config(format!(
+                "the replica wait timeout ({wait:?}) must be positive and shorter than the request timeout ({:?})",
+                self.request_timeout
+            )));
+        }
         if self.seeds.is_empty() {
             return Err(Error::Config("no seed address".into()));
         }
@@ -445,6 +469,14 @@ fn parse_url(url: &str) -> Result<Config> {
             "batch_max_keys" => cfg.batch_max_keys = num(v)? as usize,
             "max_redirects" => cfg.max_redirects = num(v)? as usize,
             "max_retries" => cfg.max_retries = num(v)? as usize,
+            "wait_replicas" => {
+                let timeout = cfg.wait_replicas.map_or(Duration::from_millis(100), |w| w.1);
+                cfg = cfg.wait_for_replicas(num(v)? as usize, timeout)
+            }
+            "wait_timeout_ms" => match cfg.wait_replicas.as_mut() {
+                Some(w) => w.1 = Duration::from_millis(num(v)?),
+                None => return Err(bad("wait_timeout_ms needs wait_replicas before it")),
+            },
             "batch_max_bytes" => cfg.batch_max_bytes = num(v)? as usize,
             "value_size_hint" => cfg.value_size_hint = num(v)? as usize,
             "ttl_secs" => cfg.ttl_secs = Some(num(v)?),

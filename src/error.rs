@@ -69,6 +69,17 @@ pub enum Error {
     Config(String),
     /// The worker that took the request stopped without answering (a bug: it panicked).
     WorkerLost,
+    /// A put was stored on its primary, but fewer replicas than asked for confirmed it within the wait timeout
+    /// ([`Config::wait_for_replicas`](crate::Config::wait_for_replicas)). The value is not rolled back: it is
+    /// readable, and may still reach the replicas later.
+    NotReplicated {
+        /// The primary that took the write.
+        node: String,
+        /// Replicas that confirmed it.
+        acked: usize,
+        /// Replicas asked for.
+        wanted: usize,
+    },
 }
 
 impl Error {
@@ -140,6 +151,11 @@ impl fmt::Display for Error {
             Error::InvalidInput(m) => write!(f, "invalid input: {m}"),
             Error::Config(m) => write!(f, "invalid configuration: {m}"),
             Error::WorkerLost => write!(f, "worker lost: it stopped without answering"),
+            Error::NotReplicated { node, acked, wanted } => write!(
+                f,
+                "not replicated: {node} stored the write, but {acked} of the {wanted} replicas asked for confirmed it \
+                 in time"
+            ),
         }
     }
 }

@@ -173,7 +173,10 @@ impl Worker {
                 .map(|u| run.parts[u.part].deadline)
                 .max()
                 .unwrap_or_else(Instant::now);
-            let out = encode(np, run.parts);
+            let mut out = encode(np, run.parts);
+            if let Some((replicas, timeout)) = self.wait_after(np) {
+                out.push_cmd(redis::cmd("WAIT").arg(replicas).arg(timeout.as_millis().max(1) as u64));
+            }
             let (conn, reused) = match self.conn(&np.node) {
                 Ok(c) => c,
                 Err(e) => {
@@ -199,24 +202,62 @@ impl Worker {
         sent
     }
 
-    /// Reads the replies of one node's pipeline, in order, settling each unit.
+    /// `WAIT` after this node's pipeline: when replicas are asked for and it holds puts.
+    fn wait_after(&self, np: &NodePlan) -> Option<(usize, Duration)> {
+        let wait = self.shared.config.wait_replicas?;
+        np.steps
+            .iter()
+            .any(|s| matches!(s.command, Command::Set { .. }))
+            .then_some(wait)
+    }
+
+    /// Reads the replies of one node's pipeline, in order, settling each unit. With a replica wait, the puts are
+    /// settled only once the `WAIT` that closes the pipeline has answered.
     fn read_replies(&mut self, run: &mut Run, np: &NodePlan, reused: bool) {
+        let wait = self.wait_after(np);
         let Some(conn) = self.conns.get_mut(&np.node) else {
             return;
         };
         let (commands, keys) = (
-            np.steps.len() as u64,
+            np.steps.len() as u64 + u64::from(wait.is_some()),
             np.steps.iter().map(|s| s.units.len() as u64).sum(),
         );
         self.shared.stats.round_trip(&np.node, commands, keys);
+        if wait.is_some() {
+            run.deferred = Some(Vec::new());
+        }
+        let mut failed = None;
         for (i, step) in np.steps.iter().enumerate() {
             if let Err(e) = read_step(conn, run, step, &np.node) {
-                // The connection is out of step with the server now: drop it, and the replies still owed.
-                log::warn!("{e}; dropping the connection");
-                self.conns.remove(&np.node);
-                run.io_failure(np.steps[i..].iter().flat_map(|s| &s.units), &e, reused);
-                return;
+                failed = Some((i, e));
+                break;
             }
+        }
+        if let (Some((replicas, _)), None) = (wait, &failed) {
+            match conn.read_head() {
+                Ok(Head::Int(acked)) => run.settle_deferred(Ok(acked.max(0) as usize), replicas, &np.node),
+                Ok(Head::Error(e)) => run.settle_deferred(Err(e), replicas, &np.node),
+                Ok(other) => failed = Some((np.steps.len(), Error::protocol(&np.node, format!("WAIT: {other:?}")))),
+                Err(e) => failed = Some((np.steps.len(), e)),
+            }
+        }
+        if let Some((i, e)) = failed {
+            // The connection is out of step with the server now: drop it, and the replies still owed (puts whose
+            // replication was not confirmed included).
+            log::warn!("{e}; dropping the connection");
+            self.conns.remove(&np.node);
+            let deferred: Vec<Unit> = run
+                .deferred
+                .take()
+                .unwrap_or_default()
+                .into_iter()
+                .map(|(u, _)| u)
+                .collect();
+            run.io_failure(
+                deferred.iter().chain(np.steps[i..].iter().flat_map(|s| &s.units)),
+                &e,
+                reused,
+            );
         }
     }
 
@@ -360,7 +401,10 @@ fn read_step(conn: &mut Connection, run: &mut Run, step: &Step, node: &str) -> R
                 Head::Error(e) => Err(e),
                 other => return Err(unexpected(&other)),
             };
-            run.settle(&step.units[0], reply, node);
+            match (&mut run.deferred, step.command) {
+                (Some(deferred), Command::Set { .. }) => deferred.push((step.units[0].clone(), reply)),
+                _ => run.settle(&step.units[0], reply, node),
+            }
         }
     }
     Ok(())
@@ -376,6 +420,8 @@ struct Run<'a> {
     next: Vec<Unit>,
     refresh: bool,
     backoff: bool,
+    /// Puts read but not settled until the pipeline's `WAIT` answers.
+    deferred: Option<Vec<(Unit, std::result::Result<KeyReply, ServerReply>)>>,
 }
 
 impl<'a> Run<'a> {
@@ -389,6 +435,7 @@ impl<'a> Run<'a> {
             next: Vec::new(),
             refresh: false,
             backoff: false,
+            deferred: None,
         }
     }
 
@@ -518,6 +565,25 @@ impl<'a> Run<'a> {
             }
         }
         self.next.push(next);
+    }
+
+    /// Settles the deferred puts once `WAIT` has answered: those the primary stored fail with
+    /// `NotReplicated` when fewer than `wanted` replicas confirmed them.
+    fn settle_deferred(&mut self, acked: std::result::Result<usize, ServerReply>, wanted: usize, node: &str) {
+        for (unit, reply) in self.deferred.take().unwrap_or_default() {
+            match (reply, &acked) {
+                (Ok(_), Ok(n)) if *n < wanted => self.finish(
+                    &unit,
+                    Err(Error::NotReplicated {
+                        node: node.to_string(),
+                        acked: *n,
+                        wanted,
+                    }),
+                ),
+                (Ok(_), Err(e)) => self.finish(&unit, Err(e.clone().into_error(node))),
+                (reply, _) => self.settle(&unit, reply, node),
+            }
+        }
     }
 
     /// Handles units whose connection failed: each is resent once on a fresh connection when the failed one
