@@ -155,6 +155,7 @@ impl Client {
             topology,
             stats: Counters::default(),
             drain_deadline: OnceLock::new(),
+            health: Default::default(),
         });
         let queues = Queues::new(shared.config.workers, shared.config.write_bytes_in_flight);
         let mut workers = Vec::with_capacity(shared.config.workers);

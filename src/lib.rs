@@ -11,6 +11,7 @@ mod config;
 mod connection;
 mod error;
 mod frame;
+mod health;
 mod latency;
 mod lmcache_config;
 mod pool;

@@ -23,6 +23,9 @@ use crate::topology::{Redirect, Topology};
 const DELETE_ORPHAN: &str = "if redis.call('GET', KEYS[1]) == ARGV[1] and redis.call('EXISTS', KEYS[2]) == 0 then \
                              return redis.call('DEL', KEYS[1]) end return 0";
 
+/// A failed connect that took this long marks its node down (see `health`).
+const SLOW_CONNECT: Duration = Duration::from_millis(100);
+
 /// First back-off after TRYAGAIN / CLUSTERDOWN / LOADING / MASTERDOWN; doubles per round up to `MAX_BACKOFF`.
 const FIRST_BACKOFF: Duration = Duration::from_millis(10);
 const MAX_BACKOFF: Duration = Duration::from_millis(320);
@@ -42,6 +45,8 @@ pub(crate) struct Shared {
     pub(crate) pool: Arc<BufferPool>,
     /// Set once by close: queued parts are executed until then and answered `Closed` after.
     pub(crate) drain_deadline: OnceLock<Instant>,
+    /// Nodes that could not be connected to, probed in the background.
+    pub(crate) health: Arc<crate::health::Health>,
 }
 
 impl Shared {
@@ -177,10 +182,10 @@ impl Worker {
             if let Some((replicas, timeout)) = self.wait_after(np) {
                 out.push_cmd(redis::cmd("WAIT").arg(replicas).arg(timeout.as_millis().max(1) as u64));
             }
-            let (conn, reused) = match self.conn(&np.node) {
+            let (conn, reused) = match self.conn(&np.node, deadline) {
                 Ok(c) => c,
                 Err(e) => {
-                    log::warn!("connect to {}: {e}", np.node);
+                    log::debug!("connect to {}: {e}", np.node);
                     run.refresh |= self.shared.topology.current().is_cluster();
                     for unit in np.steps.iter().flat_map(|s| &s.units) {
                         run.finish(unit, Err(e.clone()));
@@ -261,12 +266,31 @@ impl Worker {
         }
     }
 
-    /// This worker's connection to `node`, opened if needed; `true` when it was reused.
-    fn conn(&mut self, node: &str) -> Result<(&mut Connection, bool)> {
+    /// This worker's connection to `node`, opened if needed (within the connect timeout and what is left until
+    /// `deadline`); `true` when it was reused. A node marked down fails at once.
+    fn conn(&mut self, node: &str, deadline: Instant) -> Result<(&mut Connection, bool)> {
         let reused = self.conns.contains_key(node);
         if !reused {
-            let conn = Connection::connect(node, &self.shared.connect)?.with_pool(self.shared.pool.clone());
-            Counters::add(&self.shared.stats.connects, 1);
+            let shared = &self.shared;
+            shared.health.check(node)?;
+            let mut opts = shared.connect.clone();
+            let left = deadline.saturating_duration_since(Instant::now());
+            opts.timeout = opts.timeout.min(left).max(Duration::from_millis(1));
+            let started = Instant::now();
+            let conn = match Connection::connect(node, &opts) {
+                Ok(conn) => conn.with_pool(shared.pool.clone()),
+                Err(e) => {
+                    // A connect that failed slowly (a blackholed or hung host): mark the node down, so that other
+                    // workers do not wait on it too, and probe it in the background. A quick refusal is simply
+                    // tried again by the next request, so a restarted server is used the moment it is back.
+                    if (e.is_io() || e.is_timeout()) && started.elapsed() >= SLOW_CONNECT {
+                        log::warn!("{node} is down: {e}");
+                        shared.health.mark_down(node, &e, &shared.connect, &shared.topology);
+                    }
+                    return Err(e);
+                }
+            };
+            Counters::add(&shared.stats.connects, 1);
             self.conns.insert(node.to_string(), conn);
         }
         Ok((self.conns.get_mut(node).expect("inserted above"), reused))

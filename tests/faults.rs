@@ -247,7 +247,83 @@ fn follows_moved_and_ask(kind: Kind) {
     assert_eq!(on_target.as_deref(), Some(&b"asked-value"[..]));
 }
 
+/// A listener on `port` whose accept queue is full: the kernel drops further SYNs, so a connect to it hangs
+/// until its timeout, as to a blackholed host. Holds the queued connections.
+fn blackhole(port: u16) -> (std::net::TcpListener, Vec<std::net::TcpStream>) {
+    let listener = std::net::TcpListener::bind(("127.0.0.1", port)).unwrap();
+    let addr = listener.local_addr().unwrap();
+    let mut held = Vec::new();
+    while let Ok(s) = std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)) {
+        held.push(s);
+        assert!(held.len() < 5000, "the accept queue never filled");
+    }
+    (listener, held)
+}
+
+/// A primary whose address stops answering connects (killed, its port blackholed): its keys fail, and the
+/// other primaries' keys in the same batches keep being answered promptly: only one connect attempt waits out
+/// the connect timeout, then the node is marked down and probed in the background.
+fn a_blackholed_node_does_not_stall_the_others(kind: Kind) {
+    let mut cluster = Cluster::start_with(kind, 3, 0, &["--cluster-require-full-coverage", "no"]);
+    let config = Config::from_url(&cluster.url())
+        .unwrap()
+        .connect_timeout(Duration::from_millis(1500))
+        .request_timeout(Duration::from_secs(3));
+    let client = std::sync::Arc::new(Client::with_config(config).unwrap());
+    let p = unique("blackhole");
+    let keys: Vec<String> = (0..30).map(|i| format!("{p}{i}")).collect();
+    let put = client.batched_put(&keys, (0..30).map(|i| value(&p, i, 100))).unwrap();
+    assert!(put.iter().all(Result::is_ok));
+    let victim = cluster.primary_for(keys[0].as_bytes()).port;
+    let dead: Vec<bool> = keys
+        .iter()
+        .map(|k| cluster.primary_for(k.as_bytes()).port == victim)
+        .collect();
+    let idx = cluster.nodes.iter().position(|n| n.port == victim).unwrap();
+    cluster.nodes[idx].kill();
+    let _hole = blackhole(victim);
+
+    let started = Instant::now();
+    let latencies: Vec<Duration> = std::thread::scope(|s| {
+        let threads: Vec<_> = (0..4)
+            .map(|_| {
+                s.spawn(|| {
+                    (0..25)
+                        .map(|_| {
+                            let t0 = Instant::now();
+                            let got = client.batched_get(&keys).unwrap();
+                            for (i, r) in got.iter().enumerate() {
+                                if dead[i] {
+                                    assert!(r.is_err(), "key {i} on the blackholed node: {r:?}");
+                                } else {
+                                    assert_eq!(r.as_ref().unwrap().as_deref(), Some(&value(&p, i, 100)[..]));
+                                }
+                            }
+                            t0.elapsed()
+                        })
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        threads.into_iter().flat_map(|t| t.join().unwrap()).collect()
+    });
+    let mut sorted = latencies.clone();
+    sorted.sort();
+    let slow = sorted.iter().filter(|d| **d > Duration::from_millis(500)).count();
+    println!(
+        "{kind:?}: {} batched gets in {:?}; median {:?}, max {:?}; {slow} over 500 ms",
+        sorted.len(),
+        started.elapsed(),
+        sorted[sorted.len() / 2],
+        sorted[sorted.len() - 1]
+    );
+    // Without the down-marking every call would wait out a connect timeout (1.5 s).
+    assert!(slow <= 8, "{slow} calls waited on the blackholed node: {sorted:?}");
+    assert!(sorted[sorted.len() / 2] < Duration::from_millis(200), "{sorted:?}");
+}
+
 per_kind!(
+    a_blackholed_node_does_not_stall_the_others,
     timeout_discards_the_poisoned_connection,
     stopped_server_fails_fast_and_recovers,
     a_key_error_fails_only_that_key,

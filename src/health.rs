@@ -1,0 +1,115 @@
+//! Nodes that could not be connected to. A worker whose connect to a node failed slowly marks it down; from then on
+//! requests for it fail at once instead of each worker waiting out its own connect (a blackholed address would
+//! cost every worker the whole connect timeout, stalling the healthy nodes' requests of the same batches), and a
+//! background probe reconnects, backing off, until the node answers or leaves the slot map.
+
+use std::collections::HashMap;
+use std::io;
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+
+use crate::connection::{ConnectOptions, Connection};
+use crate::error::Error;
+use crate::topology::Topology;
+
+/// First pause between probes of a down node; doubles up to `MAX_PROBE_PAUSE`.
+const FIRST_PROBE_PAUSE: Duration = Duration::from_millis(10);
+const MAX_PROBE_PAUSE: Duration = Duration::from_millis(200);
+
+/// The down nodes, with why.
+#[derive(Default)]
+pub(crate) struct Health {
+    down: Mutex<HashMap<String, Down>>,
+}
+
+struct Down {
+    since: Instant,
+    error: Error,
+}
+
+impl Health {
+    /// `Err` when `node` is down: the error of its last connect, said to be remembered.
+    pub(crate) fn check(&self, node: &str) -> Result<(), Error> {
+        let down = self.down.lock();
+        let Some(d) = down.get(node) else { return Ok(()) };
+        Err(Error::Io {
+            node: node.to_string(),
+            source: Arc::new(io::Error::new(
+                io::ErrorKind::NotConnected,
+                format!(
+                    "down for {} ms (last connect: {}); reconnecting in the background",
+                    d.since.elapsed().as_millis(),
+                    d.error
+                ),
+            )),
+        })
+    }
+
+    /// Marks `node` down after a failed connect, and starts its probe unless one runs.
+    pub(crate) fn mark_down(
+        self: &Arc<Self>,
+        node: &str,
+        error: &Error,
+        opts: &ConnectOptions,
+        topology: &Arc<Topology>,
+    ) {
+        let mut down = self.down.lock();
+        if let Some(d) = down.get_mut(node) {
+            d.error = error.clone();
+            return;
+        }
+        down.insert(
+            node.to_string(),
+            Down {
+                since: Instant::now(),
+                error: error.clone(),
+            },
+        );
+        drop(down);
+        let (health, topology) = (Arc::downgrade(self), Arc::downgrade(topology));
+        let (node, opts) = (node.to_string(), opts.clone());
+        let spawned = std::thread::Builder::new().name("kvcache-redis-probe".into()).spawn({
+            let node = node.clone();
+            move || probe(health, topology, node, opts)
+        });
+        if let Err(e) = spawned {
+            // Without a probe the node would stay down: leave reconnecting to the workers.
+            log::warn!("no probe thread for {node}: {e}");
+            self.down.lock().remove(&node);
+        }
+    }
+}
+
+/// Reconnects to `node` with growing pauses until it answers (then it is up again), until it is no longer in
+/// the slot map (the workers will connect themselves if it ever is again), or until the client is gone.
+fn probe(health: Weak<Health>, topology: Weak<Topology>, node: String, opts: ConnectOptions) {
+    let mut pause = FIRST_PROBE_PAUSE;
+    loop {
+        std::thread::sleep(pause);
+        pause = (pause * 2).min(MAX_PROBE_PAUSE);
+        let (Some(health), Some(topology)) = (health.upgrade(), topology.upgrade()) else {
+            return;
+        };
+        if !topology.current().nodes.contains(&node) {
+            log::info!("{node} left the slot map; no longer probed");
+            health.down.lock().remove(&node);
+            return;
+        }
+        drop(topology);
+        match Connection::connect(&node, &opts) {
+            Ok(_) => {
+                log::info!("{node} answers again");
+                health.down.lock().remove(&node);
+                return;
+            }
+            Err(e) => {
+                log::debug!("probe of {node}: {e}");
+                if let Some(d) = health.down.lock().get_mut(&node) {
+                    d.error = e;
+                }
+            }
+        }
+    }
+}
