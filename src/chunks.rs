@@ -46,7 +46,7 @@ pub enum Layout {
 }
 
 /// The two key namings of LMCache's split layout.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum SplitNaming {
     /// `{key}:kv_bytes` and `{key}:metadata`: a hash tag puts both keys in one slot, so one `MGET` reads both.
     HashTagged,

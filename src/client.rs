@@ -173,6 +173,10 @@ impl Client {
         })
     }
 
+    pub(crate) fn shared(&self) -> &Arc<Shared> {
+        &self.inner.shared
+    }
+
     /// A call with per-call settings (priority, timeout, size hint, TTL):
     /// `client.call().priority(Priority::Peek).get(key)`.
     pub fn call(&self) -> Call<'_> {

@@ -2,6 +2,7 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+mod admin;
 mod batch;
 mod budget;
 mod chunk_key;
@@ -24,6 +25,7 @@ mod topology;
 mod worker;
 
 pub use chunk_key::{ChunkKey, Dtype};
+pub use admin::{NodeConnection, Reply, Shard};
 pub use chunks::{Chunk, ChunkStore, FillResult, Layout, PendingChunks, SplitNaming};
 pub use client::{Call, Client, PendingGet};
 pub use config::{Config, Mode};

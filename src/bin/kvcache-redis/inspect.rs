@@ -1,0 +1,343 @@
+//! `inspect`: scans every primary for LMCache-format keys (framed, raw and split layouts) and reports chunks and
+//! bytes per model, the TTL distribution and orphaned split-layout keys; can remove orphaned metadata safely.
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::{BufRead, Write};
+use std::process::ExitCode;
+
+use bytes::Bytes;
+use kvcache_redis::{ChunkKey, Error, NodeConnection, SplitNaming};
+
+use crate::target::{Failure, Target, describe, exit, human};
+
+/// Arguments of `inspect`.
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    #[command(flatten)]
+    target: Target,
+    /// Only keys matching this `SCAN MATCH` pattern.
+    #[arg(long = "match", default_value = "*")]
+    pattern: String,
+    /// Stop after this many keys per primary.
+    #[arg(long, default_value_t = 1_000_000)]
+    max_keys: usize,
+    /// Remove orphaned split-layout metadata (metadata whose kv_bytes is gone), each only if it is still the same
+    /// orphan, atomically on the server, as the chunk layer does.
+    #[arg(long)]
+    delete_orphans: bool,
+    /// Do not ask for confirmation.
+    #[arg(long, short = 'y')]
+    yes: bool,
+}
+
+/// Iterates `SCAN MATCH pattern TYPE string` over one node, calling `page` with each page of keys, up to `max`.
+pub fn scan(
+    conn: &mut NodeConnection,
+    pattern: &str,
+    max: usize,
+    mut page: impl FnMut(Vec<Vec<u8>>),
+) -> Result<usize, Error> {
+    let (mut cursor, mut seen) = ("0".to_string(), 0);
+    loop {
+        let node = conn.node().to_string();
+        let reply = conn
+            .query(&["SCAN", &cursor, "MATCH", pattern, "COUNT", "1000", "TYPE", "string"])?
+            .into_result(&node)?;
+        let items = reply.items();
+        cursor = items
+            .first()
+            .and_then(|c| c.as_bytes())
+            .map(|c| String::from_utf8_lossy(c).into_owned())
+            .ok_or_else(|| Error::Protocol {
+                node: node.clone(),
+                detail: "SCAN reply without a cursor".into(),
+            })?;
+        let keys: Vec<Vec<u8>> = items
+            .get(1)
+            .map(|k| k.items().iter().filter_map(|k| k.as_bytes().map(<[u8]>::to_vec)).collect())
+            .unwrap_or_default();
+        seen += keys.len();
+        if !keys.is_empty() {
+            page(keys);
+        }
+        if cursor == "0" || seen >= max {
+            return Ok(seen);
+        }
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+enum Part {
+    Kv,
+    Meta,
+}
+
+/// What a key name is.
+enum Name {
+    Whole(ChunkKey),
+    Split(ChunkKey, String, SplitNaming, Part),
+    Other,
+}
+
+fn classify(name: &str) -> Name {
+    let split = |base: &str, naming, part| match base.parse::<ChunkKey>() {
+        Ok(k) => Name::Split(k, base.to_string(), naming, part),
+        Err(_) => Name::Other,
+    };
+    if let Some(inner) = name.strip_prefix('{') {
+        if let Some(base) = inner.strip_suffix("}:kv_bytes") {
+            return split(base, SplitNaming::HashTagged, Part::Kv);
+        }
+        if let Some(base) = inner.strip_suffix("}:metadata") {
+            return split(base, SplitNaming::HashTagged, Part::Meta);
+        }
+    }
+    if let Some(base) = name.strip_suffix("kv_bytes") {
+        return split(base, SplitNaming::Plain, Part::Kv);
+    }
+    if let Some(base) = name.strip_suffix("metadata") {
+        return split(base, SplitNaming::Plain, Part::Meta);
+    }
+    match name.parse::<ChunkKey>() {
+        Ok(k) => Name::Whole(k),
+        Err(_) => Name::Other,
+    }
+}
+
+#[derive(Default)]
+struct ModelStats {
+    framed: u64,
+    raw: u64,
+    split: u64,
+    bytes: u64,
+}
+
+const TTL_BUCKETS: [&str; 5] = ["no TTL", "< 1 min", "< 1 h", "< 1 day", ">= 1 day"];
+
+fn ttl_bucket(pttl_ms: i64) -> usize {
+    match pttl_ms {
+        ..0 => 0,
+        0..60_000 => 1,
+        60_000..3_600_000 => 2,
+        3_600_000..86_400_000 => 3,
+        _ => 4,
+    }
+}
+
+/// One split chunk's keys as found: (key name, length) of each part.
+#[derive(Default)]
+struct SplitFound {
+    model: String,
+    kv: Option<(Vec<u8>, u64)>,
+    meta: Option<(Vec<u8>, u64)>,
+}
+
+pub fn run(args: Args) -> Result<ExitCode, Failure> {
+    let target = &args.target;
+    let client = target.connect()?;
+    let shards = client.shards().map_err(|e| describe(&target.redacted(), &e))?;
+    println!(
+        "target    {} ({}, {} primar{})",
+        target.redacted(),
+        if client.is_cluster() { "cluster" } else { "standalone" },
+        shards.len(),
+        if shards.len() == 1 { "y" } else { "ies" }
+    );
+    let mut models: BTreeMap<String, ModelStats> = BTreeMap::new();
+    let mut ttls = [0u64; 5];
+    let mut splits: HashMap<(String, SplitNaming), SplitFound> = HashMap::new();
+    let (mut scanned, mut other, mut other_bytes) = (0usize, 0u64, 0u64);
+    for shard in &shards {
+        let mut conn = client
+            .connect_node(&shard.primary)
+            .map_err(|e| describe(&shard.primary, &e))?;
+        let mut pages = Vec::new();
+        scanned += scan(&mut conn, &args.pattern, args.max_keys, |keys| pages.push(keys))
+            .map_err(|e| describe(&shard.primary, &e))?;
+        for keys in pages {
+            let commands: Vec<Vec<Vec<u8>>> = keys
+                .iter()
+                .flat_map(|k| {
+                    [
+                        vec![b"STRLEN".to_vec(), k.clone()],
+                        vec![b"PTTL".to_vec(), k.clone()],
+                        vec![b"GETRANGE".to_vec(), k.clone(), b"0".to_vec(), b"3".to_vec()],
+                    ]
+                })
+                .collect();
+            let replies = conn.pipeline(&commands).map_err(|e| describe(&shard.primary, &e))?;
+            for (key, r) in keys.into_iter().zip(replies.chunks(3)) {
+                let len = r[0].as_int().unwrap_or(0).max(0) as u64;
+                let pttl = r[1].as_int().unwrap_or(-1);
+                let magic = r[2].as_bytes().unwrap_or_default() == b"KVCR";
+                let name = String::from_utf8_lossy(&key).into_owned();
+                match classify(&name) {
+                    Name::Other => {
+                        other += 1;
+                        other_bytes += len;
+                        continue;
+                    }
+                    Name::Whole(k) => {
+                        let m = models.entry(k.model).or_default();
+                        if magic {
+                            m.framed += 1;
+                        } else {
+                            m.raw += 1;
+                        }
+                        m.bytes += len;
+                    }
+                    Name::Split(k, base, naming, part) => {
+                        models.entry(k.model.clone()).or_default().bytes += len;
+                        let found = splits.entry((base, naming)).or_default();
+                        found.model = k.model;
+                        match part {
+                            Part::Kv => found.kv = Some((key, len)),
+                            Part::Meta => found.meta = Some((key, len)),
+                        }
+                    }
+                }
+                ttls[ttl_bucket(pttl)] += 1;
+            }
+        }
+    }
+    let mut orphans: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
+    let mut incomplete = 0u64;
+    for ((base, naming), found) in &splits {
+        match (&found.kv, &found.meta) {
+            (Some(_), Some(_)) => models.entry(found.model.clone()).or_default().split += 1,
+            (None, Some((meta, _))) => {
+                let kv = match naming {
+                    SplitNaming::HashTagged => format!("{{{base}}}:kv_bytes"),
+                    SplitNaming::Plain => format!("{base}kv_bytes"),
+                };
+                orphans.push((meta.clone(), kv.into_bytes()));
+            }
+            (Some(_), None) => incomplete += 1,
+            (None, None) => {}
+        }
+    }
+    orphans.sort();
+    println!("scanned   {scanned} string keys (pattern {:?})", args.pattern);
+    println!();
+    println!("{:<48} {:>8} {:>8} {:>8} {:>12}", "model", "framed", "raw", "split", "bytes");
+    let mut total = ModelStats::default();
+    for (model, m) in &models {
+        println!(
+            "{:<48} {:>8} {:>8} {:>8} {:>12}",
+            model,
+            m.framed,
+            m.raw,
+            m.split,
+            human(m.bytes)
+        );
+        total.framed += m.framed;
+        total.raw += m.raw;
+        total.split += m.split;
+        total.bytes += m.bytes;
+    }
+    println!(
+        "{:<48} {:>8} {:>8} {:>8} {:>12}",
+        "total",
+        total.framed,
+        total.raw,
+        total.split,
+        human(total.bytes)
+    );
+    println!();
+    let ttl: Vec<String> = TTL_BUCKETS
+        .iter()
+        .zip(ttls)
+        .map(|(name, n)| format!("{name}: {n}"))
+        .collect();
+    println!("TTL       {}", ttl.join(", "));
+    println!(
+        "orphans   {} metadata key(s) without kv_bytes; {incomplete} kv_bytes without metadata (a put in progress \
+         or cut short: left alone)",
+        orphans.len()
+    );
+    println!("other     {other} key(s) not in LMCache's format ({})", human(other_bytes));
+    for (meta, _) in orphans.iter().take(10) {
+        println!("  orphan  {}", String::from_utf8_lossy(meta));
+    }
+    if !args.delete_orphans || orphans.is_empty() {
+        return Ok(exit(false));
+    }
+    if !args.yes && !confirm(orphans.len()) {
+        println!("nothing deleted");
+        return Ok(exit(false));
+    }
+    let metas: Vec<&[u8]> = orphans.iter().map(|(m, _)| &m[..]).collect();
+    let kvs: Vec<&[u8]> = orphans.iter().map(|(_, k)| &k[..]).collect();
+    let values: Vec<Option<Bytes>> = client
+        .batched_get(&metas)
+        .map_err(|e| describe(&target.redacted(), &e))?
+        .into_iter()
+        .map(|r| r.ok().flatten())
+        .collect();
+    let (mut deleted, mut kept, mut failed) = (0, 0, 0);
+    let mut to_delete = (Vec::new(), Vec::new(), Vec::new());
+    for ((m, k), v) in metas.iter().zip(&kvs).zip(values) {
+        match v {
+            Some(v) => {
+                to_delete.0.push(*m);
+                to_delete.1.push(*k);
+                to_delete.2.push(v);
+            }
+            None => kept += 1, // gone meanwhile
+        }
+    }
+    let results = client
+        .remove_orphaned_metadata(&to_delete.0, &to_delete.1, &to_delete.2)
+        .map_err(|e| describe(&target.redacted(), &e))?;
+    for r in results {
+        match r {
+            Ok(true) => deleted += 1,
+            Ok(false) => kept += 1,
+            Err(e) => {
+                failed += 1;
+                eprintln!("  could not delete: {e}");
+            }
+        }
+    }
+    println!("deleted   {deleted} orphaned metadata key(s); {kept} changed meanwhile and kept; {failed} failed");
+    Ok(exit(failed > 0))
+}
+
+fn confirm(n: usize) -> bool {
+    print!("delete {n} orphaned metadata key(s)? [y/N] ");
+    let _ = std::io::stdout().flush();
+    let mut line = String::new();
+    if std::io::stdin().lock().read_line(&mut line).is_err() {
+        return false;
+    }
+    matches!(line.trim(), "y" | "Y" | "yes")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classifies_key_names() {
+        let k = "ns:llama@1@0@abc@bfloat16";
+        assert!(matches!(classify(k), Name::Whole(ref c) if c.model == "ns:llama"));
+        assert!(matches!(
+            classify(&format!("{{{k}}}:kv_bytes")),
+            Name::Split(_, ref b, SplitNaming::HashTagged, Part::Kv) if b == k
+        ));
+        assert!(matches!(
+            classify(&format!("{k}metadata")),
+            Name::Split(_, ref b, SplitNaming::Plain, Part::Meta) if b == k
+        ));
+        assert!(matches!(classify("session:42"), Name::Other));
+        assert!(matches!(classify("{x}:kv_bytes"), Name::Other));
+    }
+
+    #[test]
+    fn buckets_ttls() {
+        assert_eq!(ttl_bucket(-1), 0);
+        assert_eq!(ttl_bucket(59_999), 1);
+        assert_eq!(ttl_bucket(60_000), 2);
+        assert_eq!(ttl_bucket(86_400_000), 4);
+    }
+}

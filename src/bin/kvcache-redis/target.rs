@@ -1,0 +1,193 @@
+//! The deployment to talk to: URL plus flags for authentication and TLS, turned into a connected client, and the
+//! errors every subcommand reports the same way.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use kvcache_redis::{Client, Config, Error};
+
+/// Where to connect, and how.
+#[derive(clap::Args, Clone, Debug)]
+pub struct Target {
+    /// The deployment: redis://, valkey://, rediss:// (TLS), redis-cluster://, unix:// ... with options after
+    /// `?` as in the library's README.
+    #[arg(env = "KVCACHE_URL")]
+    pub url: String,
+    /// ACL user name (overrides the URL's).
+    #[arg(long, env = "KVCACHE_USER")]
+    pub user: Option<String>,
+    /// Password (overrides the URL's); better from the environment than on the command line.
+    #[arg(long, env = "KVCACHE_PASSWORD", hide_env_values = true)]
+    pub password: Option<String>,
+    /// CA certificate (PEM) to verify the servers with; turns TLS on.
+    #[arg(long)]
+    pub tls_ca: Option<PathBuf>,
+    /// Client certificate (PEM) for mutual TLS; needs --tls-key.
+    #[arg(long, requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// Client private key (PEM) for mutual TLS.
+    #[arg(long, requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// The name every node's certificate is checked against (when nodes are reached by IP address).
+    #[arg(long)]
+    pub tls_server_name: Option<String>,
+    /// Do not verify the servers' certificates (testing only).
+    #[arg(long)]
+    pub tls_insecure: bool,
+    /// Deadline of every request, in milliseconds.
+    #[arg(long, default_value_t = 5000)]
+    pub timeout_ms: u64,
+}
+
+/// A failure that ends the command, with its exit code.
+pub struct Failure {
+    pub code: u8,
+    pub message: String,
+}
+
+impl Failure {
+    pub fn usage(message: impl Into<String>) -> Failure {
+        Failure {
+            code: 2,
+            message: message.into(),
+        }
+    }
+
+    pub fn unreachable(message: impl Into<String>) -> Failure {
+        Failure {
+            code: 3,
+            message: message.into(),
+        }
+    }
+}
+
+/// Exit code 1 when anything failed.
+pub fn exit(failed: bool) -> ExitCode {
+    if failed { ExitCode::from(1) } else { ExitCode::SUCCESS }
+}
+
+impl Target {
+    pub fn config(&self) -> Result<Config, Failure> {
+        let mut config = Config::from_url(&self.url).map_err(|e| Failure::usage(e.to_string()))?;
+        if let Some(password) = &self.password {
+            config = config.auth(self.user.as_deref(), password);
+        } else if self.user.is_some() {
+            return Err(Failure::usage("--user needs a password (--password or KVCACHE_PASSWORD)"));
+        }
+        if let Some(ca) = &self.tls_ca {
+            config = config.tls_ca_file(ca);
+        }
+        if let (Some(cert), Some(key)) = (&self.tls_cert, &self.tls_key) {
+            config = config.tls_client_cert(cert, key);
+        }
+        if let Some(name) = &self.tls_server_name {
+            config = config.tls_server_name(name);
+        }
+        if self.tls_insecure {
+            config = config.tls_insecure_skip_verify(true);
+        }
+        Ok(config
+            .request_timeout(Duration::from_millis(self.timeout_ms.max(1)))
+            .connect_timeout(Duration::from_millis(self.timeout_ms.clamp(1, 5000))))
+    }
+
+    /// Connects, turning each kind of failure into a message that says what to look at.
+    pub fn connect(&self) -> Result<Client, Failure> {
+        Client::with_config(self.config()?).map_err(|e| describe(&self.redacted(), &e))
+    }
+
+    /// The URL with any password replaced by `***`.
+    pub fn redacted(&self) -> String {
+        redact(&self.url)
+    }
+}
+
+/// `scheme://user:secret@host` -> `scheme://user:***@host`.
+pub fn redact(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    match rest.rsplit_once('@') {
+        Some((userinfo, hosts)) => match userinfo.split_once(':') {
+            Some((user, _)) => format!("{scheme}://{user}:***@{hosts}"),
+            None if url.starts_with("redis") || url.starts_with("valkey") => {
+                // `redis://secret@host` is a password alone.
+                format!("{scheme}://***@{hosts}")
+            }
+            None => url.to_string(),
+        },
+        None => url.to_string(),
+    }
+}
+
+/// A connection failure, explained.
+pub fn describe(target: &str, e: &Error) -> Failure {
+    let hint = match e {
+        Error::Tls { .. } => "TLS handshake failed (check --tls-ca, the certificate's host names, --tls-server-name)",
+        Error::Server { code, .. } if code == "WRONGPASS" || code == "NOAUTH" || code == "NOPERM" => {
+            "authentication failed (check the user and password)"
+        }
+        Error::Io { .. } | Error::Timeout { .. } => "cannot connect (is the server up and reachable from here?)",
+        Error::Config(_) | Error::InvalidInput(_) => return Failure::usage(format!("{target}: {e}")),
+        _ => "cannot use the deployment",
+    };
+    Failure::unreachable(format!("{target}: {hint}: {e}"))
+}
+
+/// Parses sizes such as `4096`, `64KiB`, `4MiB`, `1GiB` (also `k`, `m`, `g`, `KB`, `MB`).
+pub fn parse_size(s: &str) -> Result<usize, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: usize = num.parse().map_err(|_| format!("bad size {s:?}"))?;
+    let mult = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" | "kib" => 1 << 10,
+        "m" | "mb" | "mib" => 1 << 20,
+        "g" | "gb" | "gib" => 1 << 30,
+        _ => return Err(format!("bad size unit in {s:?} (use B, KiB, MiB or GiB)")),
+    };
+    n.checked_mul(mult).ok_or_else(|| format!("size {s:?} is too large"))
+}
+
+/// Bytes in a human unit.
+pub fn human(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = bytes as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u + 1 < UNITS.len() {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 { format!("{bytes} B") } else { format!("{v:.1} {}", UNITS[u]) }
+}
+
+/// A key prefix of this run alone.
+pub fn run_namespace(tool: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    format!("kvcache-{tool}:{}:{nanos:08x}:", std::process::id())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redacts_passwords() {
+        assert_eq!(redact("redis://u:p%40ss@h:1/0"), "redis://u:***@h:1/0");
+        assert_eq!(redact("rediss://secret@h:1"), "rediss://***@h:1");
+        assert_eq!(redact("redis://h:1"), "redis://h:1");
+    }
+
+    #[test]
+    fn parses_sizes() {
+        assert_eq!(parse_size("4MiB"), Ok(4 << 20));
+        assert_eq!(parse_size("64k"), Ok(64 << 10));
+        assert_eq!(parse_size("100"), Ok(100));
+        assert!(parse_size("4XB").is_err());
+        assert!(parse_size("").is_err());
+    }
+}
