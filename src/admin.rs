@@ -234,7 +234,9 @@ fn shards_from_cluster_slots(reply: &Reply) -> Vec<Shard> {
         let (Some(start), Some(end)) = (f.first().and_then(Reply::as_int), f.get(1).and_then(Reply::as_int)) else {
             continue;
         };
-        let Some(primary) = f.get(2).and_then(node_of) else { continue };
+        let Some(primary) = f.get(2).and_then(node_of) else {
+            continue;
+        };
         let replicas: Vec<String> = f.iter().skip(3).filter_map(node_of).collect();
         let slots = start as u16..=end as u16;
         match shards.iter_mut().find(|s| s.primary == primary) {
@@ -288,7 +290,8 @@ mod tests {
 
     #[test]
     fn groups_cluster_slots_by_primary() {
-        let node = |h: &str, p: i64| Reply::Array(vec![Reply::Data(h.into()), Reply::Int(p), Reply::Data(b"id".to_vec())]);
+        let node =
+            |h: &str, p: i64| Reply::Array(vec![Reply::Data(h.into()), Reply::Int(p), Reply::Data(b"id".to_vec())]);
         let range = |a: i64, b: i64, nodes: Vec<Reply>| {
             let mut f = vec![Reply::Int(a), Reply::Int(b)];
             f.extend(nodes);

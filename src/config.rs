@@ -287,6 +287,11 @@ impl Config {
         self
     }
 
+    /// Whether connections use TLS.
+    pub fn uses_tls(&self) -> bool {
+        self.tls.is_some()
+    }
+
     /// A PEM file of CA certificates to trust, beside the system roots; turns TLS on. Defaults to none.
     pub fn tls_ca_file(mut self, path: impl Into<std::path::PathBuf>) -> Self {
         self.tls.get_or_insert_with(Default::default).ca_file = Some(path.into());

@@ -24,8 +24,8 @@ mod tls;
 mod topology;
 mod worker;
 
-pub use chunk_key::{ChunkKey, Dtype};
 pub use admin::{NodeConnection, Reply, Shard};
+pub use chunk_key::{ChunkKey, Dtype};
 pub use chunks::{Chunk, ChunkStore, FillResult, Layout, PendingChunks, SplitNaming};
 pub use client::{Call, Client, PendingGet};
 pub use config::{Config, Mode};

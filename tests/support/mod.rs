@@ -96,6 +96,7 @@ pub mod fake;
 pub mod load;
 pub mod soak;
 pub mod suite;
+pub mod tls;
 
 /// Waits (3 s at most) until the client's stats satisfy `ok`.
 pub fn wait_for(client: &kvcache_redis::Client, what: &str, ok: impl Fn(&kvcache_redis::Stats) -> bool) {

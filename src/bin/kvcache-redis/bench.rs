@@ -62,6 +62,17 @@ enum LayoutArg {
     SplitPlain,
 }
 
+impl LayoutArg {
+    fn name(self) -> &'static str {
+        match self {
+            LayoutArg::Framed => "framed",
+            LayoutArg::Raw => "raw",
+            LayoutArg::Split => "split",
+            LayoutArg::SplitPlain => "split-plain",
+        }
+    }
+}
+
 /// Most the working set may hold, so that a typo cannot fill a production server.
 const MAX_WORKING_SET: u64 = 64 << 30;
 
@@ -117,24 +128,36 @@ pub fn run(args: Args) -> Result<ExitCode, Failure> {
     let layout = match args.layout {
         LayoutArg::Framed => Layout::Framed,
         LayoutArg::Raw => Layout::Raw { size: args.value_size },
-        LayoutArg::Split => Layout::Split { naming: SplitNaming::HashTagged },
-        LayoutArg::SplitPlain => Layout::Split { naming: SplitNaming::Plain },
+        LayoutArg::Split => Layout::Split {
+            naming: SplitNaming::HashTagged,
+        },
+        LayoutArg::SplitPlain => Layout::Split {
+            naming: SplitNaming::Plain,
+        },
     };
     let ns = run_namespace("bench");
     let store = ChunkStore::new(client.clone(), layout).with_namespace(ns.clone());
     let keys: Arc<Vec<ChunkKey>> = Arc::new(
         (0..args.keys)
-            .map(|i| ChunkKey::new("kvcache-bench/model", 1, 0, &ChunkKey::hash_of_int(i as i128), Dtype::Bfloat16))
+            .map(|i| {
+                ChunkKey::new(
+                    "kvcache-bench/model",
+                    1,
+                    0,
+                    &ChunkKey::hash_of_int(i as i128),
+                    Dtype::Bfloat16,
+                )
+            })
             .collect::<Result<_, _>>()
             .map_err(|e| Failure::usage(e.to_string()))?,
     );
     let base: Arc<Vec<u8>> = Arc::new((0..args.value_size).map(|i| (i * 31 + 7) as u8).collect());
     if !args.json {
         println!(
-            "bench     {} ({}, layout {:?}, {} chunks, batch {}, {} threads, read ratio {:.2})",
+            "bench     {} ({}, layout {}, {} chunks, batch {}, {} threads, read ratio {:.2})",
             target.redacted(),
             if client.is_cluster() { "cluster" } else { "standalone" },
-            args.layout,
+            args.layout.name(),
             human(args.value_size as u64),
             args.batch,
             args.threads,
@@ -172,8 +195,13 @@ pub fn run(args: Args) -> Result<ExitCode, Failure> {
     let started = Instant::now();
     let threads: Vec<_> = (0..args.threads)
         .map(|t| {
-            let (store, keys, base, counters, stop) =
-                (store.clone(), keys.clone(), base.clone(), counters.clone(), stop.clone());
+            let (store, keys, base, counters, stop) = (
+                store.clone(),
+                keys.clone(),
+                base.clone(),
+                counters.clone(),
+                stop.clone(),
+            );
             let (batch, ratio, count) = (args.batch as u64, args.read_ratio, args.count);
             std::thread::spawn(move || {
                 let mut hist = Histogram::<u64>::new_with_bounds(1, 3_600_000_000, 3).expect("histogram bounds");
@@ -251,16 +279,17 @@ pub fn run(args: Args) -> Result<ExitCode, Failure> {
         Some(count) => ProgressBar::with_draw_target(Some(count), draw()),
         None => ProgressBar::with_draw_target(Some(duration.as_secs()), draw()),
     };
-    bar.set_style(
-        ProgressStyle::with_template("run   {bar:40} {pos}/{len} {prefix} {msg}")
-            .expect("template"),
-    );
+    bar.set_style(ProgressStyle::with_template("run   {bar:40} {pos}/{len} {prefix} {msg}").expect("template"));
     bar.set_prefix(if args.count.is_some() { "calls" } else { "s" });
     let (mut last_bytes, mut last_at) = (0u64, Instant::now());
     while started.elapsed() < duration && !threads.iter().all(|t| t.is_finished()) {
         std::thread::sleep(Duration::from_millis(200));
         let calls = counters.calls.load(Relaxed).min(args.count.unwrap_or(u64::MAX));
-        bar.set_position(if args.count.is_some() { calls } else { started.elapsed().as_secs() });
+        bar.set_position(if args.count.is_some() {
+            calls
+        } else {
+            started.elapsed().as_secs()
+        });
         let bytes = counters.read_bytes.load(Relaxed) + counters.write_bytes.load(Relaxed);
         let rate = (bytes - last_bytes) as f64 / last_at.elapsed().as_secs_f64().max(1e-9);
         (last_bytes, last_at) = (bytes, Instant::now());
@@ -273,7 +302,9 @@ pub fn run(args: Args) -> Result<ExitCode, Failure> {
     stop.store(true, Relaxed);
     let mut hist = Histogram::<u64>::new_with_bounds(1, 3_600_000_000, 3).expect("histogram bounds");
     for t in threads {
-        let h = t.join().map_err(|_| Failure::unreachable("a benchmark thread panicked"))?;
+        let h = t
+            .join()
+            .map_err(|_| Failure::unreachable("a benchmark thread panicked"))?;
         hist.add(&h).expect("same bounds");
     }
     let elapsed = started.elapsed().as_secs_f64();
@@ -308,7 +339,7 @@ pub fn run(args: Args) -> Result<ExitCode, Failure> {
         let json = serde_json::json!({
             "target": target.redacted(),
             "cluster": client.is_cluster(),
-            "layout": format!("{:?}", args.layout).to_lowercase(),
+            "layout": args.layout.name(),
             "value_size": args.value_size,
             "batch": args.batch,
             "threads": args.threads,

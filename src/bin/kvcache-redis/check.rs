@@ -71,7 +71,9 @@ const STEPS: [(&str, Step); 9] = [
 pub fn run(args: Args) -> Result<ExitCode, Failure> {
     let target = &args.target;
     let client = target.connect()?;
-    let shards = client.shards().map_err(|e| crate::target::describe(&target.redacted(), &e))?;
+    let shards = client
+        .shards()
+        .map_err(|e| crate::target::describe(&target.redacted(), &e))?;
     let version = server_version(&client, &shards[0].primary);
     println!(
         "target    {} ({}, {version})",
@@ -119,10 +121,7 @@ pub fn run(args: Args) -> Result<ExitCode, Failure> {
         failed += report(name, step(&mut ctx));
     }
     failed += report("clean-up", clean_up(&mut ctx, &shards));
-    println!(
-        "{} passed, {failed} failed",
-        STEPS.len() + 2 - failed
-    );
+    println!("{} passed, {failed} failed", STEPS.len() + 2 - failed);
     Ok(exit(failed > 0))
 }
 
@@ -163,7 +162,10 @@ fn round_trip(ctx: &mut Ctx) -> Result<String, String> {
     let (small, large) = (value(1, 100), value(2, 1 << 20));
     ctx.client.put(&keys[0], small.clone()).map_err(e)?;
     ctx.client.put(&keys[1], large.clone()).map_err(e)?;
-    let got = (ctx.client.get(&keys[0]).map_err(e)?, ctx.client.get(&keys[1]).map_err(e)?);
+    let got = (
+        ctx.client.get(&keys[0]).map_err(e)?,
+        ctx.client.get(&keys[1]).map_err(e)?,
+    );
     match got {
         (Some(a), Some(b)) if a[..] == small[..] && b[..] == large[..] => {
             Ok("100 B and 1 MiB values read back byte for byte".into())
@@ -186,13 +188,25 @@ fn batched_mget(ctx: &mut Ctx) -> Result<String, String> {
     for (i, r) in got.into_iter().enumerate() {
         match r.map_err(e)? {
             Some(v) if v[..] == values[i][..] => {}
-            other => return Err(format!("key {i}: got {:?} bytes, not its value", other.map(|v| v.len()))),
+            other => {
+                return Err(format!(
+                    "key {i}: got {:?} bytes, not its value",
+                    other.map(|v| v.len())
+                ));
+            }
         }
     }
     if trips as usize > ctx.shards {
-        return Err(format!("256 keys took {trips} round trips for {} primaries", ctx.shards));
+        return Err(format!(
+            "256 keys took {trips} round trips for {} primaries",
+            ctx.shards
+        ));
     }
-    Ok(format!("256 x 1 KiB in {trips} round trip(s) over {} primar{}", ctx.shards, plural_y(ctx.shards)))
+    Ok(format!(
+        "256 x 1 KiB in {trips} round trip(s) over {} primar{}",
+        ctx.shards,
+        plural_y(ctx.shards)
+    ))
 }
 
 fn plural_y(n: usize) -> &'static str {
@@ -208,7 +222,11 @@ fn check_all_ok(results: Vec<kvcache_redis::Result<()>>) -> Result<(), String> {
 
 fn order_preserved(ctx: &mut Ctx) -> Result<String, String> {
     let keys = ctx.keys("order", 64);
-    check_all_ok(ctx.client.batched_put(&keys, (0..64).map(|i| value(100 + i, 64))).map_err(e)?)?;
+    check_all_ok(
+        ctx.client
+            .batched_put(&keys, (0..64).map(|i| value(100 + i, 64)))
+            .map_err(e)?,
+    )?;
     // Reversed, with a missing key after every third.
     let mut asked = Vec::new();
     let mut expect = Vec::new();
@@ -244,15 +262,27 @@ fn missing_keys(ctx: &mut Ctx) -> Result<String, String> {
 
 fn prefix_semantics(ctx: &mut Ctx) -> Result<String, String> {
     let keys = ctx.keys("prefix", 4);
-    check_all_ok(ctx.client.batched_put(&keys, (0..4).map(|i| value(200 + i, 512))).map_err(e)?)?;
-    let asked = [keys[0].clone(), keys[1].clone(), ctx.key("prefix:absent"), keys[3].clone()];
+    check_all_ok(
+        ctx.client
+            .batched_put(&keys, (0..4).map(|i| value(200 + i, 512)))
+            .map_err(e)?,
+    )?;
+    let asked = [
+        keys[0].clone(),
+        keys[1].clone(),
+        ctx.key("prefix:absent"),
+        keys[3].clone(),
+    ];
     let count = ctx.client.batched_contains(&asked).map_err(e)?;
     let loaded = ctx.client.batched_get_non_blocking(&asked).wait().map_err(e)?;
     if count != 2 {
         return Err(format!("contains of [hit, hit, miss, hit] counted {count}, not 2"));
     }
     if loaded.len() != 2 || loaded[0][..] != value(200, 512)[..] || loaded[1][..] != value(201, 512)[..] {
-        return Err(format!("non-blocking get of [hit, hit, miss, hit] returned {} values", loaded.len()));
+        return Err(format!(
+            "non-blocking get of [hit, hit, miss, hit] returned {} values",
+            loaded.len()
+        ));
     }
     Ok("contains and non-blocking get stop at the first miss (2 of [hit, hit, miss, hit])".into())
 }
@@ -260,17 +290,29 @@ fn prefix_semantics(ctx: &mut Ctx) -> Result<String, String> {
 fn pipelined_writes(ctx: &mut Ctx) -> Result<String, String> {
     let keys = ctx.keys("pipeline", 256);
     let before = ctx.round_trips();
-    check_all_ok(ctx.client.batched_put(&keys, (0..256).map(|i| value(300 + i, 1024))).map_err(e)?)?;
+    check_all_ok(
+        ctx.client
+            .batched_put(&keys, (0..256).map(|i| value(300 + i, 1024)))
+            .map_err(e)?,
+    )?;
     let trips = ctx.round_trips() - before;
     if trips as usize > ctx.shards {
-        return Err(format!("256 puts took {trips} round trips for {} primaries", ctx.shards));
+        return Err(format!(
+            "256 puts took {trips} round trips for {} primaries",
+            ctx.shards
+        ));
     }
     Ok(format!("256 puts in {trips} round trip(s)"))
 }
 
 fn hash_tags(ctx: &mut Ctx) -> Result<String, String> {
-    let store = ChunkStore::new(ctx.client.clone(), Layout::Split { naming: SplitNaming::HashTagged })
-        .with_namespace(ctx.ns.clone());
+    let store = ChunkStore::new(
+        ctx.client.clone(),
+        Layout::Split {
+            naming: SplitNaming::HashTagged,
+        },
+    )
+    .with_namespace(ctx.ns.clone());
     let key = ChunkKey::new("kvcache-check/model", 1, 0, "c0ffee", Dtype::Bfloat16).map_err(e)?;
     let (kv, meta) = store.split_keys(&key, SplitNaming::HashTagged);
     ctx.written.push(kv.as_bytes().to_vec());
@@ -301,7 +343,12 @@ fn priorities(ctx: &mut Ctx) -> Result<String, String> {
     });
     std::thread::sleep(Duration::from_millis(2));
     let t0 = Instant::now();
-    let found = ctx.client.call().priority(Priority::Peek).exists(&peek_key).map_err(e)?;
+    let found = ctx
+        .client
+        .call()
+        .priority(Priority::Peek)
+        .exists(&peek_key)
+        .map_err(e)?;
     let peek = t0.elapsed();
     let (put, flood_took) = flood.join().map_err(|_| "the flood thread panicked".to_string())?;
     check_all_ok(put.map_err(e)?)?;
@@ -313,12 +360,18 @@ fn priorities(ctx: &mut Ctx) -> Result<String, String> {
             "a PEEK took {peek:?}, no faster than the 64 MiB PUT flood around it ({flood_took:?})"
         ));
     }
-    Ok(format!("a PEEK during a 64 MiB PUT flood: {peek:.1?} (the flood: {flood_took:.1?})"))
+    Ok(format!(
+        "a PEEK during a 64 MiB PUT flood: {peek:.1?} (the flood: {flood_took:.1?})"
+    ))
 }
 
 fn speed(ctx: &mut Ctx) -> Result<String, String> {
     let keys = ctx.keys("speed", 200);
-    check_all_ok(ctx.client.batched_put(&keys, (0..200).map(|i| value(600 + i, 4096))).map_err(e)?)?;
+    check_all_ok(
+        ctx.client
+            .batched_put(&keys, (0..200).map(|i| value(600 + i, 4096)))
+            .map_err(e)?,
+    )?;
     let t0 = Instant::now();
     for k in &keys {
         ctx.client.get(k).map_err(e)?;

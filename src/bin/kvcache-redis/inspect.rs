@@ -54,7 +54,12 @@ pub fn scan(
             })?;
         let keys: Vec<Vec<u8>> = items
             .get(1)
-            .map(|k| k.items().iter().filter_map(|k| k.as_bytes().map(<[u8]>::to_vec)).collect())
+            .map(|k| {
+                k.items()
+                    .iter()
+                    .filter_map(|k| k.as_bytes().map(<[u8]>::to_vec))
+                    .collect()
+            })
             .unwrap_or_default();
         seen += keys.len();
         if !keys.is_empty() {
@@ -219,7 +224,10 @@ pub fn run(args: Args) -> Result<ExitCode, Failure> {
     orphans.sort();
     println!("scanned   {scanned} string keys (pattern {:?})", args.pattern);
     println!();
-    println!("{:<48} {:>8} {:>8} {:>8} {:>12}", "model", "framed", "raw", "split", "bytes");
+    println!(
+        "{:<48} {:>8} {:>8} {:>8} {:>12}",
+        "model", "framed", "raw", "split", "bytes"
+    );
     let mut total = ModelStats::default();
     for (model, m) in &models {
         println!(
@@ -255,7 +263,10 @@ pub fn run(args: Args) -> Result<ExitCode, Failure> {
          or cut short: left alone)",
         orphans.len()
     );
-    println!("other     {other} key(s) not in LMCache's format ({})", human(other_bytes));
+    println!(
+        "other     {other} key(s) not in LMCache's format ({})",
+        human(other_bytes)
+    );
     for (meta, _) in orphans.iter().take(10) {
         println!("  orphan  {}", String::from_utf8_lossy(meta));
     }

@@ -73,7 +73,9 @@ impl Target {
         if let Some(password) = &self.password {
             config = config.auth(self.user.as_deref(), password);
         } else if self.user.is_some() {
-            return Err(Failure::usage("--user needs a password (--password or KVCACHE_PASSWORD)"));
+            return Err(Failure::usage(
+                "--user needs a password (--password or KVCACHE_PASSWORD)",
+            ));
         }
         if let Some(ca) = &self.tls_ca {
             config = config.tls_ca_file(ca);
@@ -94,7 +96,15 @@ impl Target {
 
     /// Connects, turning each kind of failure into a message that says what to look at.
     pub fn connect(&self) -> Result<Client, Failure> {
-        Client::with_config(self.config()?).map_err(|e| describe(&self.redacted(), &e))
+        let config = self.config()?;
+        let tls = config.uses_tls();
+        Client::with_config(config).map_err(|e| {
+            let mut failure = describe(&self.redacted(), &e);
+            if tls && e.is_timeout() {
+                failure.message += " (no answer to the TLS handshake: is this a TLS port?)";
+            }
+            failure
+        })
     }
 
     /// The URL with any password replaced by `***`.
@@ -160,7 +170,11 @@ pub fn human(bytes: u64) -> String {
         v /= 1024.0;
         u += 1;
     }
-    if u == 0 { format!("{bytes} B") } else { format!("{v:.1} {}", UNITS[u]) }
+    if u == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
 }
 
 /// A key prefix of this run alone.
