@@ -153,7 +153,7 @@ pub fn run(args: Args) -> Result<ExitCode, Failure> {
     );
     let base: Arc<Vec<u8>> = Arc::new((0..args.value_size).map(|i| (i * 31 + 7) as u8).collect());
     if !args.json {
-        println!(
+        say!(
             "bench     {} ({}, layout {}, {} chunks, batch {}, {} threads, read ratio {:.2})",
             target.redacted(),
             if client.is_cluster() { "cluster" } else { "standalone" },
@@ -177,6 +177,9 @@ pub fn run(args: Args) -> Result<ExitCode, Failure> {
     let fill = ProgressBar::with_draw_target(Some(args.keys), draw());
     fill.set_style(ProgressStyle::with_template("fill  {bar:40} {pos}/{len} chunks {msg}").expect("template"));
     for (n, group) in keys.chunks(args.batch as usize).enumerate() {
+        if crate::interrupted() {
+            break;
+        }
         let first = (n * args.batch as usize) as u64;
         let values: Vec<Bytes> = (0..group.len() as u64).map(|j| payload(&base, first + j)).collect();
         let results = store
@@ -282,7 +285,7 @@ pub fn run(args: Args) -> Result<ExitCode, Failure> {
     bar.set_style(ProgressStyle::with_template("run   {bar:40} {pos}/{len} {prefix} {msg}").expect("template"));
     bar.set_prefix(if args.count.is_some() { "calls" } else { "s" });
     let (mut last_bytes, mut last_at) = (0u64, Instant::now());
-    while started.elapsed() < duration && !threads.iter().all(|t| t.is_finished()) {
+    while started.elapsed() < duration && !threads.iter().all(|t| t.is_finished()) && !crate::interrupted() {
         std::thread::sleep(Duration::from_millis(200));
         let calls = counters.calls.load(Relaxed).min(args.count.unwrap_or(u64::MAX));
         bar.set_position(if args.count.is_some() {
@@ -360,33 +363,33 @@ pub fn run(args: Args) -> Result<ExitCode, Failure> {
             "misses": get(&c.misses),
             "keys_removed": removed,
         });
-        println!("{json}");
+        say!("{json}");
     } else {
-        println!(
+        say!(
             "ran       {elapsed:.1} s: {calls} batched calls ({} reads, {} writes), {:.0} calls/s",
             get(&c.read_calls),
             get(&c.write_calls),
             calls as f64 / elapsed
         );
-        println!(
+        say!(
             "read      {:.2} GiB/s  {:.0} chunks/s",
             gib(rb),
             get(&c.read_chunks) as f64 / elapsed
         );
-        println!(
+        say!(
             "write     {:.2} GiB/s  {:.0} chunks/s",
             gib(wb),
             get(&c.write_chunks) as f64 / elapsed
         );
-        println!("total     {:.2} GiB/s", gib(rb + wb));
-        println!(
+        say!("total     {:.2} GiB/s", gib(rb + wb));
+        say!(
             "latency   p50 {:.2} ms  p95 {:.2} ms  p99 {:.2} ms  max {:.2} ms  (per batched call)",
             ms(0.5),
             ms(0.95),
             ms(0.99),
             hist.max() as f64 / 1000.0
         );
-        println!(
+        say!(
             "checks    {} errors, {} wrong values, {} misses; {}",
             get(&c.errors),
             get(&c.wrong),

@@ -75,13 +75,13 @@ pub fn run(args: Args) -> Result<ExitCode, Failure> {
         .shards()
         .map_err(|e| crate::target::describe(&target.redacted(), &e))?;
     let version = server_version(&client, &shards[0].primary);
-    println!(
+    say!(
         "target    {} ({}, {version})",
         target.redacted(),
         if client.is_cluster() { "cluster" } else { "standalone" }
     );
     let covered: usize = shards.iter().map(|s| s.slot_count()).sum();
-    println!(
+    say!(
         "topology  {} primar{}, {} replica(s), {covered}/{} slots covered",
         shards.len(),
         if shards.len() == 1 { "y" } else { "ies" },
@@ -95,7 +95,7 @@ pub fn run(args: Args) -> Result<ExitCode, Failure> {
         } else {
             s.replicas.join(", ")
         };
-        println!(
+        say!(
             "  shard {i}  {}  slots {} ({})  replicas: {replicas}",
             s.primary,
             ranges.join(","),
@@ -103,7 +103,7 @@ pub fn run(args: Args) -> Result<ExitCode, Failure> {
         );
     }
     let ns = args.namespace.clone().unwrap_or_else(|| run_namespace("check"));
-    println!("namespace {ns}");
+    say!("namespace {ns}");
     let mut ctx = Ctx {
         client,
         ns,
@@ -118,21 +118,25 @@ pub fn run(args: Args) -> Result<ExitCode, Failure> {
     };
     failed += report("slot coverage", coverage);
     for (name, step) in STEPS {
+        if crate::interrupted() {
+            failed += report(name, Err("not run: interrupted".into()));
+            continue;
+        }
         failed += report(name, step(&mut ctx));
     }
     failed += report("clean-up", clean_up(&mut ctx, &shards));
-    println!("{} passed, {failed} failed", STEPS.len() + 2 - failed);
+    say!("{} passed, {failed} failed", STEPS.len() + 2 - failed);
     Ok(exit(failed > 0))
 }
 
 fn report(name: &str, result: Result<String, String>) -> usize {
     match result {
         Ok(detail) => {
-            println!("PASS  {name:<26} {detail}");
+            say!("PASS  {name:<26} {detail}");
             0
         }
         Err(reason) => {
-            println!("FAIL  {name:<26} {reason}");
+            say!("FAIL  {name:<26} {reason}");
             1
         }
     }

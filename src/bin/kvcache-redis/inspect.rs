@@ -141,7 +141,7 @@ pub fn run(args: Args) -> Result<ExitCode, Failure> {
     let target = &args.target;
     let client = target.connect()?;
     let shards = client.shards().map_err(|e| describe(&target.redacted(), &e))?;
-    println!(
+    say!(
         "target    {} ({}, {} primar{})",
         target.redacted(),
         if client.is_cluster() { "cluster" } else { "standalone" },
@@ -222,15 +222,19 @@ pub fn run(args: Args) -> Result<ExitCode, Failure> {
         }
     }
     orphans.sort();
-    println!("scanned   {scanned} string keys (pattern {:?})", args.pattern);
-    println!();
-    println!(
+    say!("scanned   {scanned} string keys (pattern {:?})", args.pattern);
+    say!();
+    say!(
         "{:<48} {:>8} {:>8} {:>8} {:>12}",
-        "model", "framed", "raw", "split", "bytes"
+        "model",
+        "framed",
+        "raw",
+        "split",
+        "bytes"
     );
     let mut total = ModelStats::default();
     for (model, m) in &models {
-        println!(
+        say!(
             "{:<48} {:>8} {:>8} {:>8} {:>12}",
             model,
             m.framed,
@@ -243,7 +247,7 @@ pub fn run(args: Args) -> Result<ExitCode, Failure> {
         total.split += m.split;
         total.bytes += m.bytes;
     }
-    println!(
+    say!(
         "{:<48} {:>8} {:>8} {:>8} {:>12}",
         "total",
         total.framed,
@@ -251,30 +255,30 @@ pub fn run(args: Args) -> Result<ExitCode, Failure> {
         total.split,
         human(total.bytes)
     );
-    println!();
+    say!();
     let ttl: Vec<String> = TTL_BUCKETS
         .iter()
         .zip(ttls)
         .map(|(name, n)| format!("{name}: {n}"))
         .collect();
-    println!("TTL       {}", ttl.join(", "));
-    println!(
+    say!("TTL       {}", ttl.join(", "));
+    say!(
         "orphans   {} metadata key(s) without kv_bytes; {incomplete} kv_bytes without metadata (a put in progress \
          or cut short: left alone)",
         orphans.len()
     );
-    println!(
+    say!(
         "other     {other} key(s) not in LMCache's format ({})",
         human(other_bytes)
     );
     for (meta, _) in orphans.iter().take(10) {
-        println!("  orphan  {}", String::from_utf8_lossy(meta));
+        say!("  orphan  {}", String::from_utf8_lossy(meta));
     }
     if !args.delete_orphans || orphans.is_empty() {
         return Ok(exit(false));
     }
     if !args.yes && !confirm(orphans.len()) {
-        println!("nothing deleted");
+        say!("nothing deleted");
         return Ok(exit(false));
     }
     let metas: Vec<&[u8]> = orphans.iter().map(|(m, _)| &m[..]).collect();
@@ -310,12 +314,12 @@ pub fn run(args: Args) -> Result<ExitCode, Failure> {
             }
         }
     }
-    println!("deleted   {deleted} orphaned metadata key(s); {kept} changed meanwhile and kept; {failed} failed");
+    say!("deleted   {deleted} orphaned metadata key(s); {kept} changed meanwhile and kept; {failed} failed");
     Ok(exit(failed > 0))
 }
 
 fn confirm(n: usize) -> bool {
-    print!("delete {n} orphaned metadata key(s)? [y/N] ");
+    say_part!("delete {n} orphaned metadata key(s)? [y/N] ");
     let _ = std::io::stdout().flush();
     let mut line = String::new();
     if std::io::stdin().lock().read_line(&mut line).is_err() {

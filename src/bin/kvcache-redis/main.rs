@@ -1,12 +1,29 @@
 //! `kvcache-redis`: check, benchmark and inspect a Redis or Valkey deployment for a KV cache, from the host that
 //! will use it.
 
+/// `println!` that ignores a closed stdout (`| head`), so that a run still cleans up after itself.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
+}
+
+/// `print!` that ignores a closed stdout.
+macro_rules! say_part {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = write!(std::io::stdout(), $($arg)*);
+    }};
+}
+
 mod bench;
 mod check;
 mod inspect;
 mod target;
 
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use clap::{Parser, Subcommand};
 
@@ -45,8 +62,21 @@ enum Command {
     Inspect(inspect::Args),
 }
 
+/// Set by the first Ctrl-C: runs stop early and still clean up their keys. A second one exits at once.
+pub static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
+pub fn interrupted() -> bool {
+    INTERRUPTED.load(Ordering::Relaxed)
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    let _ = ctrlc::set_handler(|| {
+        if INTERRUPTED.swap(true, Ordering::Relaxed) {
+            std::process::exit(130);
+        }
+        eprintln!("interrupted: stopping and cleaning up (Ctrl-C again to quit at once)");
+    });
     let result = match cli.command {
         Command::Check(args) => check::run(args),
         Command::Bench(args) => bench::run(args),
