@@ -17,6 +17,8 @@ pub enum Reply {
     BytesThenClose(Vec<u8>),
     /// Send these bytes one at a time, pausing between them.
     Trickle(Vec<u8>, Duration),
+    /// Wait, then send these bytes.
+    Delayed(Vec<u8>, Duration),
 }
 
 /// The script: given the request's arguments (command name first) and how many requests this node has seen
@@ -34,6 +36,15 @@ pub struct FakeNode {
 impl FakeNode {
     /// Starts a node that answers `CLUSTER SLOTS` as a standalone server would and everything else by `script`.
     pub fn start(script: impl Fn(&[Vec<u8>], usize) -> Reply + Send + Sync + 'static) -> FakeNode {
+        FakeNode::spawn(script, false)
+    }
+
+    /// Starts a node whose script answers everything, `CLUSTER SLOTS` included (a Cluster node).
+    pub fn start_cluster(script: impl Fn(&[Vec<u8>], usize) -> Reply + Send + Sync + 'static) -> FakeNode {
+        FakeNode::spawn(script, true)
+    }
+
+    fn spawn(script: impl Fn(&[Vec<u8>], usize) -> Reply + Send + Sync + 'static, cluster: bool) -> FakeNode {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
         listener.set_nonblocking(true).unwrap();
         let port = listener.local_addr().unwrap().port();
@@ -47,7 +58,7 @@ impl FakeNode {
                     match listener.accept() {
                         Ok((stream, _)) => {
                             let (script, requests, stop) = (script.clone(), requests.clone(), stop.clone());
-                            std::thread::spawn(move || serve(stream, &*script, &requests, &stop));
+                            std::thread::spawn(move || serve(stream, &*script, &requests, &stop, cluster));
                         }
                         Err(_) => std::thread::sleep(Duration::from_millis(5)),
                     }
@@ -81,7 +92,7 @@ impl Drop for FakeNode {
     }
 }
 
-fn serve(stream: TcpStream, script: &Script, requests: &AtomicUsize, stop: &AtomicBool) {
+fn serve(stream: TcpStream, script: &Script, requests: &AtomicUsize, stop: &AtomicBool, cluster: bool) {
     stream.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
     let mut writer = stream.try_clone().unwrap();
     let mut reader = BufReader::new(stream);
@@ -99,13 +110,17 @@ fn serve(stream: TcpStream, script: &Script, requests: &AtomicUsize, stop: &Atom
             Err(e) if e.is_timeout() => continue,
             Err(_) => return, // closed by the client
         };
-        let reply = if args[0].eq_ignore_ascii_case(b"CLUSTER") {
+        let reply = if args[0].eq_ignore_ascii_case(b"CLUSTER") && !cluster {
             Reply::Bytes(b"-ERR This instance has cluster support disabled\r\n".to_vec())
         } else {
             script(&args, requests.fetch_add(1, Ordering::SeqCst))
         };
         let (bytes, close) = match reply {
             Reply::Bytes(b) => (b, false),
+            Reply::Delayed(b, pause) => {
+                std::thread::sleep(pause);
+                (b, false)
+            }
             Reply::BytesThenClose(b) => (b, true),
             Reply::Trickle(b, pause) => {
                 for byte in b {
@@ -121,6 +136,15 @@ fn serve(stream: TcpStream, script: &Script, requests: &AtomicUsize, stop: &Atom
             return;
         }
     }
+}
+
+/// A `CLUSTER SLOTS` reply: each `(first, last, port)` range served by `127.0.0.1:port`.
+pub fn cluster_slots(ranges: &[(u16, u16, u16)]) -> Vec<u8> {
+    let mut out = format!("*{}\r\n", ranges.len()).into_bytes();
+    for (first, last, port) in ranges {
+        out.extend(format!("*3\r\n:{first}\r\n:{last}\r\n*2\r\n$9\r\n127.0.0.1\r\n:{port}\r\n").into_bytes());
+    }
+    out
 }
 
 /// A RESP bulk string.
