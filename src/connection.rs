@@ -199,6 +199,8 @@ impl Connection {
                 deadline: Instant::now() + opts.timeout,
                 armed_for: None,
                 armed_at: Instant::now(),
+                wrote_at: None,
+                heard: false,
             },
         };
         let mut out = Outgoing::default();
@@ -254,7 +256,10 @@ impl Connection {
                     let e = io::Error::new(io::ErrorKind::UnexpectedEof, "connection closed by the server");
                     return Err(Error::io(node, e));
                 }
-                Ok(n) => return Ok(n),
+                Ok(n) => {
+                    timer.heard = true;
+                    return Ok(n);
+                }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(Error::io(node, e)),
             }
@@ -288,7 +293,28 @@ impl Connection {
                 Err(e) => return Err(Error::io(&self.node, e)),
             }
         }
+        self.timer.wrote_at = Some(Instant::now());
+        self.timer.heard = false;
         Ok(())
+    }
+
+    /// How long the node has sent nothing since the last write, if it has sent nothing.
+    pub(crate) fn silent_for(&self) -> Option<Duration> {
+        self.timer.wrote_at.filter(|_| !self.timer.heard).map(|at| at.elapsed())
+    }
+
+    /// What to wait on before reading a reply without blocking on this node: `None` when there is no need to
+    /// wait (bytes are buffered already, or the TLS layer may hold some that polling the socket cannot see).
+    pub(crate) fn wait_fd(&self) -> Option<std::os::fd::BorrowedFd<'_>> {
+        use std::os::fd::AsFd;
+        if self.pos < self.end {
+            return None;
+        }
+        match &self.stream {
+            Stream::Plain(tcp) => Some(tcp.as_fd()),
+            Stream::Unix(unix) => Some(unix.as_fd()),
+            Stream::Tls(_) => None,
+        }
     }
 
     /// Reads more bytes into the buffer, moving what is unread to its front first and growing the buffer when
@@ -551,6 +577,9 @@ struct Timer {
     deadline: Instant,
     armed_for: Option<Instant>,
     armed_at: Instant,
+    /// When the last write ended, and whether any byte has been read since.
+    wrote_at: Option<Instant>,
+    heard: bool,
 }
 
 /// How stale an armed read timeout may get before it is re-armed.

@@ -1,16 +1,18 @@
-//! Nodes that could not be connected to. A worker whose connect to a node failed slowly marks it down; from then on
-//! requests for it fail at once instead of each worker waiting out its own connect (a blackholed address would
-//! cost every worker the whole connect timeout, stalling the healthy nodes' requests of the same batches), and a
-//! background probe reconnects, backing off, until the node answers or leaves the slot map.
+//! Nodes that cannot be used: a worker whose connect to a node failed slowly (a blackholed or hung host), or whose
+//! node sent nothing at all for a long time after a pipeline until its deadline (a stalled server), marks it down.
+//! From then on requests for it fail at once instead of each worker waiting out its own connect or deadline (which
+//! would hold up the healthy nodes' requests of the same batches, and then every worker), and a background probe
+//! reconnects and `PING`s, backing off, until the node answers or leaves the slot map.
 
 use std::collections::HashMap;
 use std::io;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 
-use crate::connection::{ConnectOptions, Connection};
+use crate::connection::{ConnectOptions, Connection, Outgoing};
 use crate::error::Error;
 use crate::topology::Topology;
 
@@ -22,6 +24,8 @@ const MAX_PROBE_PAUSE: Duration = Duration::from_millis(200);
 #[derive(Default)]
 pub(crate) struct Health {
     down: Mutex<HashMap<String, Down>>,
+    /// How many nodes are down: when none (the usual case), `check` takes no lock.
+    count: AtomicUsize,
 }
 
 struct Down {
@@ -32,6 +36,9 @@ struct Down {
 impl Health {
     /// `Err` when `node` is down: the error of its last connect, said to be remembered.
     pub(crate) fn check(&self, node: &str) -> Result<(), Error> {
+        if self.count.load(Ordering::Acquire) == 0 {
+            return Ok(());
+        }
         let down = self.down.lock();
         let Some(d) = down.get(node) else { return Ok(()) };
         Err(Error::Io {
@@ -39,7 +46,7 @@ impl Health {
             source: Arc::new(io::Error::new(
                 io::ErrorKind::NotConnected,
                 format!(
-                    "down for {} ms (last connect: {}); reconnecting in the background",
+                    "marked down {} ms ago ({}); probed in the background",
                     d.since.elapsed().as_millis(),
                     d.error
                 ),
@@ -67,6 +74,7 @@ impl Health {
                 error: error.clone(),
             },
         );
+        self.count.store(down.len(), Ordering::Release);
         drop(down);
         let (health, topology) = (Arc::downgrade(self), Arc::downgrade(topology));
         let (node, opts) = (node.to_string(), opts.clone());
@@ -77,8 +85,14 @@ impl Health {
         if let Err(e) = spawned {
             // Without a probe the node would stay down: leave reconnecting to the workers.
             log::warn!("no probe thread for {node}: {e}");
-            self.down.lock().remove(&node);
+            self.up(&node);
         }
+    }
+
+    fn up(&self, node: &str) {
+        let mut down = self.down.lock();
+        down.remove(node);
+        self.count.store(down.len(), Ordering::Release);
     }
 }
 
@@ -94,14 +108,21 @@ fn probe(health: Weak<Health>, topology: Weak<Topology>, node: String, opts: Con
         };
         if !topology.current().nodes.contains(&node) {
             log::info!("{node} left the slot map; no longer probed");
-            health.down.lock().remove(&node);
+            health.up(&node);
             return;
         }
         drop(topology);
-        match Connection::connect(&node, &opts) {
-            Ok(_) => {
+        match Connection::connect(&node, &opts).and_then(|mut conn| {
+            // A stalled server still accepts connections (the kernel does): it must answer too.
+            let mut out = Outgoing::default();
+            out.push_cmd(&redis::cmd("PING"));
+            conn.set_deadline(Instant::now() + opts.timeout);
+            conn.write(&out)?;
+            conn.read_head().map(|_| ())
+        }) {
+            Ok(()) => {
                 log::info!("{node} answers again");
-                health.down.lock().remove(&node);
+                health.up(&node);
                 return;
             }
             Err(e) => {

@@ -26,6 +26,9 @@ const DELETE_ORPHAN: &str = "if redis.call('GET', KEYS[1]) == ARGV[1] and redis.
 /// A failed connect that took this long marks its node down (see `health`).
 const SLOW_CONNECT: Duration = Duration::from_millis(100);
 
+/// A node that sent nothing at all this long after a pipeline, until its deadline, is marked down.
+const STALLED: Duration = Duration::from_millis(500);
+
 /// First back-off after TRYAGAIN / CLUSTERDOWN / LOADING / MASTERDOWN; doubles per round up to `MAX_BACKOFF`.
 const FIRST_BACKOFF: Duration = Duration::from_millis(10);
 const MAX_BACKOFF: Duration = Duration::from_millis(320);
@@ -139,10 +142,15 @@ impl Worker {
                 run.finish(&unit, Err(err));
             }
             let sent = self.send_all(&mut run, &plan.nodes);
-            for (np, reused) in plan.nodes.iter().zip(sent) {
-                if let Some(reused) = reused {
-                    self.read_replies(&mut run, np, reused);
-                }
+            // Nodes are read in the order their replies arrive, so a stalled node holds up no other node's answers.
+            let mut pending: Vec<(usize, bool)> = sent
+                .iter()
+                .enumerate()
+                .filter_map(|(i, s)| s.map(|reused| (i, reused)))
+                .collect();
+            while !pending.is_empty() {
+                let (i, reused) = pending.swap_remove(self.first_ready(&pending, &plan.nodes, &run));
+                self.read_replies(&mut run, &plan.nodes[i], reused);
             }
             units = std::mem::take(&mut run.next);
             if std::mem::take(&mut run.refresh) {
@@ -207,6 +215,38 @@ impl Worker {
         sent
     }
 
+    /// Which of the `pending` nodes to read first: one whose reply has begun to arrive (waiting for the first
+    /// to do so, until the earliest of their deadlines), else the first.
+    fn first_ready(&self, pending: &[(usize, bool)], nodes: &[NodePlan], run: &Run) -> usize {
+        use rustix::event::{PollFd, PollFlags, Timespec, poll};
+        if pending.len() == 1 {
+            return 0;
+        }
+        let mut fds = Vec::with_capacity(pending.len());
+        for (n, (i, _)) in pending.iter().enumerate() {
+            match self.conns.get(&nodes[*i].node).map(Connection::wait_fd) {
+                Some(Some(fd)) => fds.push(PollFd::from_borrowed_fd(fd, PollFlags::IN)),
+                // Bytes buffered, TLS, or no connection (read_replies handles that): no need to wait.
+                _ => return n,
+            }
+        }
+        let deadline = pending
+            .iter()
+            .flat_map(|(i, _)| nodes[*i].steps.iter().flat_map(|s| &s.units))
+            .map(|u| run.parts[u.part].deadline)
+            .min()
+            .unwrap_or_else(Instant::now);
+        let left = deadline.saturating_duration_since(Instant::now());
+        let timeout = Timespec {
+            tv_sec: left.as_secs() as _,
+            tv_nsec: left.subsec_nanos() as _,
+        };
+        match poll(&mut fds, Some(&timeout)) {
+            Ok(n) if n > 0 => fds.iter().position(|f| !f.revents().is_empty()).unwrap_or(0),
+            _ => 0,
+        }
+    }
+
     /// `WAIT` after this node's pipeline: when replicas are asked for and it holds puts.
     fn wait_after(&self, np: &NodePlan) -> Option<(usize, Duration)> {
         let wait = self.shared.config.wait_replicas?;
@@ -238,6 +278,7 @@ impl Worker {
                 break;
             }
         }
+        let silent = conn.silent_for();
         if let (Some((replicas, _)), None) = (wait, &failed) {
             match conn.read_head() {
                 Ok(Head::Int(acked)) => run.settle_deferred(Ok(acked.max(0) as usize), replicas, &np.node),
@@ -251,6 +292,13 @@ impl Worker {
             // replication was not confirmed included).
             log::warn!("{e}; dropping the connection");
             self.conns.remove(&np.node);
+            // Not a byte for that long: the server is stalled. Mark it down, so that other requests fail at once
+            // instead of each holding a worker until its deadline.
+            if e.is_timeout() && silent.is_some_and(|s| s >= STALLED) {
+                let shared = &self.shared;
+                log::warn!("{} sent nothing for {silent:?}: marked down", np.node);
+                shared.health.mark_down(&np.node, &e, &shared.connect, &shared.topology);
+            }
             let deferred: Vec<Unit> = run
                 .deferred
                 .take()
@@ -269,10 +317,13 @@ impl Worker {
     /// This worker's connection to `node`, opened if needed (within the connect timeout and what is left until
     /// `deadline`); `true` when it was reused. A node marked down fails at once.
     fn conn(&mut self, node: &str, deadline: Instant) -> Result<(&mut Connection, bool)> {
+        if let Err(e) = self.shared.health.check(node) {
+            self.conns.remove(node);
+            return Err(e);
+        }
         let reused = self.conns.contains_key(node);
         if !reused {
             let shared = &self.shared;
-            shared.health.check(node)?;
             let mut opts = shared.connect.clone();
             let left = deadline.saturating_duration_since(Instant::now());
             opts.timeout = opts.timeout.min(left).max(Duration::from_millis(1));

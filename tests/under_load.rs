@@ -156,6 +156,65 @@ fn killed_primary(kind: Kind) {
     assert!(g.last_ok > Some(promoted), "the promoted shard serves again");
 }
 
+/// A primary frozen (SIGSTOP: it accepts connections but answers nothing) under load: its keys time out and
+/// then fail at once (the node is marked down), the other shards' single-key calls are not held up behind it,
+/// and once it is thawed the client uses it again by itself.
+fn frozen_primary(kind: Kind) {
+    // No replica, a long node timeout, and no full coverage required: the Cluster itself does not react.
+    let cluster = Cluster::start_with(
+        kind,
+        3,
+        0,
+        &[
+            "--cluster-node-timeout",
+            "30000",
+            "--cluster-require-full-coverage",
+            "no",
+        ],
+    );
+    let (opts, primaries) = sharded(&cluster, &unique("frozen"));
+    let config = Config::from_url(&cluster.url())
+        .unwrap()
+        .request_timeout(Duration::from_secs(1));
+    let load = Load::start(Arc::new(Client::with_config(config).unwrap()), opts, HANG_BOUND);
+    std::thread::sleep(Duration::from_millis(800));
+    let victim = cluster.nodes.iter().position(|n| n.port == primaries[1]).unwrap();
+    let frozen = load.now();
+    cluster.nodes[victim].freeze();
+    std::thread::sleep(Duration::from_millis(3000));
+    cluster.nodes[victim].thaw();
+    let thawed = load.now();
+    std::thread::sleep(Duration::from_millis(2000));
+    let r = load.finish();
+    assert_sound("frozen primary", &r);
+    let g = &r.groups[1];
+    println!(
+        "{kind:?}: primary frozen at {frozen:?}, thawed at {thawed:?}; its shard: {} errors, last {:?} after the \
+         thaw; slow single calls per shard: {:?}",
+        g.errors,
+        g.last_error.map(|e| e.saturating_sub(thawed)),
+        r.groups.iter().map(|g| g.slow).collect::<Vec<_>>()
+    );
+    assert!(g.errors > 0, "the frozen shard saw no error");
+    assert!(
+        g.last_ok > Some(thawed) && g.last_ok > g.last_error,
+        "never used again after the thaw: {g:?}"
+    );
+    for (i, other) in r.groups.iter().enumerate().filter(|(i, _)| *i != 1) {
+        assert_eq!(
+            other.errors, 0,
+            "shard {i} is healthy but saw errors: {:?}",
+            other.samples
+        );
+        // Only calls caught in the first deadline, before the node is marked down, may wait.
+        assert!(
+            other.slow <= 16,
+            "shard {i}: {} single-key calls over 250 ms",
+            other.slow
+        );
+    }
+}
+
 /// A slot migrated with MIGRATING / IMPORTING / MIGRATE while its keys are read and written: no error, no miss.
 fn slot_migration(kind: Kind) {
     let cluster = Cluster::start(kind, 3, 0);
@@ -308,6 +367,7 @@ fn standalone_restart(kind: Kind) {
 }
 
 per_kind!(
+    frozen_primary,
     manual_failover,
     killed_primary,
     slot_migration,

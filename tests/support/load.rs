@@ -41,6 +41,8 @@ pub struct LoadOptions {
     pub groups: usize,
     /// Pause between rounds, so a load can be light.
     pub pause: Duration,
+    /// A single-key call slower than this is counted in its group's `slow`.
+    pub slow: Duration,
 }
 
 impl LoadOptions {
@@ -55,6 +57,7 @@ impl LoadOptions {
             group: None,
             groups: 1,
             pause: Duration::ZERO,
+            slow: Duration::from_millis(250),
         }
     }
 }
@@ -67,6 +70,8 @@ pub struct GroupReport {
     pub first_error: Option<Duration>,
     pub last_error: Option<Duration>,
     pub last_ok: Option<Duration>,
+    /// Single-key calls of this group that took longer than `LoadOptions::slow`.
+    pub slow: u64,
     /// A few error messages, for the assertion messages.
     pub samples: Vec<String>,
 }
@@ -118,6 +123,7 @@ impl Report {
             mine.first_error = min_opt(mine.first_error, theirs.first_error);
             mine.last_error = mine.last_error.max(theirs.last_error);
             mine.last_ok = mine.last_ok.max(theirs.last_ok);
+            mine.slow += theirs.slow;
             if mine.samples.len() < 5 {
                 mine.samples
                     .extend(theirs.samples.into_iter().take(5 - mine.samples.len()));
@@ -358,6 +364,7 @@ impl ThreadState {
         let t0 = Instant::now();
         let r = self.client.get(&self.keys[i]);
         let (start, took) = self.timed(t0, latencies);
+        self.single(i, took);
         failed |= self.check(i, r, start, took);
         let i = (round * 13 + 5 + self.t) % n;
         let v = self.tried[i] + 1;
@@ -365,6 +372,7 @@ impl ThreadState {
         let t0 = Instant::now();
         let r = self.client.put(&self.keys[i], encode(&self.keys[i], v, self.size(i)));
         let (start, took) = self.timed(t0, latencies);
+        self.single(i, took);
         match r {
             Ok(()) => {
                 self.acked[i] = v;
@@ -388,6 +396,12 @@ impl ThreadState {
             l.push(took.as_micros().min(u32::MAX as u128) as u32);
         }
         (t0.duration_since(self.started), took)
+    }
+
+    fn single(&mut self, i: usize, took: Duration) {
+        if took > self.opts.slow {
+            self.report.groups[self.groups[i]].slow += 1;
+        }
     }
 
     fn ok(&mut self, i: usize, at: Duration, bytes: usize) {
