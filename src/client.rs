@@ -268,6 +268,7 @@ impl Client {
         let queued = self.inner.queues.read().as_ref().map_or(0, Queues::len);
         let mut stats = self.inner.shared.stats.snapshot(queued as u64);
         stats.in_flight_bytes = self.inner.shared.budget.used().1 as u64;
+        stats.nodes_down = self.inner.shared.health.down_nodes();
         stats
     }
 }

@@ -54,18 +54,25 @@ impl Health {
         })
     }
 
-    /// Marks `node` down after a failed connect, and starts its probe unless one runs.
+    /// The nodes down now, sorted.
+    pub(crate) fn down_nodes(&self) -> Vec<String> {
+        let mut nodes: Vec<String> = self.down.lock().keys().cloned().collect();
+        nodes.sort();
+        nodes
+    }
+
+    /// Marks `node` down, and starts its probe unless one runs. Returns whether it was up until now.
     pub(crate) fn mark_down(
         self: &Arc<Self>,
         node: &str,
         error: &Error,
         opts: &ConnectOptions,
         topology: &Arc<Topology>,
-    ) {
+    ) -> bool {
         let mut down = self.down.lock();
         if let Some(d) = down.get_mut(node) {
             d.error = error.clone();
-            return;
+            return false;
         }
         down.insert(
             node.to_string(),
@@ -87,6 +94,7 @@ impl Health {
             log::warn!("no probe thread for {node}: {e}");
             self.up(&node);
         }
+        true
     }
 
     fn up(&self, node: &str) {

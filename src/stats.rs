@@ -45,6 +45,11 @@ pub struct Stats {
     pub round_trips: u64,
     /// Calls refused with [`Error::Overloaded`](crate::Error::Overloaded).
     pub overloads: u64,
+    /// Times a node was marked down (a slow failed connect, or silence past a deadline); see `nodes_down`.
+    pub marked_down: u64,
+    /// Nodes marked down right now, whose keys fail at once while a background probe waits for them to answer
+    /// (a gauge).
+    pub nodes_down: Vec<String>,
     /// Calls waiting in the queues right now (a gauge, not a counter).
     pub queued: u64,
     /// Bytes of the parts queued or in flight right now (a gauge; bounded by `max_queued_bytes`).
@@ -102,6 +107,7 @@ macro_rules! counters {
                     $($name: self.$name.load(Relaxed),)*
                     queued,
                     in_flight_bytes: 0,
+                    nodes_down: Vec::new(),
                     nodes,
                     latency: std::array::from_fn(|i| self.latency[i].summary()),
                 }
@@ -125,7 +131,8 @@ counters!(
     connects,
     timeouts,
     overloads,
-    round_trips
+    round_trips,
+    marked_down
 );
 
 impl Counters {

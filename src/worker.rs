@@ -297,7 +297,9 @@ impl Worker {
             if e.is_timeout() && silent.is_some_and(|s| s >= STALLED) {
                 let shared = &self.shared;
                 log::warn!("{} sent nothing for {silent:?}: marked down", np.node);
-                shared.health.mark_down(&np.node, &e, &shared.connect, &shared.topology);
+                if shared.health.mark_down(&np.node, &e, &shared.connect, &shared.topology) {
+                    Counters::add(&shared.stats.marked_down, 1);
+                }
             }
             let deferred: Vec<Unit> = run
                 .deferred
@@ -336,7 +338,9 @@ impl Worker {
                     // tried again by the next request, so a restarted server is used the moment it is back.
                     if (e.is_io() || e.is_timeout()) && started.elapsed() >= SLOW_CONNECT {
                         log::warn!("{node} is down: {e}");
-                        shared.health.mark_down(node, &e, &shared.connect, &shared.topology);
+                        if shared.health.mark_down(node, &e, &shared.connect, &shared.topology) {
+                            Counters::add(&shared.stats.marked_down, 1);
+                        }
                     }
                     return Err(e);
                 }

@@ -317,6 +317,9 @@ fn a_blackholed_node_does_not_stall_the_others(kind: Kind) {
         sorted[sorted.len() / 2],
         sorted[sorted.len() - 1]
     );
+    let stats = client.stats();
+    assert_eq!(stats.nodes_down, vec![format!("127.0.0.1:{victim}")], "{stats:?}");
+    assert_eq!(stats.marked_down, 1, "marked down once, then probed: {stats:?}");
     // Without the down-marking every call would wait out a connect timeout (1.5 s).
     assert!(slow <= 8, "{slow} calls waited on the blackholed node: {sorted:?}");
     assert!(sorted[sorted.len() / 2] < Duration::from_millis(200), "{sorted:?}");

@@ -176,16 +176,22 @@ fn frozen_primary(kind: Kind) {
     let config = Config::from_url(&cluster.url())
         .unwrap()
         .request_timeout(Duration::from_secs(1));
-    let load = Load::start(Arc::new(Client::with_config(config).unwrap()), opts, HANG_BOUND);
+    let client = Arc::new(Client::with_config(config).unwrap());
+    let load = Load::start(client.clone(), opts, HANG_BOUND);
     std::thread::sleep(Duration::from_millis(800));
     let victim = cluster.nodes.iter().position(|n| n.port == primaries[1]).unwrap();
     let frozen = load.now();
     cluster.nodes[victim].freeze();
     std::thread::sleep(Duration::from_millis(3000));
+    // The operator can see it.
+    let stats = client.stats();
+    assert_eq!(stats.nodes_down, vec![cluster.nodes[victim].addr()], "{stats:?}");
+    assert!(stats.marked_down >= 1);
     cluster.nodes[victim].thaw();
     let thawed = load.now();
     std::thread::sleep(Duration::from_millis(2000));
     let r = load.finish();
+    assert!(client.stats().nodes_down.is_empty(), "still down after the thaw");
     assert_sound("frozen primary", &r);
     let g = &r.groups[1];
     println!(
