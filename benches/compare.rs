@@ -93,6 +93,9 @@ fn ours(url: &str) -> Client {
     if let Some(n) = std::env::var("KV_BATCH_KEYS").ok().and_then(|v| v.parse().ok()) {
         config = config.batch_max_keys(n);
     }
+    if let Some(n) = std::env::var("KV_MGET_MAX_VALUE").ok().and_then(|v| v.parse().ok()) {
+        config = config.mget_max_value_size(n);
+    }
     Client::with_config(config).unwrap()
 }
 
