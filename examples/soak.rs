@@ -107,7 +107,7 @@ fn main() {
         "soak: {} threads for {:?}, fault {:?} at {:?}",
         args.threads, duration, args.fault, fault_at
     );
-    println!("     t      ops/s    MiB/s   p50 us    p99 us  errors  rss MiB");
+    println!("{}", soak::Tick::HEADER);
     let fault_kind = args.fault.clone();
     let fault_url = url.clone();
     let soak = soak::run(
@@ -144,18 +144,7 @@ fn main() {
                 _ => {}
             }
         },
-        |t| {
-            println!(
-                "{:>6.1} {:>10.0} {:>8.1} {:>8} {:>9} {:>7} {:>8}",
-                t.at.as_secs_f64(),
-                t.ops_per_sec,
-                t.mib_per_sec,
-                t.p50_us,
-                t.p99_us,
-                t.errors,
-                t.rss_bytes >> 20
-            )
-        },
+        |t| println!("{}", t.row()),
     );
     let r = &soak.report;
     println!(

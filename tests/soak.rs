@@ -39,18 +39,7 @@ fn short_soak(kind: Kind) {
             std::thread::sleep(Duration::from_millis(300));
             server.restart();
         },
-        |t| {
-            println!(
-                "{kind:?} {:>5.1}s {:>8.0} ops/s {:>7.1} MiB/s p50 {:>6} us p99 {:>7} us errors {:>5} rss {:>4} MiB",
-                t.at.as_secs_f64(),
-                t.ops_per_sec,
-                t.mib_per_sec,
-                t.p50_us,
-                t.p99_us,
-                t.errors,
-                t.rss_bytes >> 20
-            )
-        },
+        |t| println!("{kind:?} {}", t.row()),
     );
     let r = &soak.report;
     let growth = soak.rss_growth_after(WARMUP);

@@ -24,6 +24,25 @@ pub struct Tick {
     pub rss_bytes: u64,
 }
 
+impl Tick {
+    /// The column headings of `row`.
+    pub const HEADER: &'static str = "     t      ops/s    MiB/s   p50 us    p99 us  errors  rss MiB";
+
+    /// One line under `HEADER`.
+    pub fn row(&self) -> String {
+        format!(
+            "{:>6.1} {:>10.0} {:>8.1} {:>8} {:>9} {:>7} {:>8}",
+            self.at.as_secs_f64(),
+            self.ops_per_sec,
+            self.mib_per_sec,
+            self.p50_us,
+            self.p99_us,
+            self.errors,
+            self.rss_bytes >> 20
+        )
+    }
+}
+
 /// What a soak run saw.
 pub struct Soak {
     pub report: Report,
