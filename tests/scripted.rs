@@ -142,3 +142,48 @@ fn a_trickling_reply_cannot_stretch_the_deadline() {
         started.elapsed()
     );
 }
+
+#[test]
+fn loading_and_masterdown_are_waited_out() {
+    let node = FakeNode::start(|args, n| match (args[0].as_slice(), n) {
+        (b"GET", 0 | 1) => Reply::Bytes(b"-LOADING Redis is loading the dataset in memory\r\n".to_vec()),
+        (b"GET", 2) => Reply::Bytes(
+            b"-MASTERDOWN Link with MASTER is down and replica-serve-stale-data is set to 'no'.\r\n".to_vec(),
+        ),
+        (b"GET", _) => Reply::Bytes(bulk(b"loaded")),
+        _ => Reply::Bytes(b"-ERR unexpected\r\n".to_vec()),
+    });
+    let c = client(&node, 20);
+    assert_eq!(c.get("k").unwrap().as_deref(), Some(&b"loaded"[..]));
+    assert_eq!((node.count(), c.stats().retries), (4, 3));
+}
+
+#[test]
+fn a_cluster_that_stays_down_fails_at_the_deadline() {
+    let node = FakeNode::start(|_, _| Reply::Bytes(b"-CLUSTERDOWN The cluster is down\r\n".to_vec()));
+    let config = Config::from_url(&node.url())
+        .unwrap()
+        .workers(1)
+        .request_timeout(Duration::from_millis(800));
+    let c = Client::with_config(config).unwrap();
+    let started = Instant::now();
+    let err = c.get("k").unwrap_err();
+    let took = started.elapsed();
+    // Retried with growing back-offs (10, 20, 40, 80, 160, 320 ms ...) until the deadline ended it.
+    assert!(err.is_timeout(), "{err:?}");
+    assert!(
+        took >= Duration::from_millis(700) && took < Duration::from_millis(1500),
+        "took {took:?}"
+    );
+    assert!((5..=8).contains(&node.count()), "{} attempts", node.count());
+    // Nothing is left in a bad state: the next call is answered (the same refusal, again within its deadline).
+    let started = Instant::now();
+    assert!(
+        c.call()
+            .timeout(Duration::from_millis(100))
+            .get("k")
+            .unwrap_err()
+            .is_timeout()
+    );
+    assert!(started.elapsed() < Duration::from_millis(500));
+}
