@@ -407,7 +407,11 @@ fn clean_up(ctx: &mut Ctx, shards: &[kvcache_redis::Shard]) -> Result<String, St
     for shard in shards {
         let mut conn = ctx.client.connect_node(&shard.primary).map_err(e)?;
         let mut found = 0;
-        crate::inspect::scan(&mut conn, &pattern, 10_000_000, |keys| found += keys.len()).map_err(e)?;
+        crate::inspect::scan(&mut conn, &pattern, 10_000_000, |_, keys| {
+            found += keys.len();
+            Ok(())
+        })
+        .map_err(e)?;
         if found > 0 {
             return Err(format!("{found} keys of this run left on {}", shard.primary));
         }

@@ -30,12 +30,13 @@ pub struct Args {
     yes: bool,
 }
 
-/// Iterates `SCAN MATCH pattern TYPE string` over one node, calling `page` with each page of keys, up to `max`.
+/// Iterates `SCAN MATCH pattern TYPE string` over one node, calling `page` with the connection and each page of
+/// keys as it comes (so memory stays at one page), up to `max` keys.
 pub fn scan(
     conn: &mut NodeConnection,
     pattern: &str,
     max: usize,
-    mut page: impl FnMut(Vec<Vec<u8>>),
+    mut page: impl FnMut(&mut NodeConnection, Vec<Vec<u8>>) -> Result<(), Error>,
 ) -> Result<usize, Error> {
     let (mut cursor, mut seen) = ("0".to_string(), 0);
     loop {
@@ -63,7 +64,7 @@ pub fn scan(
             .unwrap_or_default();
         seen += keys.len();
         if !keys.is_empty() {
-            page(keys);
+            page(conn, keys)?;
         }
         if cursor == "0" || seen >= max {
             return Ok(seen);
@@ -156,10 +157,7 @@ pub fn run(args: Args) -> Result<ExitCode, Failure> {
         let mut conn = client
             .connect_node(&shard.primary)
             .map_err(|e| describe(&shard.primary, &e))?;
-        let mut pages = Vec::new();
-        scanned += scan(&mut conn, &args.pattern, args.max_keys, |keys| pages.push(keys))
-            .map_err(|e| describe(&shard.primary, &e))?;
-        for keys in pages {
+        scanned += scan(&mut conn, &args.pattern, args.max_keys, |conn, keys| {
             let commands: Vec<Vec<Vec<u8>>> = keys
                 .iter()
                 .flat_map(|k| {
@@ -170,7 +168,7 @@ pub fn run(args: Args) -> Result<ExitCode, Failure> {
                     ]
                 })
                 .collect();
-            let replies = conn.pipeline(&commands).map_err(|e| describe(&shard.primary, &e))?;
+            let replies = conn.pipeline(&commands)?;
             for (key, r) in keys.into_iter().zip(replies.chunks(3)) {
                 let len = r[0].as_int().unwrap_or(0).max(0) as u64;
                 let pttl = r[1].as_int().unwrap_or(-1);
@@ -203,7 +201,9 @@ pub fn run(args: Args) -> Result<ExitCode, Failure> {
                 }
                 ttls[ttl_bucket(pttl)] += 1;
             }
-        }
+            Ok(())
+        })
+        .map_err(|e| describe(&shard.primary, &e))?;
     }
     let mut orphans: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
     let mut incomplete = 0u64;
