@@ -79,6 +79,28 @@ fn check_passes_and_cleans_up(kind: Kind) {
     }
     // Only the key that was there before is left, unchanged.
     assert_eq!(dbsize(&server), 1);
+    // Bounded and evicting: no warning. Bounded but refusing writes when full: a warning that says so.
+    let mut admin = server.admin();
+    redis::cmd("CONFIG")
+        .arg(&["SET", "maxmemory", "500mb"])
+        .exec(&mut admin)
+        .unwrap();
+    redis::cmd("CONFIG")
+        .arg(&["SET", "maxmemory-policy", "allkeys-lru"])
+        .exec(&mut admin)
+        .unwrap();
+    let text = stdout(&tool(&["check", &server.url()], None));
+    assert!(text.contains("11 passed, 0 failed, 0 warnings"), "{text}");
+    assert!(text.contains("maxmemory 524288000 bytes, policy allkeys-lru"), "{text}");
+    redis::cmd("CONFIG")
+        .arg(&["SET", "maxmemory-policy", "noeviction"])
+        .exec(&mut admin)
+        .unwrap();
+    let text = stdout(&tool(&["check", &server.url()], None));
+    assert!(
+        text.lines().any(|l| l.starts_with("WARN") && l.contains("noeviction")),
+        "{text}"
+    );
     let v: String = redis::cmd("GET").arg("outside:key").query(&mut server.admin()).unwrap();
     assert_eq!(v, "untouched");
 }

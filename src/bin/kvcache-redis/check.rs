@@ -117,6 +117,7 @@ pub fn run(args: Args) -> Result<ExitCode, Failure> {
         Err(format!("only {covered} of {} slots are served", kvcache_redis::SLOTS))
     };
     failed += report("slot coverage", coverage);
+    let warnings = memory_policy(&ctx.client, &shards);
     for (name, step) in STEPS {
         if crate::interrupted() {
             failed += report(name, Err("not run: interrupted".into()));
@@ -125,8 +126,63 @@ pub fn run(args: Args) -> Result<ExitCode, Failure> {
         failed += report(name, step(&mut ctx));
     }
     failed += report("clean-up", clean_up(&mut ctx, &shards));
-    say!("{} passed, {failed} failed", STEPS.len() + 2 - failed);
+    say!(
+        "{} passed, {failed} failed, {warnings} warning{}",
+        STEPS.len() + 2 - failed,
+        if warnings == 1 { "" } else { "s" }
+    );
     Ok(exit(failed > 0))
+}
+
+/// Whether each primary will evict when full, as a cache must: `maxmemory` set and an eviction policy. Only
+/// warns (the exit code is for the contract); returns the number of warnings.
+fn memory_policy(client: &Client, shards: &[kvcache_redis::Shard]) -> usize {
+    let mut warnings = 0;
+    for shard in shards {
+        let got = client.connect_node(&shard.primary).and_then(|mut c| {
+            let replies = c.pipeline(&[["CONFIG", "GET", "maxmemory"], ["CONFIG", "GET", "maxmemory-policy"]])?;
+            let value = |r: &kvcache_redis::Reply| {
+                r.items()
+                    .get(1)
+                    .and_then(|v| v.as_bytes())
+                    .map(|v| String::from_utf8_lossy(v).into_owned())
+            };
+            match (&replies[0], &replies[1]) {
+                (kvcache_redis::Reply::Error { code, detail }, _)
+                | (_, kvcache_redis::Reply::Error { code, detail }) => Err(kvcache_redis::Error::Server {
+                    node: shard.primary.clone(),
+                    code: code.clone(),
+                    detail: detail.clone(),
+                }),
+                (a, b) => Ok((value(a).unwrap_or_default(), value(b).unwrap_or_default())),
+            }
+        });
+        let warning = match got {
+            Ok((max, policy)) if max == "0" => Some(format!(
+                "maxmemory is 0 (unlimited): the cache grows until the host runs out of memory; set maxmemory and \
+                 an eviction policy (policy now: {policy})"
+            )),
+            Ok((_, policy)) if policy == "noeviction" => Some(
+                "maxmemory-policy is noeviction: once full, every put fails with OOM instead of evicting old \
+                 chunks (allkeys-lru suits a KV cache)"
+                    .to_string(),
+            ),
+            Ok((max, policy)) => {
+                say!(
+                    "INFO  {:<26} {}: maxmemory {max} bytes, policy {policy}",
+                    "memory policy",
+                    shard.primary
+                );
+                None
+            }
+            Err(e) => Some(format!("could not read the memory settings ({e})")),
+        };
+        if let Some(w) = warning {
+            say!("WARN  {:<26} {}: {w}", "memory policy", shard.primary);
+            warnings += 1;
+        }
+    }
+    warnings
 }
 
 fn report(name: &str, result: Result<String, String>) -> usize {
