@@ -11,6 +11,7 @@ use redis::Value;
 use crate::client::Client;
 use crate::connection::{Connection, Outgoing};
 use crate::error::{Error, Result};
+use crate::topology::{SlotRange, parse_cluster_slots};
 
 /// A reply to an admin command.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -205,8 +206,12 @@ impl Client {
                 }
             };
             return if self.is_cluster() {
-                let slots = conn.query(&["CLUSTER", "SLOTS"])?.into_result(node)?;
-                Ok(shards_from_cluster_slots(&slots))
+                let mut out = Outgoing::default();
+                out.push_cmd(redis::cmd("CLUSTER").arg("SLOTS"));
+                conn.conn.set_deadline(Instant::now() + conn.timeout);
+                conn.conn.write(&out)?;
+                let reply = conn.conn.read_value()?;
+                Ok(shards_by_primary(parse_cluster_slots(&reply, node)?))
             } else {
                 let info = conn.query(&["INFO", "replication"])?.into_result(node)?;
                 let text = String::from_utf8_lossy(info.as_bytes().unwrap_or_default()).into_owned();
@@ -221,37 +226,23 @@ impl Client {
     }
 }
 
-fn node_of(entry: &Reply) -> Option<String> {
-    let f = entry.items();
-    let host = String::from_utf8_lossy(f.first()?.as_bytes()?).into_owned();
-    Some(format!("{host}:{}", f.get(1)?.as_int()?))
-}
-
-fn shards_from_cluster_slots(reply: &Reply) -> Vec<Shard> {
+/// The ranges of a `CLUSTER SLOTS` reply, grouped by primary, in slot order.
+fn shards_by_primary(ranges: Vec<SlotRange>) -> Vec<Shard> {
     let mut shards: Vec<Shard> = Vec::new();
-    for range in reply.items() {
-        let f = range.items();
-        let (Some(start), Some(end)) = (f.first().and_then(Reply::as_int), f.get(1).and_then(Reply::as_int)) else {
-            continue;
-        };
-        let Some(primary) = f.get(2).and_then(node_of) else {
-            continue;
-        };
-        let replicas: Vec<String> = f.iter().skip(3).filter_map(node_of).collect();
-        let slots = start as u16..=end as u16;
-        match shards.iter_mut().find(|s| s.primary == primary) {
+    for range in ranges {
+        match shards.iter_mut().find(|s| s.primary == range.primary) {
             Some(s) => {
-                s.slots.push(slots);
-                for r in replicas {
+                s.slots.push(range.slots);
+                for r in range.replicas {
                     if !s.replicas.contains(&r) {
                         s.replicas.push(r);
                     }
                 }
             }
             None => shards.push(Shard {
-                slots: vec![slots],
-                primary,
-                replicas,
+                slots: vec![range.slots],
+                primary: range.primary,
+                replicas: range.replicas,
             }),
         }
     }
@@ -290,19 +281,18 @@ mod tests {
 
     #[test]
     fn groups_cluster_slots_by_primary() {
-        let node =
-            |h: &str, p: i64| Reply::Array(vec![Reply::Data(h.into()), Reply::Int(p), Reply::Data(b"id".to_vec())]);
-        let range = |a: i64, b: i64, nodes: Vec<Reply>| {
-            let mut f = vec![Reply::Int(a), Reply::Int(b)];
+        let node = |h: &str, p: i64| Value::Array(vec![Value::BulkString(h.into()), Value::Int(p), Value::Nil]);
+        let range = |a: i64, b: i64, nodes: Vec<Value>| {
+            let mut f = vec![Value::Int(a), Value::Int(b)];
             f.extend(nodes);
-            Reply::Array(f)
+            Value::Array(f)
         };
-        let reply = Reply::Array(vec![
+        let reply = Value::Array(vec![
             range(100, 200, vec![node("h", 2)]),
             range(0, 99, vec![node("h", 1), node("h", 4)]),
             range(201, 16383, vec![node("h", 1), node("h", 4)]),
         ]);
-        let shards = shards_from_cluster_slots(&reply);
+        let shards = shards_by_primary(parse_cluster_slots(&reply, "h:1").unwrap());
         assert_eq!(shards.len(), 2);
         assert_eq!(shards[0].primary, "h:1");
         assert_eq!(shards[0].slots, vec![0..=99, 201..=16383]);

@@ -73,45 +73,15 @@ impl SlotMap {
         map
     }
 
-    /// Builds the map from a `CLUSTER SLOTS` reply; `asked` is the node that gave it (its host stands in for
-    /// endpoints the server does not know).
+    /// Builds the map from a `CLUSTER SLOTS` reply; `asked` is the node that gave it.
     pub(crate) fn from_cluster_slots(reply: &Value, asked: &str) -> Result<SlotMap> {
-        let bad = |why: &str| Error::Topology(format!("bad CLUSTER SLOTS reply from {asked}: {why}"));
-        let Value::Array(ranges) = reply else {
-            return Err(bad("not an array"));
-        };
         let mut map = SlotMap {
             nodes: Vec::new(),
             slots: vec![UNOWNED; SLOTS as usize],
         };
-        let asked_host = asked.rsplit_once(':').map_or(asked, |(h, _)| h);
-        for range in ranges {
-            let Value::Array(fields) = range else {
-                return Err(bad("range is not an array"));
-            };
-            let (Some(Value::Int(start)), Some(Value::Int(end)), Some(Value::Array(primary))) =
-                (fields.first(), fields.get(1), fields.get(2))
-            else {
-                return Err(bad("range without start, end and primary"));
-            };
-            let host = match primary.first() {
-                Some(Value::BulkString(h)) if !h.is_empty() && h != b"?" => String::from_utf8_lossy(h).into_owned(),
-                Some(Value::BulkString(_)) | Some(Value::Nil) => asked_host.to_string(),
-                _ => return Err(bad("primary without host")),
-            };
-            let Some(Value::Int(port)) = primary.get(1) else {
-                return Err(bad("primary without port"));
-            };
-            let host = if host.contains(':') && !host.starts_with('[') {
-                format!("[{host}]")
-            } else {
-                host
-            };
-            let node = map.node_index(&format!("{host}:{port}"));
-            if !(0..SLOTS as i64).contains(start) || !(*start..SLOTS as i64).contains(end) {
-                return Err(bad("slot range out of bounds"));
-            }
-            for s in *start..=*end {
+        for range in parse_cluster_slots(reply, asked)? {
+            let node = map.node_index(&range.primary);
+            for s in range.slots {
                 map.slots[s as usize] = node as u16;
             }
         }
@@ -122,6 +92,65 @@ impl SlotMap {
         }
         Ok(map)
     }
+}
+
+/// One range of a `CLUSTER SLOTS` reply.
+pub(crate) struct SlotRange {
+    pub(crate) slots: std::ops::RangeInclusive<u16>,
+    /// `host:port` of its primary.
+    pub(crate) primary: String,
+    /// `host:port` of its replicas.
+    pub(crate) replicas: Vec<String>,
+}
+
+/// Reads a `CLUSTER SLOTS` reply; `asked` is the node that gave it (its host stands in for endpoints the server
+/// does not know).
+pub(crate) fn parse_cluster_slots(reply: &Value, asked: &str) -> Result<Vec<SlotRange>> {
+    let bad = |why: &str| Error::Topology(format!("bad CLUSTER SLOTS reply from {asked}: {why}"));
+    let Value::Array(ranges) = reply else {
+        return Err(bad("not an array"));
+    };
+    let asked_host = asked.rsplit_once(':').map_or(asked, |(h, _)| h);
+    // `host:port` of one node entry (`[host, port, id, ...]`).
+    let endpoint = |entry: &Value| -> Result<String> {
+        let Value::Array(fields) = entry else {
+            return Err(bad("node is not an array"));
+        };
+        let host = match fields.first() {
+            Some(Value::BulkString(h)) if !h.is_empty() && h != b"?" => String::from_utf8_lossy(h).into_owned(),
+            Some(Value::BulkString(_)) | Some(Value::Nil) => asked_host.to_string(),
+            _ => return Err(bad("node without host")),
+        };
+        let Some(Value::Int(port)) = fields.get(1) else {
+            return Err(bad("node without port"));
+        };
+        let host = if host.contains(':') && !host.starts_with('[') {
+            format!("[{host}]")
+        } else {
+            host
+        };
+        Ok(format!("{host}:{port}"))
+    };
+    let mut out = Vec::with_capacity(ranges.len());
+    for range in ranges {
+        let Value::Array(fields) = range else {
+            return Err(bad("range is not an array"));
+        };
+        let (Some(Value::Int(start)), Some(Value::Int(end)), Some(primary)) =
+            (fields.first(), fields.get(1), fields.get(2))
+        else {
+            return Err(bad("range without start, end and primary"));
+        };
+        if !(0..SLOTS as i64).contains(start) || !(*start..SLOTS as i64).contains(end) {
+            return Err(bad("slot range out of bounds"));
+        }
+        out.push(SlotRange {
+            slots: *start as u16..=*end as u16,
+            primary: endpoint(primary)?,
+            replicas: fields[3..].iter().map(endpoint).collect::<Result<_>>()?,
+        });
+    }
+    Ok(out)
 }
 
 /// A redirect or transient refusal that a retry may cure.
@@ -343,6 +372,9 @@ mod tests {
         ]);
         let map = SlotMap::from_cluster_slots(&reply, "10.0.0.9:7001").unwrap();
         assert_eq!(map.nodes, vec!["127.0.0.1:7000", "10.0.0.9:7001"]);
+        let ranges = parse_cluster_slots(&reply, "10.0.0.9:7001").unwrap();
+        assert_eq!(ranges[0].replicas, vec!["127.0.0.1:7003"]);
+        assert_eq!((ranges[1].slots.clone(), ranges[1].replicas.len()), (8192..=16383, 0));
         let key_low = (0u32..)
             .map(|i| i.to_string())
             .find(|k| Slot::of(k.as_bytes()).get() < 8192)
