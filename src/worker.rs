@@ -247,6 +247,14 @@ impl Worker {
         }
     }
 
+    /// Marks `node` down after `e` (see `health`), counting it the first time.
+    fn mark_down(&self, node: &str, e: &Error) {
+        let shared = &self.shared;
+        if shared.health.mark_down(node, e, &shared.connect, &shared.topology) {
+            Counters::add(&shared.stats.marked_down, 1);
+        }
+    }
+
     /// `WAIT` after this node's pipeline: when replicas are asked for and it holds puts.
     fn wait_after(&self, np: &NodePlan) -> Option<(usize, Duration)> {
         let wait = self.shared.config.wait_replicas?;
@@ -295,11 +303,8 @@ impl Worker {
             // Not a byte for that long: the server is stalled. Mark it down, so that other requests fail at once
             // instead of each holding a worker until its deadline.
             if e.is_timeout() && silent.is_some_and(|s| s >= STALLED) {
-                let shared = &self.shared;
                 log::warn!("{} sent nothing for {silent:?}: marked down", np.node);
-                if shared.health.mark_down(&np.node, &e, &shared.connect, &shared.topology) {
-                    Counters::add(&shared.stats.marked_down, 1);
-                }
+                self.mark_down(&np.node, &e);
             }
             let deferred: Vec<Unit> = run
                 .deferred
@@ -338,9 +343,7 @@ impl Worker {
                     // tried again by the next request, so a restarted server is used the moment it is back.
                     if (e.is_io() || e.is_timeout()) && started.elapsed() >= SLOW_CONNECT {
                         log::warn!("{node} is down: {e}");
-                        if shared.health.mark_down(node, &e, &shared.connect, &shared.topology) {
-                            Counters::add(&shared.stats.marked_down, 1);
-                        }
+                        self.mark_down(node, &e);
                     }
                     return Err(e);
                 }
@@ -437,25 +440,22 @@ fn read_step(conn: &mut Connection, run: &mut Run, step: &Step, node: &str) -> R
                     run.settle(unit, reply, node);
                 }
             }
-            Head::Error(e) if step.units.len() > 1 && e.code == "TRYAGAIN" => {
-                // Some of the slot's keys have migrated and some not: one GET each is answered at once (a value,
-                // or ASK to where the key went), where the MGET would only be refused again until the end.
-                Counters::add(&run.shared.stats.retries, 1);
-                run.next.extend(step.units.iter().map(|u| Unit {
-                    alone: true,
-                    retries: u.retries + 1,
-                    ..u.clone()
-                }));
-            }
-            Head::Error(e) if step.units.len() > 1 && Redirect::parse(&e.code, &e.detail).is_none() => {
-                // One bad key (e.g. NOPERM) fails a whole MGET: read its keys one by one to fail only that key.
+            Head::Error(e)
+                if step.units.len() > 1 && (e.code == "TRYAGAIN" || Redirect::parse(&e.code, &e.detail).is_none()) =>
+            {
+                // An MGET refused as a whole is read key by key: one bad key (e.g. NOPERM) then fails alone, and
+                // in a half-migrated slot (TRYAGAIN) each GET is answered at once, a value or ASK to where the key
+                // went, where the MGET would only be refused again until the migration ends.
                 log::debug!(
-                    "{node}: MGET of {} keys failed ({}); reading them one by one",
+                    "{node}: MGET of {} keys refused ({}); reading them one by one",
                     step.units.len(),
                     e.code
                 );
+                let retry = usize::from(e.code == "TRYAGAIN");
+                Counters::add(&run.shared.stats.retries, retry as u64);
                 run.next.extend(step.units.iter().map(|u| Unit {
                     alone: true,
+                    retries: u.retries + retry,
                     ..u.clone()
                 }));
             }
