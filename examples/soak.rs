@@ -176,11 +176,11 @@ fn main() {
     // Remove this run's keys when running against someone else's server.
     if args.url.is_some() {
         let keys_per_thread = load::LoadOptions::new("").keys_per_thread;
-        for t in 0..args.threads {
-            for i in 0..keys_per_thread {
-                let _ = client.remove(format!("{prefix}t{t}:k{i}"));
-            }
-        }
+        let keys: Vec<String> = (0..args.threads)
+            .flat_map(|t| (0..keys_per_thread).map(move |i| (t, i)))
+            .map(|(t, i)| format!("{prefix}t{t}:k{i}"))
+            .collect();
+        let _ = client.batched_remove(&keys);
     }
     drop(local);
     if r.wrong > 0 || r.hung > 0 {

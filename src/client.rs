@@ -210,6 +210,12 @@ impl Client {
         self.call().remove(key)
     }
 
+    /// Deletes every key in one pipeline per node; one result per key, in order: `true` when it existed (a key
+    /// given twice is deleted by the first). Priority [`Priority::Put`].
+    pub fn batched_remove<K: AsRef<[u8]>>(&self, keys: &[K]) -> Result<Vec<Result<bool>>> {
+        self.call().batched_remove(keys)
+    }
+
     /// One result per key, in the order of `keys`: `Ok(Some(value))`, `Ok(None)` when missing, or the key's
     /// error. Duplicate keys are each answered. Priority [`Priority::Get`].
     pub fn batched_get<K: AsRef<[u8]>>(&self, keys: &[K]) -> Result<Vec<Result<Option<Bytes>>>> {
@@ -339,12 +345,16 @@ impl Call<'_> {
 
     /// See [`Client::remove`].
     pub fn remove(self, key: impl AsRef<[u8]>) -> Result<bool> {
-        let replies = self.run(Kind::Del, Priority::Put, to_keys(&[key]), Vec::new())?;
-        replies
+        self.batched_remove(&[key])?.pop().expect("one key, one result")
+    }
+
+    /// See [`Client::batched_remove`].
+    pub fn batched_remove<K: AsRef<[u8]>>(self, keys: &[K]) -> Result<Vec<Result<bool>>> {
+        let replies = self.run(Kind::Del, Priority::Put, to_keys(keys), Vec::new())?;
+        Ok(replies
             .into_iter()
-            .next()
-            .expect("one key, one result")
-            .map(|r| r == KeyReply::Flag(true))
+            .map(|r| r.map(|r| r == KeyReply::Flag(true)))
+            .collect())
     }
 
     /// Deletes each `metas[i]` only if it still holds `values[i]` and `kvs[i]` does not exist (split-layout

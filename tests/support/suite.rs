@@ -70,6 +70,14 @@ pub fn batched_get_is_positional(client: &Client) {
     for (i, r) in all.into_iter().enumerate() {
         assert_eq!(r.unwrap().as_deref(), Some(&values[i][..]), "key {i}");
     }
+    // Removed in one call, positionally: present keys true, the missing one false, and they are gone.
+    let removed = client.batched_remove(&ask[..3]).unwrap();
+    let removed: Vec<bool> = removed.into_iter().map(Result::unwrap).collect();
+    assert_eq!(removed, vec![true, false, true]);
+    let got = client.batched_get(&[&keys[3], &keys[0], &keys[1]]).unwrap();
+    let got: Vec<bool> = got.into_iter().map(|r| r.unwrap().is_some()).collect();
+    assert_eq!(got, vec![false, false, true]);
+    assert!(client.batched_remove::<&str>(&[]).unwrap().is_empty());
 }
 
 pub fn prefix_calls_stop_at_the_first_miss(client: &Client) {

@@ -316,20 +316,20 @@ pub fn run(args: Args) -> Result<ExitCode, Failure> {
     // Clean up.
     let mut removed = 0;
     if !args.keep {
-        for key in keys.iter() {
-            let names = match layout {
+        let names: Vec<String> = keys
+            .iter()
+            .flat_map(|key| match layout {
                 Layout::Split { naming } => {
                     let (kv, meta) = store.split_keys(key, naming);
                     vec![kv, meta]
                 }
                 _ => vec![store.store_key(key)],
-            };
-            for name in names {
-                if client.remove(&name).unwrap_or(false) {
-                    removed += 1;
-                }
-            }
-        }
+            })
+            .collect();
+        let results = client
+            .batched_remove(&names)
+            .map_err(|e| describe(&target.redacted(), &e))?;
+        removed = results.into_iter().filter(|r| matches!(r, Ok(true))).count();
     }
 
     let c = &counters;

@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use kvcache_redis::{ChunkKey, ChunkStore, Client, Dtype, Layout, Priority, Slot, SplitNaming};
 
-use crate::target::{Failure, Target, exit, human, run_namespace};
+use crate::target::{Failure, Target, exit, human, plural_y, run_namespace};
 
 /// Arguments of `check`.
 #[derive(clap::Args, Debug)]
@@ -84,7 +84,7 @@ pub fn run(args: Args) -> Result<ExitCode, Failure> {
     say!(
         "topology  {} primar{}, {} replica(s), {covered}/{} slots covered",
         shards.len(),
-        if shards.len() == 1 { "y" } else { "ies" },
+        plural_y(shards.len()),
         shards.iter().map(|s| s.replicas.len()).sum::<usize>(),
         kvcache_redis::SLOTS
     );
@@ -269,10 +269,6 @@ fn batched_mget(ctx: &mut Ctx) -> Result<String, String> {
     ))
 }
 
-fn plural_y(n: usize) -> &'static str {
-    if n == 1 { "y" } else { "ies" }
-}
-
 fn check_all_ok(results: Vec<kvcache_redis::Result<()>>) -> Result<(), String> {
     for (i, r) in results.into_iter().enumerate() {
         r.map_err(|err| format!("put {i}: {err}"))?;
@@ -453,10 +449,8 @@ fn speed(ctx: &mut Ctx) -> Result<String, String> {
 
 fn clean_up(ctx: &mut Ctx, shards: &[kvcache_redis::Shard]) -> Result<String, String> {
     let mut removed = 0;
-    for key in &ctx.written {
-        if ctx.client.remove(key).map_err(e)? {
-            removed += 1;
-        }
+    for r in ctx.client.batched_remove(&ctx.written).map_err(e)? {
+        removed += usize::from(r.map_err(e)?);
     }
     // Nothing of this run may be left on any primary.
     let pattern = format!("{}*", glob_escape(&ctx.ns));

@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use bytes::Bytes;
 use kvcache_redis::{ChunkKey, Error, NodeConnection, Slot, SplitNaming};
 
-use crate::target::{Failure, Target, describe, exit, human};
+use crate::target::{Failure, Target, describe, exit, human, plural_y};
 
 /// Arguments of `inspect`.
 #[derive(clap::Args, Debug)]
@@ -147,7 +147,7 @@ pub fn run(args: Args) -> Result<ExitCode, Failure> {
         target.redacted(),
         if client.is_cluster() { "cluster" } else { "standalone" },
         shards.len(),
-        if shards.len() == 1 { "y" } else { "ies" }
+        plural_y(shards.len())
     );
     let mut models: BTreeMap<String, ModelStats> = BTreeMap::new();
     let mut ttls = [0u64; 5];

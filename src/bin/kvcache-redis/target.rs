@@ -177,6 +177,11 @@ pub fn human(bytes: u64) -> String {
     }
 }
 
+/// The ending of "primar_" for `n` of them.
+pub fn plural_y(n: usize) -> &'static str {
+    if n == 1 { "y" } else { "ies" }
+}
+
 /// A key prefix of this run alone.
 pub fn run_namespace(tool: &str) -> String {
     let nanos = std::time::SystemTime::now()
