@@ -170,6 +170,12 @@ impl Connection {
         let mut last = io::Error::new(io::ErrorKind::NotFound, "address resolved to nothing");
         for addr in addrs {
             match TcpStream::connect_timeout(&addr, opts.timeout) {
+                // A connect to a local port nobody listens on can pick that very port as its source and connect
+                // to itself (TCP simultaneous open): it would read its own commands back as replies, and hold the
+                // port a restarting server needs. Treated as the refusal it stands for.
+                Ok(tcp) if tcp.local_addr().ok() == Some(addr) => {
+                    last = io::Error::new(io::ErrorKind::ConnectionRefused, "connected to itself: nothing listens");
+                }
                 Ok(tcp) => {
                     tcp.set_nodelay(true).map_err(|e| Error::io(node, e))?;
                     // The TLS handshake is bounded by the connect timeout too.

@@ -58,12 +58,19 @@ impl Kind {
     }
 }
 
-/// A free port `p` on 127.0.0.1 whose cluster bus port `p + 10000` is free too.
+/// A free port `p` on 127.0.0.1 whose cluster bus port `p + 10000` is free too. Both lie below the kernel's
+/// ephemeral range, so no outgoing connection (a client's, or one of ours connecting to a server that is down) can
+/// take the port while a test restarts its server.
 pub fn free_port() -> u16 {
     static NEXT: AtomicU32 = AtomicU32::new(0);
+    let ephemeral_low: u32 = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse().ok())
+        .unwrap_or(32768);
+    let span = ephemeral_low.saturating_sub(20000).max(1000);
     let seed = std::process::id() * 7919 + NEXT.fetch_add(1, Ordering::Relaxed) * 104_729;
     for i in 0..2000u32 {
-        let port = 20000 + ((seed + i * 7) % 25000) as u16;
+        let port = 10000 + ((seed + i * 7) % span) as u16;
         let free = |p: u16| TcpListener::bind(("127.0.0.1", p)).is_ok();
         if free(port) && free(port + 10000) {
             return port;
