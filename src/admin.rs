@@ -9,8 +9,10 @@ use bytes::Bytes;
 use redis::Value;
 
 use crate::client::Client;
-use crate::connection::{Connection, Outgoing};
+use crate::connection::Connection;
 use crate::error::{Error, Result};
+use crate::reader::{Expect, Reply as ReadReply};
+use crate::resp::Outgoing;
 use crate::topology::{SlotRange, parse_cluster_slots};
 
 /// A reply to an admin command.
@@ -121,21 +123,21 @@ impl NodeConnection {
     pub fn pipeline<A: AsRef<[u8]>, C: AsRef<[A]>>(&mut self, commands: &[C]) -> Result<Vec<Reply>> {
         let mut out = Outgoing::default();
         for args in commands {
-            let args = args.as_ref();
-            let Some((name, rest)) = args.split_first() else {
+            let args: Vec<&[u8]> = args.as_ref().iter().map(AsRef::as_ref).collect();
+            if args.is_empty() {
                 return Err(Error::InvalidInput("an empty command".into()));
-            };
-            let mut cmd = redis::cmd(&String::from_utf8_lossy(name.as_ref()));
-            for a in rest {
-                cmd.arg(a.as_ref());
             }
-            out.push_cmd(&cmd);
+            out.push(&args);
         }
-        self.conn.set_deadline(Instant::now() + self.timeout);
-        self.conn.write(&out)?;
-        (0..commands.len())
-            .map(|_| self.conn.read_value().map(Reply::from_value))
-            .collect()
+        let expects = vec![Expect::Value; commands.len()];
+        let replies = self.conn.round_trip(out, &expects, Instant::now() + self.timeout)?;
+        Ok(replies
+            .into_iter()
+            .map(|r| match r {
+                ReadReply::Value(v) => Reply::from_value(v),
+                other => unreachable!("Value replies asked, got {other:?}"),
+            })
+            .collect())
     }
 }
 
@@ -206,11 +208,7 @@ impl Client {
                 }
             };
             return if self.is_cluster() {
-                let mut out = Outgoing::default();
-                out.push_cmd(redis::cmd("CLUSTER").arg("SLOTS"));
-                conn.conn.set_deadline(Instant::now() + conn.timeout);
-                conn.conn.write(&out)?;
-                let reply = conn.conn.read_value()?;
+                let reply = conn.conn.call(&[b"CLUSTER", b"SLOTS"], conn.timeout)?;
                 Ok(shards_by_primary(parse_cluster_slots(&reply, node)?))
             } else {
                 let info = conn.query(&["INFO", "replication"])?.into_result(node)?;

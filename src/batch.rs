@@ -10,7 +10,10 @@ use crate::topology::SlotMap;
 /// One key of one part (for `Ping`, one node) on its way to a node, with what its previous attempts left.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Unit {
+    /// Where the part is (see [`Parts`]), and the generation of that place when the unit was made: a unit whose
+    /// part has been answered meanwhile (its place reused) is recognised as stale.
     pub(crate) part: usize,
+    pub(crate) generation: u32,
     /// Index of the key in its part (for `Ping`, of the node).
     pub(crate) key: usize,
     /// Redirects (MOVED, ASK) followed so far.
@@ -32,6 +35,7 @@ impl Unit {
     pub(crate) fn new(part: usize, key: usize) -> Unit {
         Unit {
             part,
+            generation: 0,
             key,
             redirects: 0,
             retries: 0,
@@ -88,15 +92,26 @@ pub(crate) struct Limits {
     pub(crate) mget_max_value_size: usize,
 }
 
+/// Where planning finds the part of a unit.
+pub(crate) trait Parts {
+    fn part(&self, index: usize) -> &Part;
+}
+
+impl Parts for [Part] {
+    fn part(&self, index: usize) -> &Part {
+        &self[index]
+    }
+}
+
 /// Plans `units` (in the order given, which is priority order) against `map`.
-pub(crate) fn plan(parts: &[Part], units: Vec<Unit>, map: &SlotMap, limits: Limits) -> Plan {
+pub(crate) fn plan<P: Parts + ?Sized>(parts: &P, units: Vec<Unit>, map: &SlotMap, limits: Limits) -> Plan {
     let mut out = Plan::default();
     // Map node index -> index in `out.nodes`, so routing a key costs no string work.
     let mut planned: Vec<Option<usize>> = vec![None; map.nodes.len()];
     // (node, slot) -> index of the open MGET step in that node's pipeline.
     let mut open_mget: HashMap<(usize, Option<u16>), usize> = HashMap::new();
     for unit in units {
-        let part = &parts[unit.part];
+        let part = parts.part(unit.part);
         let (n, slot) = match &unit.to {
             // Rare (ASK targets, pings): found by name.
             Some(to) => match out.nodes.iter().position(|p| &p.node == to) {
@@ -234,7 +249,7 @@ mod tests {
     fn standalone_gets_from_many_parts_share_one_mget() {
         let parts = vec![part(Kind::Get, &["a", "b"], 100), part(Kind::Get, &["c"], 100)];
         let map = SlotMap::standalone("h:1".into());
-        let plan = plan(&parts, units(&parts), &map, LIMITS);
+        let plan = plan(&parts[..], units(&parts), &map, LIMITS);
         assert_eq!(plan.nodes.len(), 1);
         let steps = &plan.nodes[0].steps;
         assert_eq!(steps.len(), 1);
@@ -249,17 +264,17 @@ mod tests {
         let refs: Vec<&str> = keys.iter().map(String::as_str).collect();
         let map = SlotMap::standalone("h:1".into());
         let parts = vec![part(Kind::Get, &refs, 10)];
-        let p = plan(&parts, units(&parts), &map, LIMITS);
+        let p = plan(&parts[..], units(&parts), &map, LIMITS);
         let sizes: Vec<_> = p.nodes[0].steps.iter().map(|s| s.units.len()).collect();
         assert_eq!(sizes, vec![100, 100, 50]);
         // 64 KiB expected: 1 MiB / 64 KiB = 16 keys per MGET.
         let parts = vec![part(Kind::Get, &refs[..40], 64 << 10)];
-        let p = plan(&parts, units(&parts), &map, LIMITS);
+        let p = plan(&parts[..], units(&parts), &map, LIMITS);
         let sizes: Vec<_> = p.nodes[0].steps.iter().map(|s| s.units.len()).collect();
         assert_eq!(sizes, vec![16, 16, 8]);
         // Large values: one GET each.
         let parts = vec![part(Kind::Get, &refs[..3], 1 << 20)];
-        let p = plan(&parts, units(&parts), &map, LIMITS);
+        let p = plan(&parts[..], units(&parts), &map, LIMITS);
         assert!(
             p.nodes[0]
                 .steps
@@ -275,7 +290,7 @@ mod tests {
         let refs: Vec<&str> = keys.iter().map(String::as_str).collect();
         let parts = vec![part(Kind::Get, &refs, 100)];
         let map = two_node_map();
-        let p = plan(&parts, units(&parts), &map, LIMITS);
+        let p = plan(&parts[..], units(&parts), &map, LIMITS);
         assert_eq!(p.nodes.len(), 2);
         let mut seen = 0;
         for node in &p.nodes {
@@ -301,7 +316,7 @@ mod tests {
             part(Kind::Set { ttl_secs: None }, &["x", "y"], 0),
         ];
         let map = two_node_map();
-        let p = plan(&parts, units(&parts), &map, LIMITS);
+        let p = plan(&parts[..], units(&parts), &map, LIMITS);
         let mgets: Vec<_> = p
             .nodes
             .iter()
@@ -324,7 +339,7 @@ mod tests {
         let mut u = units(&parts);
         u[1].to = Some("other:9".into());
         u[1].asking = true;
-        let p = plan(&parts, u, &SlotMap::standalone("h:1".into()), LIMITS);
+        let p = plan(&parts[..], u, &SlotMap::standalone("h:1".into()), LIMITS);
         let other = p.nodes.iter().find(|n| n.node == "other:9").unwrap();
         assert_eq!(other.steps.len(), 1);
         assert!(other.steps[0].asking);

@@ -19,6 +19,7 @@ use crate::request::{DestSlot, Fill, KeyReply, Kind, Part, Priority, ReplyReceiv
 use crate::stats::{Counters, Stats};
 use crate::tls::TlsSettings;
 use crate::topology::Topology;
+use crate::wake::Wakeup;
 use crate::worker::{self, Shared};
 
 /// How long a caller waits past its deadline for the worker's own timeout answer before giving up on it.
@@ -141,7 +142,8 @@ impl Client {
             password: config.password.clone(),
             db: config.db,
         };
-        let topology = Topology::discover(&config.seeds, config.mode, connect.clone())?;
+        let health: Arc<crate::health::Health> = Default::default();
+        let topology = Topology::discover(&config.seeds, config.mode, connect.clone(), health.clone())?;
         let shared = Arc::new(Shared {
             learned_value_size: AtomicUsize::new(config.value_size_hint),
             pool: BufferPool::new(config.buffer_pool_bytes),
@@ -155,14 +157,20 @@ impl Client {
             topology,
             stats: Counters::default(),
             drain_deadline: OnceLock::new(),
-            health: Default::default(),
+            health,
         });
-        let queues = Queues::new(shared.config.workers, shared.config.write_bytes_in_flight);
-        let mut workers = Vec::with_capacity(shared.config.workers);
-        for id in 0..shared.config.workers {
-            let w =
-                worker::spawn(id, shared.clone(), queues.inbox()).map_err(|e| Error::io("local worker thread", e))?;
-            workers.push(w);
+        let local = |e| Error::io("local worker thread", e);
+        let wakeups: Vec<Wakeup> = (0..shared.config.workers)
+            .map(|_| Wakeup::new())
+            .collect::<std::io::Result<_>>()
+            .map_err(local)?;
+        let queues = Queues::new(
+            wakeups.iter().map(Wakeup::waker).collect(),
+            shared.config.write_bytes_in_flight,
+        );
+        let mut workers = Vec::with_capacity(wakeups.len());
+        for (id, wakeup) in wakeups.into_iter().enumerate() {
+            workers.push(worker::spawn(shared.clone(), queues.inbox(id), wakeup, id).map_err(local)?);
         }
         Ok(Client {
             inner: Arc::new(Inner {
@@ -275,6 +283,7 @@ impl Client {
         let mut stats = self.inner.shared.stats.snapshot(queued as u64);
         stats.in_flight_bytes = self.inner.shared.budget.used().1 as u64;
         stats.nodes_down = self.inner.shared.health.down_nodes();
+        stats.refreshes = self.inner.shared.topology.refreshes();
         stats
     }
 }

@@ -33,7 +33,7 @@ pub enum Mode {
 ///   `db=N` option; always standalone.
 /// * `DB` selects a database (standalone only).
 /// * Options: `mode` (`auto`, `standalone`, `cluster`), `workers`, `write_bytes_in_flight`, `timeout_ms`, `connect_timeout_ms`,
-///   `drain_timeout_ms`, `batch_max_keys`, `batch_max_bytes`, `value_size_hint`, `ttl_secs`, `buffer_pool_bytes`,
+///   `stall_threshold_ms`, `silence_timeout_ms`, `drain_timeout_ms`, `batch_max_keys`, `batch_max_bytes`, `value_size_hint`, `ttl_secs`, `buffer_pool_bytes`,
 ///   `max_key_bytes`, `max_value_bytes`, `max_queued_parts`, `max_queued_bytes`, `fail_fast_when_full`, and for TLS `tls_ca`, `tls_cert`, `tls_key` (file paths,
 ///   percent-encoded), `tls_server_name`, `tls_insecure_skip_verify` (`true`/`false`).
 ///   Any other option is an error.
@@ -48,6 +48,8 @@ pub struct Config {
     pub(crate) write_bytes_in_flight: usize,
     pub(crate) request_timeout: Duration,
     pub(crate) connect_timeout: Duration,
+    pub(crate) stall_threshold: Duration,
+    pub(crate) silence_timeout: Duration,
     pub(crate) drain_timeout: Duration,
     pub(crate) batch_max_keys: usize,
     pub(crate) batch_max_bytes: usize,
@@ -78,6 +80,8 @@ impl Default for Config {
             write_bytes_in_flight: 8 << 20,
             request_timeout: Duration::from_secs(5),
             connect_timeout: Duration::from_secs(5),
+            stall_threshold: Duration::from_millis(20),
+            silence_timeout: Duration::from_millis(500),
             drain_timeout: Duration::from_secs(2),
             batch_max_keys: 512,
             batch_max_bytes: 2 << 20,
@@ -110,6 +114,8 @@ impl fmt::Debug for Config {
             .field("write_bytes_in_flight", &self.write_bytes_in_flight)
             .field("request_timeout", &self.request_timeout)
             .field("connect_timeout", &self.connect_timeout)
+            .field("stall_threshold", &self.stall_threshold)
+            .field("silence_timeout", &self.silence_timeout)
             .field("drain_timeout", &self.drain_timeout)
             .field("batch_max_keys", &self.batch_max_keys)
             .field("batch_max_bytes", &self.batch_max_bytes)
@@ -183,6 +189,30 @@ impl Config {
     /// Timeout of one TCP connect (plus authentication). Defaults to 5 s.
     pub fn connect_timeout(mut self, d: Duration) -> Self {
         self.connect_timeout = d;
+        self
+    }
+
+    /// How long a node may owe replies without sending a byte before a worker waiting on it turns to other queued
+    /// calls. With several nodes (a Cluster), their keys on the other nodes then go out at once, while this
+    /// node's keys wait their turn in priority order; with one node, queued calls stay queued. Nothing fails and
+    /// nothing is re-read because of it: a busy server (a fork, a slow command) only stops holding up the rest.
+    /// Defaults to 20 ms.
+    pub fn stall_threshold(mut self, d: Duration) -> Self {
+        self.stall_threshold = d;
+        self
+    }
+
+    /// How long a Cluster node may owe replies without sending a byte before it is suspected to have failed (a
+    /// frozen process, a partition, a blackholed address). While any node is silent this long, or marked down, the
+    /// slot map is re-read from the other nodes (its replicas first) every 100 ms, so calls waiting on it move to
+    /// a promoted replica as soon as the Cluster shows one, each within its own deadline; and what a node
+    /// answers after such a silence is used only once a slot map read after the answer confirms that the node
+    /// still serves those keys (a primary that was replaced while it was frozen can still acknowledge writes the
+    /// moment it wakes, and they would be lost). A call whose deadline passes while its node is silent this long
+    /// marks that node down (see [`Stats::nodes_down`](crate::Stats::nodes_down)). Shorter pauses (a fork, a
+    /// `DEBUG SLEEP`, a slow command) cause nothing. Defaults to 500 ms.
+    pub fn silence_timeout(mut self, d: Duration) -> Self {
+        self.silence_timeout = d;
         self
     }
 
@@ -369,6 +399,12 @@ impl Config {
         if self.request_timeout.is_zero() || self.connect_timeout.is_zero() {
             return Err(Error::Config("timeouts must be positive".into()));
         }
+        if self.stall_threshold.is_zero() || self.silence_timeout < self.stall_threshold {
+            return Err(Error::Config(format!(
+                "stall_threshold ({:?}) must be positive and at most silence_timeout ({:?})",
+                self.stall_threshold, self.silence_timeout
+            )));
+        }
         if let Some((_, wait)) = self.wait_replicas
             && (wait.is_zero() || wait >= self.request_timeout)
         {
@@ -470,6 +506,8 @@ fn parse_url(url: &str) -> Result<Config> {
             "write_bytes_in_flight" => cfg.write_bytes_in_flight = num(v)? as usize,
             "timeout_ms" => cfg.request_timeout = Duration::from_millis(num(v)?),
             "connect_timeout_ms" => cfg.connect_timeout = Duration::from_millis(num(v)?),
+            "stall_threshold_ms" => cfg.stall_threshold = Duration::from_millis(num(v)?),
+            "silence_timeout_ms" => cfg.silence_timeout = Duration::from_millis(num(v)?),
             "drain_timeout_ms" => cfg.drain_timeout = Duration::from_millis(num(v)?),
             "batch_max_keys" => cfg.batch_max_keys = num(v)? as usize,
             "max_redirects" => cfg.max_redirects = num(v)? as usize,

@@ -1,8 +1,10 @@
-//! Nodes that cannot be used: a worker whose connect to a node failed slowly (a blackholed or hung host), or whose
-//! node sent nothing at all for a long time after a pipeline until its deadline (a stalled server), marks it down.
-//! From then on requests for it fail at once instead of each worker waiting out its own connect or deadline (which
-//! would hold up the healthy nodes' requests of the same batches, and then every worker), and a background probe
-//! reconnects and `PING`s, backing off, until the node answers or leaves the slot map.
+//! What the workers know of nodes that misbehave. A node that owes replies and has sent nothing for
+//! `silence_timeout` is reported silent: while any is, or is down, the slot map is re-read from the other nodes
+//! (see `topology`), so a promoted replica is found without waiting for a `MOVED`. A node whose connect failed
+//! slowly (a blackholed or hung host), or that stayed silent until a request's deadline (a stalled server), is
+//! marked down: from then on requests for it fail at once instead of each waiting out its own connect or
+//! deadline, and a background probe reconnects and `PING`s, backing off, until the node answers or leaves the
+//! slot map.
 
 use std::collections::HashMap;
 use std::io;
@@ -12,20 +14,28 @@ use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 
-use crate::connection::{ConnectOptions, Connection, Outgoing};
+use crate::connection::{ConnectOptions, Connection};
 use crate::error::Error;
 use crate::topology::Topology;
 
 /// First pause between probes of a down node; doubles up to `MAX_PROBE_PAUSE`.
 const FIRST_PROBE_PAUSE: Duration = Duration::from_millis(10);
 const MAX_PROBE_PAUSE: Duration = Duration::from_millis(200);
+/// How long a probe waits for its `PING` to be answered, so that a node which left the slot map meanwhile stops
+/// being probed soon.
+const MAX_PING_WAIT: Duration = Duration::from_secs(1);
 
-/// The down nodes, with why.
+/// A silence report counts for this long after it was made (workers renew theirs while the silence lasts).
+const SILENCE_REMEMBERED: Duration = Duration::from_secs(1);
+
+/// The down nodes, with why, and the silent ones.
 #[derive(Default)]
 pub(crate) struct Health {
     down: Mutex<HashMap<String, Down>>,
     /// How many nodes are down: when none (the usual case), `check` takes no lock.
     count: AtomicUsize,
+    /// When each node was last reported silent.
+    silent: Mutex<HashMap<String, Instant>>,
 }
 
 struct Down {
@@ -52,6 +62,26 @@ impl Health {
                 ),
             )),
         })
+    }
+
+    /// Records that `node` owes replies and has said nothing for a while.
+    pub(crate) fn report_silent(&self, node: &str) {
+        self.silent.lock().insert(node.to_string(), Instant::now());
+    }
+
+    /// The nodes reported silent lately or marked down: the slot map is watched while there are any.
+    pub(crate) fn troubled(&self) -> Vec<String> {
+        let mut nodes: Vec<String> = {
+            let mut silent = self.silent.lock();
+            silent.retain(|_, at| at.elapsed() < SILENCE_REMEMBERED);
+            silent.keys().cloned().collect()
+        };
+        if self.count.load(Ordering::Acquire) > 0 {
+            nodes.extend(self.down.lock().keys().cloned());
+        }
+        nodes.sort();
+        nodes.dedup();
+        nodes
     }
 
     /// The nodes down now, sorted.
@@ -120,13 +150,13 @@ fn probe(health: Weak<Health>, topology: Weak<Topology>, node: String, opts: Con
             return;
         }
         drop(topology);
+        let opts = ConnectOptions {
+            timeout: opts.timeout.min(MAX_PING_WAIT * 2),
+            ..opts.clone()
+        };
         match Connection::connect(&node, &opts).and_then(|mut conn| {
             // A stalled server still accepts connections (the kernel does): it must answer too.
-            let mut out = Outgoing::default();
-            out.push_cmd(&redis::cmd("PING"));
-            conn.set_deadline(Instant::now() + opts.timeout);
-            conn.write(&out)?;
-            conn.read_head().map(|_| ())
+            conn.call(&[b"PING"], opts.timeout.min(MAX_PING_WAIT)).map(|_| ())
         }) {
             Ok(()) => {
                 log::info!("{node} answers again");

@@ -2,12 +2,14 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+mod active;
 mod admin;
 mod batch;
 mod budget;
 mod chunk_key;
 mod chunks;
 mod client;
+mod command;
 mod config;
 mod connection;
 mod error;
@@ -17,11 +19,15 @@ mod latency;
 mod lmcache_config;
 mod pool;
 mod queue;
+mod reader;
 mod request;
+mod resp;
+mod settle;
 mod slot;
 mod stats;
 mod tls;
 mod topology;
+mod wake;
 mod worker;
 
 pub use admin::{NodeConnection, Reply, Shard};
@@ -57,7 +63,7 @@ pub mod bench_support {
         } else {
             SlotMap::standalone("127.0.0.1:6379".into())
         };
-        let parts = vec![Part {
+        let parts = [Part {
             kind: Kind::Get,
             priority: Priority::Get,
             keys: keys.to_vec(),
@@ -76,7 +82,7 @@ pub mod bench_support {
             mget_max_bytes: 2 << 20,
             mget_max_value_size: 128 << 10,
         };
-        let plan = batch::plan(&parts, units, &map, limits);
+        let plan = batch::plan(&parts[..], units, &map, limits);
         plan.nodes.iter().map(|n| n.steps.len()).sum()
     }
 

@@ -1,67 +1,58 @@
-//! The priority queue: one crossbeam channel per level, shared by every worker, and a doorbell that idle workers
-//! sleep on. (Crossbeam's `Select` picks at random among ready channels, and spins and yields before it sleeps,
-//! which on few cores costs more CPU per request than the request itself; so workers drain the levels in
-//! priority order themselves and sleep on a condition variable.)
+//! The priority queue: one crossbeam channel per level, shared by every worker, and a doorbell that wakes a worker
+//! offering to take work. (Crossbeam's `Select` picks at random among ready channels, and spins and yields before
+//! it sleeps, which on few cores costs more CPU per request than the request itself; so workers drain the levels
+//! in priority order themselves, and sleep in `poll` on their sockets and their wake-up socket.)
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering, fence};
-use std::time::Duration;
 
 use crossbeam_channel::{Receiver, Sender};
-use parking_lot::{Condvar, Mutex};
+use parking_lot::Mutex;
 
 use crate::request::{Part, Priority};
+use crate::wake::Waker;
 
 /// A level passed over this many batches in a row while it had work queued goes first in the next batch, so a
 /// steady stream of higher levels takes at most this share from a lower one.
 const AGING_ROUNDS: u32 = 8;
-/// How long a worker sleeps in one wait before looking again (shutdown is also noticed by disconnection).
-const IDLE_WAIT: Duration = Duration::from_millis(200);
-
 /// The sending side, one sender per level. Dropping it is how shutdown starts.
 pub(crate) struct Queues {
     senders: [Sender<Part>; 4],
     receivers: [Receiver<Part>; 4],
-    /// Set when the senders go away; a worker that finds it set and the queues empty exits. (Crossbeam can only
-    /// report disconnection by receiving, which would take a part.)
+    /// Set when the senders go away; a worker that finds it set and the queues empty takes no more work. (Crossbeam
+    /// can only report disconnection by receiving, which would take a part.)
     closed: Arc<AtomicBool>,
     put_lanes: Arc<PutLanes>,
     doorbell: Arc<Doorbell>,
 }
 
-/// Where idle workers sleep until a part is queued.
-#[derive(Default)]
+/// Wakes a worker that offered to take work.
 struct Doorbell {
-    /// Held from a worker's last look at the queues until it sleeps, so no ring falls in between.
-    lock: Mutex<()>,
-    ring: Condvar,
-    sleepers: AtomicUsize,
+    /// Workers offering, the latest last (woken first: its caches are warm).
+    offering: Mutex<Vec<usize>>,
+    /// How many offer: when none, ringing takes no lock.
+    count: AtomicUsize,
+    wakers: Vec<Waker>,
 }
 
 impl Doorbell {
-    /// Wakes one sleeping worker, if any sleeps: free when every worker is busy.
+    /// Wakes one offering worker, if any: free when every worker is busy.
     fn ring(&self) {
-        // Orders the queued part before the look at `sleepers` (the worker side does the opposite).
+        // Orders the queued part before the look at `count` (the worker side does the opposite).
         fence(Ordering::SeqCst);
-        if self.sleepers.load(Ordering::SeqCst) > 0 {
-            let _guard = self.lock.lock();
-            self.ring.notify_one();
+        if self.count.load(Ordering::SeqCst) > 0 {
+            let mut offering = self.offering.lock();
+            if let Some(id) = offering.pop() {
+                self.count.store(offering.len(), Ordering::SeqCst);
+                self.wakers[id].wake();
+            }
         }
     }
 
     fn ring_all(&self) {
-        let _guard = self.lock.lock();
-        self.ring.notify_all();
-    }
-
-    /// Sleeps until rung or `timeout`, unless `ready()` says there is work already.
-    fn sleep(&self, ready: impl Fn() -> bool, timeout: Duration) {
-        let mut guard = self.lock.lock();
-        self.sleepers.fetch_add(1, Ordering::SeqCst);
-        if !ready() {
-            self.ring.wait_for(&mut guard, timeout);
+        for w in &self.wakers {
+            w.wake();
         }
-        self.sleepers.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -95,21 +86,24 @@ impl Drop for Queues {
 
 /// One worker's receiving side, with its aging state.
 pub(crate) struct Inbox {
+    id: usize,
     receivers: [Receiver<Part>; 4],
     passed_over: [u32; 4],
     closed: Arc<AtomicBool>,
     put_lanes: Arc<PutLanes>,
-    /// Whether this worker's current batch holds a put lane (released when it asks for the next batch).
+    /// Whether this worker holds a put lane: from taking a `Put` part until its last one is answered.
     holds_put_lane: bool,
-    /// Bytes of the `Put` parts taken under that lane.
+    /// `Put` parts taken under that lane and not answered yet, and their bytes.
+    put_parts: usize,
     put_bytes: usize,
     doorbell: Arc<Doorbell>,
 }
 
 impl Queues {
-    /// Queues for `workers` workers; a second worker starts writing only while fewer than `write_bytes` are being
-    /// written (and never all of them write, when there are two or more).
-    pub(crate) fn new(workers: usize, write_bytes: usize) -> Queues {
+    /// Queues for the workers woken by `wakers`; a second worker starts writing only while fewer than
+    /// `write_bytes` are being written (and never all of them write, when there are two or more).
+    pub(crate) fn new(wakers: Vec<Waker>, write_bytes: usize) -> Queues {
+        let workers = wakers.len();
         let (senders, receivers): (Vec<_>, Vec<_>) = (0..4).map(|_| crossbeam_channel::unbounded()).unzip();
         Queues {
             senders: senders.try_into().unwrap_or_else(|_| unreachable!()),
@@ -121,17 +115,24 @@ impl Queues {
                 max_workers: workers.saturating_sub(1).max(1),
                 max_bytes: write_bytes,
             }),
-            doorbell: Arc::default(),
+            doorbell: Arc::new(Doorbell {
+                offering: Mutex::new(Vec::with_capacity(workers)),
+                count: AtomicUsize::new(0),
+                wakers,
+            }),
         }
     }
 
-    pub(crate) fn inbox(&self) -> Inbox {
+    /// The receiving side of worker `id` (the one its waker, given to `new`, wakes).
+    pub(crate) fn inbox(&self, id: usize) -> Inbox {
         Inbox {
+            id,
             receivers: self.receivers.clone(),
             passed_over: [0; 4],
             closed: self.closed.clone(),
             put_lanes: self.put_lanes.clone(),
             holds_put_lane: false,
+            put_parts: 0,
             put_bytes: 0,
             doorbell: self.doorbell.clone(),
         }
@@ -153,30 +154,51 @@ impl Queues {
 }
 
 impl Inbox {
-    /// Waits for work and takes a batch of at most about `max_keys` keys and `max_bytes` bytes (the part that
-    /// crosses a bound is kept, so at least one part is always taken), highest level first. `None` once the
-    /// queues are disconnected and empty: the client is closed and everything queued has been taken.
-    pub(crate) fn next_batch(&mut self, max_keys: usize, max_bytes: usize) -> Option<Vec<Part>> {
-        self.release_put_lane();
-        loop {
-            // Read before draining: once set, nothing more can arrive, so an empty drain means done.
-            let closed = self.closed.load(Ordering::Acquire);
-            let batch = self.drain(max_keys, max_bytes);
-            if !batch.is_empty() {
-                return Some(batch);
-            }
-            if closed {
-                return None;
-            }
-            // Without a free put lane, queued writes are not work for this worker; it looks again when rung or
-            // after IDLE_WAIT.
-            let levels = if self.put_lane_free() { 4 } else { Priority::Put.index() };
-            let receivers = &self.receivers[..levels];
-            let closed = &self.closed;
-            self.doorbell.sleep(
-                || closed.load(Ordering::Acquire) || receivers.iter().any(|r| !r.is_empty()),
-                IDLE_WAIT,
-            );
+    /// Takes a batch of at most about `max_keys` keys and `max_bytes` bytes (the part that crosses a bound is kept,
+    /// so at least one part is taken when any is queued), highest level first; empty when nothing is queued.
+    pub(crate) fn take(&mut self, max_keys: usize, max_bytes: usize) -> Vec<Part> {
+        self.drain(max_keys, max_bytes)
+    }
+
+    /// Whether no more work will ever come: the client is closing and every queued part has been taken. Read
+    /// before a `take` that comes back empty.
+    pub(crate) fn closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
+    }
+
+    /// Whether a `take` would find work (or the client is closing), for a worker about to sleep. Without a free put
+    /// lane, queued writes are not work for this worker.
+    pub(crate) fn has_work(&self) -> bool {
+        let levels = if self.put_lane_free() { 4 } else { Priority::Put.index() };
+        self.closed.load(Ordering::Acquire) || self.receivers[..levels].iter().any(|r| !r.is_empty())
+    }
+
+    /// Offers this worker to the doorbell: the next part queued wakes it (unless another offered later).
+    pub(crate) fn offer(&self) {
+        let mut offering = self.doorbell.offering.lock();
+        if !offering.contains(&self.id) {
+            offering.push(self.id);
+        }
+        self.doorbell.count.store(offering.len(), Ordering::SeqCst);
+    }
+
+    /// Takes back an offer (whether or not the doorbell used it).
+    pub(crate) fn withdraw(&self) {
+        if self.doorbell.count.load(Ordering::SeqCst) == 0 {
+            return;
+        }
+        let mut offering = self.doorbell.offering.lock();
+        offering.retain(|&id| id != self.id);
+        self.doorbell.count.store(offering.len(), Ordering::SeqCst);
+    }
+
+    /// A `Put` part of `bytes` bytes taken by this worker has been answered; the last one frees the put lane.
+    pub(crate) fn put_done(&mut self, bytes: usize) {
+        self.put_parts = self.put_parts.saturating_sub(1);
+        self.put_bytes = self.put_bytes.saturating_sub(bytes);
+        self.put_lanes.bytes.fetch_sub(bytes, Ordering::AcqRel);
+        if self.put_parts == 0 {
+            self.release_put_lane();
         }
     }
 
@@ -198,6 +220,7 @@ impl Inbox {
                         keys += part.keys.len().max(1);
                         bytes += part.bytes;
                         if level == Priority::Put.index() {
+                            self.put_parts += 1;
                             self.put_bytes += part.bytes;
                             self.put_lanes.bytes.fetch_add(part.bytes, Ordering::AcqRel);
                         }
@@ -209,7 +232,7 @@ impl Inbox {
             }
             break;
         }
-        if !taken[Priority::Put.index()] {
+        if self.put_parts == 0 {
             self.release_put_lane();
         }
         for ((passed, taken), rx) in self.passed_over.iter_mut().zip(taken).zip(&self.receivers) {
@@ -241,18 +264,25 @@ impl Inbox {
         self.holds_put_lane
     }
 
+    /// Gives the put lane back whatever is active (after a panic dropped every part).
+    pub(crate) fn forget_puts(&mut self) {
+        self.release_put_lane();
+    }
+
     fn release_put_lane(&mut self) {
         if std::mem::take(&mut self.holds_put_lane) {
             self.put_lanes
                 .bytes
                 .fetch_sub(std::mem::take(&mut self.put_bytes), Ordering::AcqRel);
             self.put_lanes.busy.fetch_sub(1, Ordering::AcqRel);
+            self.put_parts = 0;
         }
     }
 }
 
 impl Drop for Inbox {
     fn drop(&mut self) {
+        self.withdraw();
         self.release_put_lane();
     }
 }
@@ -280,32 +310,41 @@ mod tests {
         }
     }
 
+    fn queues(workers: usize, write_bytes: usize) -> (Queues, Vec<crate::wake::Wakeup>) {
+        let wakeups: Vec<_> = (0..workers).map(|_| crate::wake::Wakeup::new().unwrap()).collect();
+        (
+            Queues::new(wakeups.iter().map(|w| w.waker()).collect(), write_bytes),
+            wakeups,
+        )
+    }
+
     #[test]
     fn higher_levels_come_first_within_bounds() {
-        let q = Queues::new(1, 8 << 20);
-        let mut inbox = q.inbox();
+        let (q, _w) = queues(1, 8 << 20);
+        let mut inbox = q.inbox(0);
         for p in [Priority::Put, Priority::Get, Priority::Peek, Priority::Prefetch] {
             q.send(part(p, 1)).unwrap();
         }
         assert_eq!(q.len(), 4);
-        let batch = inbox.next_batch(2, usize::MAX).unwrap();
+        let batch = inbox.take(2, usize::MAX);
         let got: Vec<_> = batch.iter().map(|p| p.priority).collect();
         assert_eq!(got, vec![Priority::Peek, Priority::Prefetch]);
         assert_eq!(q.len(), 2);
-        let batch = inbox.next_batch(100, usize::MAX).unwrap();
+        let batch = inbox.take(100, usize::MAX);
         let got: Vec<_> = batch.iter().map(|p| p.priority).collect();
         assert_eq!(got, vec![Priority::Get, Priority::Put]);
+        assert!(inbox.take(100, usize::MAX).is_empty());
     }
 
     #[test]
     fn a_starved_level_gets_a_bounded_share() {
-        let q = Queues::new(1, 8 << 20);
-        let mut inbox = q.inbox();
+        let (q, _w) = queues(1, 8 << 20);
+        let mut inbox = q.inbox(0);
         q.send(part(Priority::Put, 1)).unwrap();
         let mut batches = 0;
         loop {
             q.send(part(Priority::Peek, 1)).unwrap();
-            let batch = inbox.next_batch(1, usize::MAX).unwrap();
+            let batch = inbox.take(1, usize::MAX);
             batches += 1;
             if batch[0].priority == Priority::Put {
                 break;
@@ -317,48 +356,77 @@ mod tests {
 
     #[test]
     fn one_worker_of_several_always_stays_free_of_puts() {
-        let q = Queues::new(3, 8 << 20);
-        let (mut a, mut b, mut c) = (q.inbox(), q.inbox(), q.inbox());
+        let (q, _w) = queues(3, 8 << 20);
+        let (mut a, mut b, mut c) = (q.inbox(0), q.inbox(1), q.inbox(2));
         for _ in 0..5 {
             q.send(part(Priority::Put, 1)).unwrap();
         }
-        assert_eq!(a.next_batch(1, usize::MAX).unwrap()[0].priority, Priority::Put);
-        assert_eq!(b.next_batch(1, usize::MAX).unwrap()[0].priority, Priority::Put);
+        assert_eq!(a.take(1, usize::MAX)[0].priority, Priority::Put);
+        assert_eq!(b.take(1, usize::MAX)[0].priority, Priority::Put);
         // Never all three workers: the third takes only higher levels while a and b write.
-        assert!(c.drain(1, usize::MAX).is_empty());
+        assert!(!c.has_work());
+        assert!(c.take(1, usize::MAX).is_empty());
         q.send(part(Priority::Peek, 1)).unwrap();
-        assert_eq!(c.next_batch(1, usize::MAX).unwrap()[0].priority, Priority::Peek);
-        // a asks for more: it gives its lane back and takes it again.
-        assert_eq!(a.next_batch(1, usize::MAX).unwrap()[0].priority, Priority::Put);
+        assert!(c.has_work());
+        assert_eq!(c.take(1, usize::MAX)[0].priority, Priority::Peek);
+        // a's put is answered: it gives its lane back, and may take one again.
+        a.put_done(1);
+        assert_eq!(a.take(1, usize::MAX)[0].priority, Priority::Put);
         drop(b);
-        assert_eq!(c.next_batch(1, usize::MAX).unwrap()[0].priority, Priority::Put);
+        assert_eq!(c.take(1, usize::MAX)[0].priority, Priority::Put);
     }
 
     #[test]
     fn a_second_writer_starts_only_under_the_byte_budget() {
-        let q = Queues::new(4, 10);
-        let (mut a, mut b, mut c) = (q.inbox(), q.inbox(), q.inbox());
+        let (q, _w) = queues(4, 10);
+        let (mut a, mut b, mut c) = (q.inbox(0), q.inbox(1), q.inbox(2));
         let big = |n| part(Priority::Put, n); // `part` makes parts of n keys and n bytes
         q.send(big(8)).unwrap();
         q.send(big(8)).unwrap();
         q.send(big(1)).unwrap();
-        assert_eq!(a.next_batch(1, usize::MAX).unwrap()[0].bytes, 8);
+        assert_eq!(a.take(1, usize::MAX)[0].bytes, 8);
         // 8 bytes in flight, under the budget of 10: a second writer may start.
-        assert_eq!(b.next_batch(1, usize::MAX).unwrap()[0].bytes, 8);
+        assert_eq!(b.take(1, usize::MAX)[0].bytes, 8);
         // 16 bytes in flight: no third, although a worker is free.
-        assert!(c.drain(1, usize::MAX).is_empty());
-        drop(a);
+        assert!(c.take(1, usize::MAX).is_empty());
+        a.put_done(8);
         drop(b);
-        assert_eq!(c.next_batch(1, usize::MAX).unwrap()[0].bytes, 1);
+        assert_eq!(c.take(1, usize::MAX)[0].bytes, 1);
+    }
+
+    #[test]
+    fn the_doorbell_wakes_an_offering_worker_only() {
+        use rustix::event::{PollFd, PollFlags, Timespec, poll};
+        let (q, w) = queues(2, 8 << 20);
+        let (a, b) = (q.inbox(0), q.inbox(1));
+        let woken = |i: usize| {
+            let mut fds = [PollFd::from_borrowed_fd(w[i].fd(), PollFlags::IN)];
+            let n = poll(&mut fds, Some(&Timespec { tv_sec: 0, tv_nsec: 0 })).unwrap();
+            w[i].drain();
+            n > 0
+        };
+        q.send(part(Priority::Get, 1)).unwrap();
+        assert!(!woken(0) && !woken(1), "nobody offered");
+        a.offer();
+        b.offer();
+        q.send(part(Priority::Get, 1)).unwrap();
+        assert!(!woken(0) && woken(1), "the latest offer is woken");
+        q.send(part(Priority::Get, 1)).unwrap();
+        assert!(woken(0));
+        b.offer();
+        b.withdraw();
+        q.send(part(Priority::Get, 1)).unwrap();
+        assert!(!woken(1), "a withdrawn offer is not woken");
     }
 
     #[test]
     fn closed_and_empty_ends_the_worker() {
-        let q = Queues::new(1, 8 << 20);
-        let mut inbox = q.inbox();
+        let (q, _w) = queues(1, 8 << 20);
+        let mut inbox = q.inbox(0);
         q.send(part(Priority::Get, 1)).unwrap();
         drop(q);
-        assert_eq!(inbox.next_batch(10, 10).map(|b| b.len()), Some(1));
-        assert!(inbox.next_batch(10, 10).is_none());
+        assert!(inbox.closed() && inbox.has_work());
+        assert_eq!(inbox.take(10, 10).len(), 1);
+        assert!(inbox.take(10, 10).is_empty());
     }
 }

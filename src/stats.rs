@@ -47,6 +47,16 @@ pub struct Stats {
     pub overloads: u64,
     /// Times a node was marked down (a slow failed connect, or silence past a deadline); see `nodes_down`.
     pub marked_down: u64,
+    /// Times a Cluster node that owed replies was found silent past
+    /// [`Config::silence_timeout`](crate::Config::silence_timeout) (by one worker; it is then reported, and the
+    /// slot map re-read until it speaks or is replaced).
+    pub silences: u64,
+    /// Keys resent to a new owner after their node went silent and the slot map moved their slot (they would
+    /// otherwise have waited for their deadline).
+    pub rerouted: u64,
+    /// Slot-map refreshes completed (after MOVED, connection failures, and every 100 ms while a node is silent or
+    /// down).
+    pub refreshes: u64,
     /// Nodes marked down right now, whose keys fail at once while a background probe waits for them to answer
     /// (a gauge).
     pub nodes_down: Vec<String>,
@@ -106,6 +116,7 @@ macro_rules! counters {
                     requests: std::array::from_fn(|i| self.requests[i].load(Relaxed)),
                     $($name: self.$name.load(Relaxed),)*
                     queued,
+                    refreshes: 0,
                     in_flight_bytes: 0,
                     nodes_down: Vec::new(),
                     nodes,
@@ -132,7 +143,9 @@ counters!(
     timeouts,
     overloads,
     round_trips,
-    marked_down
+    marked_down,
+    silences,
+    rerouted
 );
 
 impl Counters {

@@ -2,12 +2,14 @@
 
 use std::io::{self, IoSlice, Read, Write};
 use std::net::TcpStream;
+use std::os::fd::{AsFd, BorrowedFd};
 use std::path::PathBuf;
 use std::sync::{Arc, Once};
 
 use native_tls::{Certificate, Identity, Protocol, TlsConnector};
 
 use crate::error::{Error, Result};
+use crate::reader::Source;
 
 /// TLS settings. Certificates and host names are always verified unless
 /// [`insecure_skip_verify`](TlsSettings::insecure_skip_verify) is set.
@@ -107,21 +109,34 @@ impl Stream {
         }
     }
 
-    /// Makes each read give up after `t`.
-    pub(crate) fn set_read_timeout(&self, t: Option<std::time::Duration>) -> io::Result<()> {
+    /// Makes reads and writes return `WouldBlock` instead of waiting (after the TLS handshake, which waits).
+    pub(crate) fn set_nonblocking(&self) -> io::Result<()> {
         match self {
-            Stream::Plain(s) => s.set_read_timeout(t),
-            Stream::Tls(s) => s.get_ref().set_read_timeout(t),
-            Stream::Unix(s) => s.set_read_timeout(t),
+            Stream::Plain(s) => s.set_nonblocking(true),
+            Stream::Tls(s) => s.get_ref().set_nonblocking(true),
+            Stream::Unix(s) => s.set_nonblocking(true),
         }
     }
+}
 
-    /// Makes each write give up after `t`.
-    pub(crate) fn set_write_timeout(&self, t: Option<std::time::Duration>) -> io::Result<()> {
+impl AsFd for Stream {
+    fn as_fd(&self) -> BorrowedFd<'_> {
         match self {
-            Stream::Plain(s) => s.set_write_timeout(t),
-            Stream::Tls(s) => s.get_ref().set_write_timeout(t),
-            Stream::Unix(s) => s.set_write_timeout(t),
+            Stream::Plain(s) => s.as_fd(),
+            Stream::Tls(s) => s.get_ref().as_fd(),
+            Stream::Unix(s) => s.as_fd(),
+        }
+    }
+}
+
+impl Source for Stream {
+    /// TLS decrypts a whole record at a time: what is left of one is readable although the socket is not. (A
+    /// socket readable with no reply in it, a TLS 1.3 session ticket, reads as `WouldBlock`: non-blocking reads
+    /// never wait on it.)
+    fn pending(&self) -> bool {
+        match self {
+            Stream::Tls(s) => s.buffered_read_size().is_ok_and(|n| n > 0),
+            _ => false,
         }
     }
 }

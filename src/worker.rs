@@ -1,37 +1,44 @@
-//! The worker loop: take a batch from the priority queue, plan it into one pipeline per node, send every
-//! pipeline, read the replies, follow redirects, and answer each part as soon as all its keys are settled.
+//! The worker loop. A worker owns one connection per node it talks to and never blocks on any of them: it takes
+//! batches from the priority queue, plans them into one pipeline per node, writes, and sleeps in one `poll` on its
+//! sockets and its wake-up socket until a reply, a deadline, a back-off or news wakes it.
+//!
+//! A node that goes silent holds up only the keys waiting on it. Each connection carries one pipeline at a time;
+//! keys for a node whose pipeline is still out wait in the worker, in priority order, and go out when it is
+//! answered. After `stall_threshold` of silence the worker takes other queued work (with several nodes); after
+//! `silence_timeout` the node is reported silent, the slot map is re-read from the other nodes, and as soon as it
+//! shows the node's slots elsewhere the keys waiting on it are resent there (every command sent is idempotent).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, OnceLock};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use crate::batch::{self, Command, Limits, NodePlan, Step, Unit};
+use crossbeam_channel::{Receiver, Sender};
+
+use crate::active::Active;
+use crate::batch::{self, Command, Limits, NodePlan, Unit};
+use crate::command::{self, Answers};
 use crate::config::Config;
-use crate::connection::{Bulk, ConnectOptions, Connection, Filled, Head, Outgoing, ServerReply};
+use crate::connection::{ConnectOptions, Connection, timespec};
 use crate::error::{Error, Result};
 use crate::pool::BufferPool;
 use crate::queue::Inbox;
-use crate::request::{KeyReply, Kind, Part, ReplySlot};
+use crate::reader::{Expect, Reply};
+use crate::request::{KeyReply, Kind, Part, Priority};
+use crate::resp::{Head, Outgoing};
+use crate::settle::{self, Answer, Decision, Refusal};
 use crate::stats::Counters;
-use crate::topology::{Redirect, Topology};
-
-/// Deletes KEYS[1] only if it still holds ARGV[1] and KEYS[2] does not exist: an orphan is removed only if it
-/// is still the very orphan that was read, so a concurrent re-put (which writes KEYS[2] first) is never damaged.
-const DELETE_ORPHAN: &str = "if redis.call('GET', KEYS[1]) == ARGV[1] and redis.call('EXISTS', KEYS[2]) == 0 then \
-                             return redis.call('DEL', KEYS[1]) end return 0";
+use crate::topology::{SlotMap, Topology};
+use crate::wake::Wakeup;
 
 /// A failed connect that took this long marks its node down (see `health`).
 const SLOW_CONNECT: Duration = Duration::from_millis(100);
-
-/// A node that sent nothing at all this long after a pipeline, until its deadline, is marked down.
-const STALLED: Duration = Duration::from_millis(500);
-
-/// First back-off after TRYAGAIN / CLUSTERDOWN / LOADING / MASTERDOWN; doubles per round up to `MAX_BACKOFF`.
-const FIRST_BACKOFF: Duration = Duration::from_millis(10);
-const MAX_BACKOFF: Duration = Duration::from_millis(320);
+/// A silent node is reported (and a refresh asked for) at most this often by one worker.
+const REPORT_EVERY: Duration = Duration::from_millis(100);
+/// The longest a worker sleeps with nothing to wait for.
+const IDLE: Duration = Duration::from_secs(1);
 
 /// State shared by the client handle and its workers. Workers hold it, never the handle, so they do not keep
 /// the client alive.
@@ -48,7 +55,7 @@ pub(crate) struct Shared {
     pub(crate) pool: Arc<BufferPool>,
     /// Set once by close: queued parts are executed until then and answered `Closed` after.
     pub(crate) drain_deadline: OnceLock<Instant>,
-    /// Nodes that could not be connected to, probed in the background.
+    /// Nodes that are silent or could not be connected to.
     pub(crate) health: Arc<crate::health::Health>,
 }
 
@@ -65,15 +72,26 @@ impl Shared {
     }
 }
 
-/// Starts worker `id`.
-pub(crate) fn spawn(id: usize, shared: Arc<Shared>, inbox: Inbox) -> std::io::Result<JoinHandle<()>> {
+/// Starts worker `id`, woken through `wakeup`.
+pub(crate) fn spawn(shared: Arc<Shared>, inbox: Inbox, wakeup: Wakeup, id: usize) -> std::io::Result<JoinHandle<()>> {
     thread::Builder::new()
         .name(format!("kvcache-redis-worker-{id}"))
         .spawn(move || {
+            let (map, epoch) = shared.topology.current_with_epoch();
             Worker {
-                shared,
                 inbox,
-                conns: HashMap::new(),
+                wakeup,
+                active: Active::default(),
+                ready: Vec::new(),
+                replan: false,
+                delayed: Vec::new(),
+                unconfirmed: Vec::new(),
+                links: HashMap::new(),
+                connects: crossbeam_channel::unbounded(),
+                map,
+                epoch,
+                moved: false,
+                shared,
             }
             .run()
         })
@@ -82,177 +100,294 @@ pub(crate) fn spawn(id: usize, shared: Arc<Shared>, inbox: Inbox) -> std::io::Re
 struct Worker {
     shared: Arc<Shared>,
     inbox: Inbox,
-    /// One connection per node, owned by this worker alone: no lock around any socket.
-    conns: HashMap<String, Connection>,
+    wakeup: Wakeup,
+    active: Active,
+    /// Units to send, planned again (in priority order) whenever `replan` is set.
+    ready: Vec<Unit>,
+    replan: bool,
+    /// Units backing off, sent again at the instant given.
+    delayed: Vec<(Instant, Unit)>,
+    /// Final answers from nodes that were silent, held until a slot map read after them confirms their owner.
+    unconfirmed: Vec<Unconfirmed>,
+    /// One per node talked to: the connection, owned by this worker alone (no lock around any socket).
+    links: HashMap<String, Link>,
+    /// Connects run on threads of their own (a partitioned node's connect hangs); they report here.
+    connects: (Sender<Connected>, Receiver<Connected>),
+    map: Arc<SlotMap>,
+    epoch: u64,
+    /// Something happened this turn that may let more happen at once (a reply, new work): look again before
+    /// sleeping.
+    moved: bool,
+}
+
+struct Unconfirmed {
+    unit: Unit,
+    result: Result<KeyReply>,
+    node: String,
+    since: Instant,
+}
+
+struct Connected {
+    node: String,
+    started: Instant,
+    result: Result<Connection>,
+}
+
+/// This worker's state for one node.
+#[derive(Default)]
+struct Link {
+    conn: Option<Connection>,
+    /// Since when a connect runs.
+    connecting: Option<Instant>,
+    /// What was written and is owed a reply, in order: one pipeline at a time.
+    owed: VecDeque<Sent>,
+    /// Puts whose answer was read, settled once the pipeline's `WAIT` answers.
+    deferred: Vec<(Unit, Answer)>,
+    /// When the current pipeline was queued for writing.
+    sent_at: Option<Instant>,
+    /// Whether the connection had carried a pipeline before the current one (a failure then may be staleness).
+    reused: bool,
+    used: bool,
+    /// Readable at the last poll.
+    readable: bool,
+    /// Owes replies and has been silent past `silence_timeout`.
+    silent: bool,
+    reported: Option<Instant>,
+    /// It spoke after a silence at this instant: its answers are held until a slot map read later confirms it.
+    unconfirmed_since: Option<Instant>,
+    /// Marked down for this silence already.
+    marked: bool,
+}
+
+impl Link {
+    fn busy(&self) -> bool {
+        self.connecting.is_some() || !self.owed.is_empty() || self.conn.as_ref().is_some_and(|c| c.wants_write())
+    }
+
+    /// When bytes last moved for the work in flight (or the connect started).
+    fn last_progress(&self) -> Instant {
+        let io = self.conn.as_ref().map(Connection::last_io);
+        [self.connecting, io, self.sent_at]
+            .into_iter()
+            .flatten()
+            .max()
+            .unwrap_or_else(Instant::now)
+    }
+
+    /// The units its replies are owed for, the deferred puts included.
+    fn units(&self) -> impl Iterator<Item = &Unit> {
+        let owed = self.owed.iter().flat_map(|s| match &s.what {
+            What::Step { units, .. } => units.as_slice(),
+            _ => &[],
+        });
+        owed.chain(self.deferred.iter().map(|(u, _)| u))
+    }
+}
+
+/// One command written, and what its reply is for.
+struct Sent {
+    what: What,
+    expect: Expect,
+}
+
+enum What {
+    Asking,
+    Step { command: Command, units: Vec<Unit> },
+    Wait { replicas: usize },
 }
 
 impl Worker {
     fn run(mut self) {
-        let (max_keys, max_bytes) = (self.shared.config.batch_max_keys, self.shared.config.batch_max_bytes);
-        while let Some(batch) = self.inbox.next_batch(max_keys, max_bytes) {
-            if self.shared.drain_deadline.get().is_some_and(|d| Instant::now() >= *d) {
-                for mut part in batch {
-                    part.fail(Error::Closed);
+        self.shared.topology.listen(self.wakeup.waker());
+        loop {
+            match catch_unwind(AssertUnwindSafe(|| self.turn())) {
+                Ok(true) => {}
+                Ok(false) => return,
+                // Its callers get `WorkerLost` instead of hanging; the worker goes on with fresh connections,
+                // since the old ones may be out of step.
+                Err(_) => {
+                    log::error!("worker panicked; the calls it held get an error");
+                    self.active.fail_all(Error::WorkerLost);
+                    self.inbox.forget_puts();
+                    self.links.clear();
+                    self.ready.clear();
+                    self.delayed.clear();
+                    self.unconfirmed.clear();
+                }
+            }
+        }
+    }
+
+    /// One turn of the loop; `false` once the client is closed and everything taken is answered.
+    fn turn(&mut self) -> bool {
+        self.moved = false;
+        self.follow_topology();
+        self.collect_connects();
+        let now = Instant::now();
+        if self.accepting(now) {
+            let closed = self.inbox.closed();
+            let batch = self
+                .inbox
+                .take(self.shared.config.batch_max_keys, self.shared.config.batch_max_bytes);
+            if batch.is_empty() && closed && self.active.is_empty() {
+                return false;
+            }
+            self.admit(batch, now);
+        }
+        self.expire(now);
+        self.release_delayed(now);
+        self.confirm();
+        if self.replan {
+            self.dispatch();
+        }
+        self.exchange();
+        self.watch(Instant::now());
+        if !self.moved {
+            self.sleep();
+        }
+        true
+    }
+
+    /// Whether to take more work: always when idle; with several nodes, also when everything in flight waits on
+    /// nodes silent past `stall_threshold` (with one node, queued work stays queued, in priority order).
+    fn accepting(&self, now: Instant) -> bool {
+        if self.active.is_empty() {
+            return true;
+        }
+        if self.map.nodes.len() < 2 {
+            return false;
+        }
+        let stall = self.shared.config.stall_threshold;
+        self.links
+            .values()
+            .all(|l| !l.busy() || now.duration_since(l.last_progress()) >= stall)
+    }
+
+    fn admit(&mut self, batch: Vec<Part>, now: Instant) {
+        let closing = self.shared.drain_deadline.get().is_some_and(|d| now >= *d);
+        for mut part in batch {
+            self.moved = true;
+            let (priority, bytes) = (part.priority, part.bytes);
+            let refused = if closing {
+                Some(Error::Closed)
+            } else if part.deadline <= now {
+                Counters::add(&self.shared.stats.timeouts, 1);
+                Some(Error::Timeout { node: None })
+            } else {
+                None
+            };
+            if let Some(e) = refused {
+                part.fail(e);
+                self.part_done(priority, bytes);
+                continue;
+            }
+            let pings = (part.kind == Kind::Ping).then(|| self.map.nodes.clone());
+            let answers = pings.as_ref().map_or(part.keys.len(), Vec::len);
+            let Some((index, generation)) = self.active.admit(part, answers) else {
+                self.part_done(priority, bytes);
+                continue;
+            };
+            let unit = |key| Unit {
+                generation,
+                ..Unit::new(index, key)
+            };
+            match pings {
+                Some(nodes) => self.ready.extend(nodes.into_iter().enumerate().map(|(i, node)| Unit {
+                    to: Some(node),
+                    ..unit(i)
+                })),
+                None => self.ready.extend((0..answers).map(unit)),
+            }
+            self.replan = true;
+        }
+    }
+
+    /// Plans the ready units and writes each pipeline whose node is free; keys for a node still busy with its
+    /// previous pipeline (or connecting) stay ready for the next plan.
+    fn dispatch(&mut self) {
+        self.replan = false;
+        let mut units = std::mem::take(&mut self.ready);
+        units.retain(|u| self.active.live(u));
+        if units.is_empty() {
+            return;
+        }
+        units.sort_by_cached_key(|u| self.active.order(u));
+        let config = &self.shared.config;
+        let limits = Limits {
+            mget_max_keys: config.batch_max_keys,
+            mget_max_bytes: config.batch_max_bytes,
+            mget_max_value_size: config.mget_max_value_size,
+        };
+        let plan = batch::plan(&self.active, units, &self.map, limits);
+        for (unit, err) in plan.unroutable {
+            self.shared.topology.request_refresh();
+            self.finish(&unit, Err(err));
+        }
+        for np in plan.nodes {
+            if let Err(e) = self.shared.health.check(&np.node) {
+                if let Some(link) = self.links.get_mut(&np.node) {
+                    link.conn = None;
+                }
+                for unit in np.steps.iter().flat_map(|s| &s.units) {
+                    self.finish(unit, Err(e.clone()));
                 }
                 continue;
             }
-            // A panic drops the batch's reply slots, so its callers get `WorkerLost` instead of hanging; the
-            // worker goes on with fresh connections, since the old ones may be out of step.
-            if catch_unwind(AssertUnwindSafe(|| self.execute(batch))).is_err() {
-                log::error!("worker panicked while executing a batch; its callers get an error");
-                self.conns.clear();
+            let link = self.links.entry(np.node.clone()).or_default();
+            if link.busy() || link.conn.is_none() {
+                if link.conn.is_none() && link.connecting.is_none() {
+                    let deadline = np
+                        .steps
+                        .iter()
+                        .flat_map(|s| &s.units)
+                        .filter_map(|u| self.active.deadline(u))
+                        .max();
+                    self.start_connect(&np.node, deadline.unwrap_or_else(Instant::now));
+                }
+                self.ready.extend(np.steps.into_iter().flat_map(|s| s.units));
+                continue;
             }
+            self.send(np);
         }
     }
 
-    fn execute(&mut self, mut parts: Vec<Part>) {
-        let now = Instant::now();
-        let shared = self.shared.clone();
-        let map = shared.topology.current();
-        // The reply slots leave the parts, so that the parts can be shared with planning while answers go out.
-        let replies = parts.iter_mut().map(|p| std::mem::take(&mut p.reply)).collect();
-        let mut run = Run::new(&shared, &parts, replies);
-        let mut units = Vec::new();
-        for (p, part) in parts.iter().enumerate() {
-            if part.deadline <= now {
-                run.replies[p].send(vec![Err(Error::Timeout { node: None }); part.keys.len().max(1)]);
-                Counters::add(&shared.stats.timeouts, 1);
-                run.remaining[p] = 0;
-            } else if part.kind == Kind::Ping {
-                run.expect(p, map.nodes.len());
-                units.extend(map.nodes.iter().enumerate().map(|(i, node)| Unit {
-                    to: Some(node.clone()),
-                    ..Unit::new(p, i)
-                }));
-            } else {
-                units.extend((0..part.keys.len()).map(|k| Unit::new(p, k)));
+    /// Writes one node's pipeline (queued on its connection; `exchange` flushes it).
+    fn send(&mut self, np: NodePlan) {
+        let wait = self.wait_after(&np);
+        let link = self.links.get_mut(&np.node).expect("dispatch made it");
+        let mut out = Outgoing::default();
+        let (mut commands, mut keys) = (0, 0);
+        for step in np.steps {
+            command::encode(&step, &self.active, &mut out);
+            if step.asking {
+                link.owed.push_back(Sent {
+                    what: What::Asking,
+                    expect: Expect::Scalar,
+                });
             }
-        }
-        let limits = Limits {
-            mget_max_keys: self.shared.config.batch_max_keys,
-            mget_max_bytes: self.shared.config.batch_max_bytes,
-            mget_max_value_size: self.shared.config.mget_max_value_size,
-        };
-        let mut map = map;
-        let mut round = 0u32;
-        while !units.is_empty() {
-            let plan = batch::plan(&parts, std::mem::take(&mut units), &map, limits);
-            for (unit, err) in plan.unroutable {
-                run.refresh = true;
-                run.finish(&unit, Err(err));
-            }
-            let sent = self.send_all(&mut run, &plan.nodes);
-            // Nodes are read in the order their replies arrive, so a stalled node holds up no other node's answers.
-            let mut pending: Vec<(usize, bool)> = sent
-                .iter()
-                .enumerate()
-                .filter_map(|(i, s)| s.map(|reused| (i, reused)))
-                .collect();
-            while !pending.is_empty() {
-                let (i, reused) = pending.swap_remove(self.first_ready(&pending, &plan.nodes, &run));
-                self.read_replies(&mut run, &plan.nodes[i], reused);
-            }
-            units = std::mem::take(&mut run.next);
-            if std::mem::take(&mut run.refresh) {
-                self.shared.topology.request_refresh();
-                // Picks up the slots MOVED replies have patched already.
-                map = self.shared.topology.current();
-            }
-            if std::mem::take(&mut run.backoff) {
-                let pause = (FIRST_BACKOFF * 2u32.pow(round.min(5))).min(MAX_BACKOFF);
-                let until = units.iter().map(|u| parts[u.part].deadline).min().unwrap_or(now);
-                thread::sleep(pause.min(until.saturating_duration_since(Instant::now())));
-            }
-            let now = Instant::now();
-            units.retain(|u| {
-                let alive = parts[u.part].deadline > now;
-                if !alive {
-                    run.finish(u, Err(Error::Timeout { node: u.to.clone() }));
-                }
-                alive
+            commands += 1;
+            keys += step.units.len() as u64;
+            link.owed.push_back(Sent {
+                expect: command::expect(&step, &self.active),
+                what: What::Step {
+                    command: step.command,
+                    units: step.units,
+                },
             });
-            round += 1;
         }
-    }
-
-    /// Writes each node's pipeline. Returns, per node, `Some(reused)` when the write went out.
-    fn send_all(&mut self, run: &mut Run, nodes: &[NodePlan]) -> Vec<Option<bool>> {
-        let mut sent = Vec::with_capacity(nodes.len());
-        for np in nodes {
-            let deadline = np
-                .steps
-                .iter()
-                .flat_map(|s| &s.units)
-                .map(|u| run.parts[u.part].deadline)
-                .max()
-                .unwrap_or_else(Instant::now);
-            let mut out = encode(np, run.parts);
-            if let Some((replicas, timeout)) = self.wait_after(np) {
-                out.push_cmd(redis::cmd("WAIT").arg(replicas).arg(timeout.as_millis().max(1) as u64));
-            }
-            let (conn, reused) = match self.conn(&np.node, deadline) {
-                Ok(c) => c,
-                Err(e) => {
-                    log::debug!("connect to {}: {e}", np.node);
-                    run.refresh |= self.shared.topology.current().is_cluster();
-                    for unit in np.steps.iter().flat_map(|s| &s.units) {
-                        run.finish(unit, Err(e.clone()));
-                    }
-                    sent.push(None);
-                    continue;
-                }
-            };
-            conn.set_deadline(deadline);
-            match conn.write(&out) {
-                Ok(()) => sent.push(Some(reused)),
-                Err(e) => {
-                    self.conns.remove(&np.node);
-                    run.io_failure(np.steps.iter().flat_map(|s| &s.units), &e, reused);
-                    sent.push(None);
-                }
-            }
+        if let Some((replicas, timeout)) = wait {
+            out.push_cmd(redis::cmd("WAIT").arg(replicas).arg(timeout.as_millis().max(1) as u64));
+            link.owed.push_back(Sent {
+                what: What::Wait { replicas },
+                expect: Expect::Scalar,
+            });
+            commands += 1;
         }
-        sent
-    }
-
-    /// Which of the `pending` nodes to read first: one whose reply has begun to arrive (waiting for the first
-    /// to do so, until the earliest of their deadlines), else the first.
-    fn first_ready(&self, pending: &[(usize, bool)], nodes: &[NodePlan], run: &Run) -> usize {
-        use rustix::event::{PollFd, PollFlags, Timespec, poll};
-        if pending.len() == 1 {
-            return 0;
-        }
-        let mut fds = Vec::with_capacity(pending.len());
-        for (n, (i, _)) in pending.iter().enumerate() {
-            match self.conns.get(&nodes[*i].node).map(Connection::wait_fd) {
-                Some(Some(fd)) => fds.push(PollFd::from_borrowed_fd(fd, PollFlags::IN)),
-                // Bytes buffered, TLS, or no connection (read_replies handles that): no need to wait.
-                _ => return n,
-            }
-        }
-        let deadline = pending
-            .iter()
-            .flat_map(|(i, _)| nodes[*i].steps.iter().flat_map(|s| &s.units))
-            .map(|u| run.parts[u.part].deadline)
-            .min()
-            .unwrap_or_else(Instant::now);
-        let left = deadline.saturating_duration_since(Instant::now());
-        let timeout = Timespec {
-            tv_sec: left.as_secs() as _,
-            tv_nsec: left.subsec_nanos() as _,
-        };
-        match poll(&mut fds, Some(&timeout)) {
-            Ok(n) if n > 0 => fds.iter().position(|f| !f.revents().is_empty()).unwrap_or(0),
-            _ => 0,
-        }
-    }
-
-    /// Marks `node` down after `e` (see `health`), counting it the first time.
-    fn mark_down(&self, node: &str, e: &Error) {
-        let shared = &self.shared;
-        if shared.health.mark_down(node, e, &shared.connect, &shared.topology) {
-            Counters::add(&shared.stats.marked_down, 1);
-        }
+        self.shared.stats.round_trip(&np.node, commands, keys);
+        link.reused = link.used;
+        link.used = true;
+        link.sent_at = Some(Instant::now());
+        link.conn.as_mut().expect("dispatch checked").send(out);
     }
 
     /// `WAIT` after this node's pipeline: when replicas are asked for and it holds puts.
@@ -264,424 +399,606 @@ impl Worker {
             .then_some(wait)
     }
 
-    /// Reads the replies of one node's pipeline, in order, settling each unit. With a replica wait, the puts are
-    /// settled only once the `WAIT` that closes the pipeline has answered.
-    fn read_replies(&mut self, run: &mut Run, np: &NodePlan, reused: bool) {
-        let wait = self.wait_after(np);
-        let Some(conn) = self.conns.get_mut(&np.node) else {
-            return;
-        };
-        let (commands, keys) = (
-            np.steps.len() as u64 + u64::from(wait.is_some()),
-            np.steps.iter().map(|s| s.units.len() as u64).sum(),
-        );
-        self.shared.stats.round_trip(&np.node, commands, keys);
-        if wait.is_some() {
-            run.deferred = Some(Vec::new());
-        }
-        let mut failed = None;
-        for (i, step) in np.steps.iter().enumerate() {
-            if let Err(e) = read_step(conn, run, step, &np.node) {
-                failed = Some((i, e));
-                break;
-            }
-        }
-        let silent = conn.silent_for();
-        if let (Some((replicas, _)), None) = (wait, &failed) {
-            match conn.read_head() {
-                Ok(Head::Int(acked)) => run.settle_deferred(Ok(acked.max(0) as usize), replicas, &np.node),
-                Ok(Head::Error(e)) => run.settle_deferred(Err(e), replicas, &np.node),
-                Ok(other) => failed = Some((np.steps.len(), Error::protocol(&np.node, format!("WAIT: {other:?}")))),
-                Err(e) => failed = Some((np.steps.len(), e)),
-            }
-        }
-        if let Some((i, e)) = failed {
-            // The connection is out of step with the server now: drop it, and the replies still owed (puts whose
-            // replication was not confirmed included).
-            log::warn!("{e}; dropping the connection");
-            self.conns.remove(&np.node);
-            // Not a byte for that long: the server is stalled. Mark it down, so that other requests fail at once
-            // instead of each holding a worker until its deadline.
-            if e.is_timeout() && silent.is_some_and(|s| s >= STALLED) {
-                log::warn!("{} sent nothing for {silent:?}: marked down", np.node);
-                self.mark_down(&np.node, &e);
-            }
-            let deferred: Vec<Unit> = run
-                .deferred
-                .take()
-                .unwrap_or_default()
-                .into_iter()
-                .map(|(u, _)| u)
-                .collect();
-            run.io_failure(
-                deferred.iter().chain(np.steps[i..].iter().flat_map(|s| &s.units)),
-                &e,
-                reused,
-            );
-        }
-    }
-
-    /// This worker's connection to `node`, opened if needed (within the connect timeout and what is left until
-    /// `deadline`); `true` when it was reused. A node marked down fails at once.
-    fn conn(&mut self, node: &str, deadline: Instant) -> Result<(&mut Connection, bool)> {
-        if let Err(e) = self.shared.health.check(node) {
-            self.conns.remove(node);
-            return Err(e);
-        }
-        let reused = self.conns.contains_key(node);
-        if !reused {
-            let shared = &self.shared;
-            let mut opts = shared.connect.clone();
-            let left = deadline.saturating_duration_since(Instant::now());
-            opts.timeout = opts.timeout.min(left).max(Duration::from_millis(1));
-            let started = Instant::now();
-            let conn = match Connection::connect(node, &opts) {
-                Ok(conn) => conn.with_pool(shared.pool.clone()),
-                Err(e) => {
-                    // A connect that failed slowly (a blackholed or hung host): mark the node down, so that other
-                    // workers do not wait on it too, and probe it in the background. A quick refusal is simply
-                    // tried again by the next request, so a restarted server is used the moment it is back.
-                    if (e.is_io() || e.is_timeout()) && started.elapsed() >= SLOW_CONNECT {
-                        log::warn!("{node} is down: {e}");
-                        self.mark_down(node, &e);
-                    }
-                    return Err(e);
-                }
-            };
-            Counters::add(&shared.stats.connects, 1);
-            self.conns.insert(node.to_string(), conn);
-        }
-        Ok((self.conns.get_mut(node).expect("inserted above"), reused))
-    }
-}
-
-/// Encodes one node's pipeline.
-fn encode(np: &NodePlan, parts: &[Part]) -> Outgoing {
-    let mut out = Outgoing::default();
-    for step in &np.steps {
-        if step.asking {
-            out.push_cmd(&redis::cmd("ASKING"));
-        }
-        let key = |u: &Unit| &parts[u.part].keys[u.key][..];
-        let one = || key(&step.units[0]);
-        match step.command {
-            Command::Get => out.push_cmd(redis::cmd("GET").arg(one())),
-            Command::Mget => {
-                let mut cmd = redis::cmd("MGET");
-                for u in &step.units {
-                    cmd.arg(key(u));
-                }
-                out.push_cmd(&cmd)
-            }
-            Command::Exists => out.push_cmd(redis::cmd("EXISTS").arg(one())),
-            Command::Del => out.push_cmd(redis::cmd("DEL").arg(one())),
-            Command::DeleteOrphan => {
-                let u = &step.units[0];
-                let v = &parts[u.part].values[u.key];
-                out.push_cmd(
-                    redis::cmd("EVAL")
-                        .arg(DELETE_ORPHAN)
-                        .arg(2)
-                        .arg(one())
-                        .arg(&v.head[..])
-                        .arg(&v.body[..]),
-                )
-            }
-            Command::Ping => out.push_cmd(&redis::cmd("PING")),
-            Command::Set { ttl_secs } => {
-                let u = &step.units[0];
-                out.push_set(one(), &parts[u.part].values[u.key], ttl_secs)
-            }
-        }
-    }
-    out
-}
-
-/// Reads the reply (or replies, for `MGET`) of one step. An `Err` means the connection can no longer be used.
-fn read_step(conn: &mut Connection, run: &mut Run, step: &Step, node: &str) -> Result<()> {
-    if step.asking
-        && let Head::Error(e) = conn.read_head()?
-    {
-        log::debug!("{node} refused ASKING: {} {}", e.code, e.detail);
-    }
-    let unexpected = |what: &Head| Error::protocol(node, format!("unexpected reply {what:?} to {:?}", step.command));
-    match step.command {
-        Command::Get if run.parts[step.units[0].part].dests.is_some() => {
-            let unit = &step.units[0];
-            let (dests, fill) = run.parts[unit.part].dests.as_ref().expect("checked");
-            let mut dest = dests[unit.key].lock();
-            let reply = match dest.as_mut() {
-                Some(buf) => conn.read_bulk_into(buf.bytes(), *fill)?.map(|f| run.filled(f, node)),
-                // The caller stopped waiting and took its buffer back: read the value and drop it.
-                None => conn.read_bulk(false)?.map(|_| Ok(KeyReply::Value(None))),
-            };
-            drop(dest);
-            match reply {
-                Ok(Err(e)) => run.finish(unit, Err(e)),
-                Ok(Ok(r)) => run.settle(unit, Ok(r), node),
-                Err(e) => run.settle(unit, Err(e), node),
-            }
-        }
-        Command::Get => {
-            let unit = &step.units[0];
-            let reply = match conn.read_bulk(run.parts[unit.part].verify_frames)? {
-                // MGET answers nil for a key of another type; GET answers the same, so both paths agree.
-                Err(e) if e.code == "WRONGTYPE" => Ok(KeyReply::Value(None)),
-                other => other.map(|bulk| run.bulk_reply(bulk, node)),
-            };
-            run.settle(unit, reply, node);
-        }
-        Command::Mget => match conn.read_head()? {
-            Head::Array(Some(n)) if n == step.units.len() => {
-                for unit in &step.units {
-                    let reply = conn
-                        .read_bulk(run.parts[unit.part].verify_frames)?
-                        .map(|b| run.bulk_reply(b, node));
-                    run.settle(unit, reply, node);
-                }
-            }
-            Head::Error(e)
-                if step.units.len() > 1 && (e.code == "TRYAGAIN" || Redirect::parse(&e.code, &e.detail).is_none()) =>
+    /// Flushes pending writes and reads what readable links have; never waits.
+    fn exchange(&mut self) {
+        let nodes: Vec<String> = self
+            .links
+            .iter()
+            .filter(|(_, l)| l.conn.as_ref().is_some_and(|c| c.wants_write()) || (l.readable && !l.owed.is_empty()))
+            .map(|(n, _)| n.clone())
+            .collect();
+        for node in nodes {
+            let link = self.links.get_mut(&node).expect("listed");
+            let conn = link.conn.as_mut().expect("listed");
+            if conn.wants_write()
+                && let Err(e) = conn.flush()
             {
-                // An MGET refused as a whole is read key by key: one bad key (e.g. NOPERM) then fails alone, and
-                // in a half-migrated slot (TRYAGAIN) each GET is answered at once, a value or ASK to where the key
-                // went, where the MGET would only be refused again until the migration ends.
-                log::debug!(
-                    "{node}: MGET of {} keys refused ({}); reading them one by one",
-                    step.units.len(),
-                    e.code
-                );
-                let retry = usize::from(e.code == "TRYAGAIN");
-                Counters::add(&run.shared.stats.retries, retry as u64);
-                run.next.extend(step.units.iter().map(|u| Unit {
-                    alone: true,
-                    retries: u.retries + retry,
-                    ..u.clone()
-                }));
+                self.fail_link(&node, e);
+                continue;
             }
-            Head::Error(e) => {
-                for unit in &step.units {
-                    run.settle(unit, Err(e.clone()), node);
+            if link.readable && !link.owed.is_empty() {
+                self.read_link(&node);
+            }
+        }
+    }
+
+    /// Reads and settles every reply `node` has sent so far.
+    fn read_link(&mut self, node: &str) {
+        let cluster = self.map.is_cluster();
+        loop {
+            let Some(link) = self.links.get_mut(node) else { return };
+            let (Some(conn), Some(front)) = (link.conn.as_mut(), link.owed.front()) else {
+                break;
+            };
+            let before = conn.last_io();
+            let result = conn.read(&front.expect);
+            if link.silent && conn.last_io() != before {
+                // It speaks again after a silence: it may have been replaced meanwhile (a frozen primary still
+                // acknowledges writes the moment it wakes). Its answers wait for a slot map read from now on.
+                link.silent = false;
+                if cluster {
+                    log::info!("{node} answers again after a silence; its answers wait for a slot map check");
+                    link.unconfirmed_since.get_or_insert_with(Instant::now);
+                    self.shared.topology.request_refresh();
                 }
             }
-            other => return Err(unexpected(&other)),
-        },
-        Command::Exists | Command::Del | Command::DeleteOrphan => {
-            let reply = match conn.read_head()? {
-                Head::Int(n) => Ok(KeyReply::Flag(n > 0)),
-                Head::Error(e) => Err(e),
-                other => return Err(unexpected(&other)),
-            };
-            run.settle(&step.units[0], reply, node);
+            match result {
+                Ok(None) => {
+                    link.readable = false;
+                    break;
+                }
+                Ok(Some(reply)) => {
+                    let sent = link.owed.pop_front().expect("front");
+                    self.moved = true;
+                    self.on_reply(node, sent, reply);
+                }
+                Err(e) => {
+                    self.fail_link(node, e);
+                    return;
+                }
+            }
         }
-        Command::Set { .. } | Command::Ping => {
-            let reply = match conn.read_head()? {
-                Head::Simple(_) => Ok(KeyReply::Done),
-                Head::Error(e) => Err(e),
-                other => return Err(unexpected(&other)),
-            };
-            match (&mut run.deferred, step.command) {
-                (Some(deferred), Command::Set { .. }) => deferred.push((step.units[0].clone(), reply)),
-                _ => run.settle(&step.units[0], reply, node),
+        if let Some(link) = self.links.get_mut(node)
+            && link.owed.is_empty()
+        {
+            link.sent_at = None;
+            link.marked = false;
+            // The node is free for the keys that waited for it.
+            self.replan |= !self.ready.is_empty();
+        }
+    }
+
+    fn on_reply(&mut self, node: &str, sent: Sent, reply: Reply) {
+        match sent.what {
+            What::Asking => {
+                if let Reply::Scalar(Head::Error(e)) = reply {
+                    log::debug!("{node} refused ASKING: {} {}", e.code, e.detail);
+                }
+            }
+            What::Wait { replicas } => {
+                let acked = match reply {
+                    Reply::Scalar(Head::Int(n)) => Ok(n.max(0) as usize),
+                    Reply::Scalar(Head::Error(e)) => Err(e),
+                    other => {
+                        return self.fail_link(node, Error::protocol(node, format!("WAIT: {other:?}")));
+                    }
+                };
+                let deferred = std::mem::take(&mut self.links.get_mut(node).expect("replying").deferred);
+                for (unit, answer) in deferred {
+                    let answer = match (answer, &acked) {
+                        (Ok(_), Ok(n)) if *n < replicas => Err(Refusal::Local(Error::NotReplicated {
+                            node: node.to_string(),
+                            acked: *n,
+                            wanted: replicas,
+                        })),
+                        (Ok(_), Err(e)) => Err(Refusal::Local(e.clone().into_error(node))),
+                        (answer, _) => answer,
+                    };
+                    self.settle(node, unit, answer);
+                }
+            }
+            What::Step { command, units } => {
+                let mut corrupt = 0;
+                let answers = command::answers(command, units.len(), reply, node, &mut corrupt);
+                Counters::add(&self.shared.stats.corrupt, corrupt);
+                match answers {
+                    Err(e) => {
+                        // Out of step: these units go down with the connection's other ones.
+                        let link = self.links.get_mut(node).expect("replying");
+                        link.owed.push_front(Sent {
+                            what: What::Step { command, units },
+                            expect: Expect::Scalar,
+                        });
+                        self.fail_link(node, e);
+                    }
+                    Ok(Answers::OneByOne { code }) => {
+                        let retry = usize::from(code == "TRYAGAIN");
+                        Counters::add(&self.shared.stats.retries, retry as u64);
+                        self.ready.extend(units.into_iter().map(|u| Unit {
+                            alone: true,
+                            retries: u.retries + retry,
+                            ..u
+                        }));
+                        self.replan = true;
+                    }
+                    Ok(Answers::Keys(answers)) => {
+                        let link = self.links.get_mut(node).expect("replying");
+                        let defer = matches!(command, Command::Set { .. })
+                            && matches!(
+                                link.owed.back(),
+                                Some(Sent {
+                                    what: What::Wait { .. },
+                                    ..
+                                })
+                            );
+                        if defer {
+                            link.deferred.extend(units.into_iter().zip(answers));
+                        } else {
+                            for (unit, answer) in units.into_iter().zip(answers) {
+                                self.settle(node, unit, answer);
+                            }
+                        }
+                    }
+                }
             }
         }
     }
-    Ok(())
-}
 
-/// The state of one batch's execution: results so far, and what needs another round.
-struct Run<'a> {
-    shared: &'a Shared,
-    parts: &'a [Part],
-    replies: Vec<ReplySlot>,
-    results: Vec<Vec<Option<Result<KeyReply>>>>,
-    remaining: Vec<usize>,
-    next: Vec<Unit>,
-    refresh: bool,
-    backoff: bool,
-    /// Puts read but not settled until the pipeline's `WAIT` answers.
-    deferred: Option<Vec<(Unit, std::result::Result<KeyReply, ServerReply>)>>,
-}
-
-impl<'a> Run<'a> {
-    fn new(shared: &'a Shared, parts: &'a [Part], replies: Vec<ReplySlot>) -> Run<'a> {
-        Run {
-            shared,
-            parts,
-            replies,
-            results: parts.iter().map(|p| vec![None; p.keys.len()]).collect(),
-            remaining: parts.iter().map(|p| p.keys.len()).collect(),
-            next: Vec::new(),
-            refresh: false,
-            backoff: false,
-            deferred: None,
-        }
-    }
-
-    /// Sets how many answers part `p` waits for (pings: one per node).
-    fn expect(&mut self, p: usize, n: usize) {
-        self.results[p] = vec![None; n];
-        self.remaining[p] = n;
-        if n == 0 {
-            self.replies[p].send(Vec::new());
-        }
-    }
-
-    /// A value read back; one that was to be verified as a chunk frame and is not sound is counted and read as
-    /// a miss, so it is never returned.
-    fn bulk_reply(&self, bulk: Bulk, node: &str) -> KeyReply {
-        match bulk {
-            Bulk::Nil => KeyReply::Value(None),
-            Bulk::Value(v) => KeyReply::Value(Some(v)),
-            Bulk::Corrupt => {
-                log::warn!("{node}: a stored chunk failed its frame check; read as a miss");
-                Counters::add(&self.shared.stats.corrupt, 1);
-                KeyReply::Value(None)
-            }
-        }
-    }
-
-    /// A value read into a destination: filled, a miss (also when damaged, counted), or a buffer of the wrong
-    /// size (that key's error; the value was read and dropped, the connection stays in step).
-    fn filled(&self, filled: Filled, node: &str) -> std::result::Result<KeyReply, Error> {
-        match filled {
-            Filled::Nil => Ok(KeyReply::Value(None)),
-            Filled::Bytes(n) => Ok(KeyReply::Filled(n)),
-            Filled::Corrupt => {
-                log::warn!("{node}: a stored chunk failed its frame check; read as a miss");
-                Counters::add(&self.shared.stats.corrupt, 1);
-                Ok(KeyReply::Value(None))
-            }
-            Filled::WrongSize(n) => Err(Error::InvalidInput(format!(
-                "the stored value is {n} bytes, the buffer given for it is not that size"
-            ))),
-        }
-    }
-
-    fn settled(&self, unit: &Unit) -> bool {
-        self.remaining[unit.part] == 0 || self.results[unit.part][unit.key].is_some()
-    }
-
-    /// Records the final answer of one unit; answers its part when it was the last one.
-    fn finish(&mut self, unit: &Unit, result: Result<KeyReply>) {
-        if self.settled(unit) {
-            debug_assert!(false, "unit {unit:?} answered twice");
+    /// Acts on one key's answer from `node`: final, or a resend.
+    fn settle(&mut self, node: &str, unit: Unit, answer: Answer) {
+        if !self.active.live(&unit) {
             return;
         }
+        let config = &self.shared.config;
+        let limits = settle::Limits {
+            max_redirects: config.max_redirects,
+            max_retries: config.max_retries,
+        };
+        let decision = settle::decide(answer, &unit, limits, node);
         let stats = &self.shared.stats;
-        Counters::add(&stats.keys, 1);
-        match &result {
-            Ok(KeyReply::Value(Some(v))) => {
-                Counters::add(&stats.hits, 1);
-                self.shared.learn_value_size(v.len());
+        match &decision {
+            Decision::Final(_) => {}
+            Decision::Moved { slot, node: to } => {
+                Counters::add(&stats.moved, 1);
+                self.shared.topology.apply_moved(*slot, to);
+                self.shared.topology.request_refresh();
             }
-            Ok(KeyReply::Value(None)) => Counters::add(&stats.misses, 1),
-            Ok(_) => {}
-            Err(e) => {
-                Counters::add(&stats.key_errors, 1);
-                if e.is_timeout() {
-                    Counters::add(&stats.timeouts, 1);
+            Decision::Ask { .. } => Counters::add(&stats.asked, 1),
+            Decision::Retry { .. } => Counters::add(&stats.retries, 1),
+        }
+        match decision {
+            Decision::Final(result) => {
+                let unconfirmed = self.links.get(node).and_then(|l| l.unconfirmed_since);
+                match unconfirmed {
+                    // Sent to that very node on purpose (ASK, PING): nothing to confirm.
+                    Some(since) if unit.to.is_none() => self.unconfirmed.push(Unconfirmed {
+                        unit,
+                        result,
+                        node: node.to_string(),
+                        since,
+                    }),
+                    _ => self.finish(&unit, result),
                 }
             }
-        }
-        self.results[unit.part][unit.key] = Some(result);
-        self.remaining[unit.part] -= 1;
-        if self.remaining[unit.part] == 0 {
-            let replies = std::mem::take(&mut self.results[unit.part]);
-            self.replies[unit.part].send(replies.into_iter().map(|r| r.expect("all settled")).collect());
-        }
-    }
-
-    /// Settles a unit from its reply: final, or redirected to another round.
-    fn settle(&mut self, unit: &Unit, reply: std::result::Result<KeyReply, ServerReply>, node: &str) {
-        let e = match reply {
-            Ok(r) => return self.finish(unit, Ok(r)),
-            Err(e) => e,
-        };
-        let Some(redirect) = Redirect::parse(&e.code, &e.detail) else {
-            if e.code == "CROSSSLOT" {
-                log::error!("{node}: CROSSSLOT: {}", e.detail);
+            Decision::Retry { after } => {
+                let next = settle::resend(&unit, &Decision::Retry { after });
+                self.delayed.push((Instant::now() + after, next));
             }
-            return self.finish(unit, Err(e.into_error(node)));
-        };
-        let config = &self.shared.config;
-        let mut next = unit.clone();
-        if matches!(redirect, Redirect::Retry) {
-            if unit.retries >= config.max_retries {
-                return self.finish(unit, Err(e.into_error(node)));
-            }
-            next.retries += 1;
-        } else {
-            if unit.redirects >= config.max_redirects {
-                let limit = config.max_redirects;
-                return self.finish(
-                    unit,
-                    Err(Error::TooManyRedirects {
-                        node: node.to_string(),
-                        limit,
-                    }),
-                );
-            }
-            next.redirects += 1;
-        }
-        let stats = &self.shared.stats;
-        match redirect {
-            Redirect::Moved { slot, node } => {
-                Counters::add(&stats.moved, 1);
-                self.shared.topology.apply_moved(slot, &node);
-                self.refresh = true;
-                next.to = None;
-                next.asking = false;
-            }
-            Redirect::Ask { node } => {
-                Counters::add(&stats.asked, 1);
-                next.to = Some(node);
-                next.asking = true;
-            }
-            Redirect::Retry => {
-                Counters::add(&stats.retries, 1);
-                self.backoff = true;
-            }
-        }
-        self.next.push(next);
-    }
-
-    /// Settles the deferred puts once `WAIT` has answered: those the primary stored fail with
-    /// `NotReplicated` when fewer than `wanted` replicas confirmed them.
-    fn settle_deferred(&mut self, acked: std::result::Result<usize, ServerReply>, wanted: usize, node: &str) {
-        for (unit, reply) in self.deferred.take().unwrap_or_default() {
-            match (reply, &acked) {
-                (Ok(_), Ok(n)) if *n < wanted => self.finish(
-                    &unit,
-                    Err(Error::NotReplicated {
-                        node: node.to_string(),
-                        acked: *n,
-                        wanted,
-                    }),
-                ),
-                (Ok(_), Err(e)) => self.finish(&unit, Err(e.clone().into_error(node))),
-                (reply, _) => self.settle(&unit, reply, node),
+            resend => {
+                self.ready.push(settle::resend(&unit, &resend));
+                self.replan = true;
             }
         }
     }
 
-    /// Handles units whose connection failed: each is resent once on a fresh connection when the failed one
-    /// had been reused (it may simply have gone stale; every command we send is idempotent), else failed.
-    fn io_failure<'u>(&mut self, units: impl Iterator<Item = &'u Unit>, err: &Error, reused: bool) {
-        self.refresh |= self.shared.topology.current().is_cluster();
+    fn finish(&mut self, unit: &Unit, result: Result<KeyReply>) {
+        if let Some(done) = self.active.finish(unit, result, &self.shared) {
+            self.moved = true;
+            self.part_done(done.priority, done.bytes);
+        }
+    }
+
+    /// A part taken from the queue is answered.
+    fn part_done(&mut self, priority: Priority, bytes: usize) {
+        if priority == Priority::Put {
+            self.inbox.put_done(bytes);
+        }
+    }
+
+    /// Drops `node`'s connection after `err`; what it owed is resent once on a fresh connection when the failed
+    /// one had been reused (it may simply have gone stale; every command sent is idempotent), else failed.
+    fn fail_link(&mut self, node: &str, err: Error) {
+        let Some(link) = self.links.get_mut(node) else { return };
+        let units: Vec<Unit> = link.units().cloned().collect();
+        let reused = link.reused;
+        *link = Link::default();
+        if units.iter().any(|u| self.active.live(u)) {
+            log::warn!("{err}; dropping the connection");
+        }
+        if self.map.is_cluster() {
+            self.shared.topology.request_refresh();
+        }
+        self.moved = true;
         for unit in units {
-            if self.settled(unit) {
+            if !self.active.live(&unit) {
                 continue;
             }
             if reused && !unit.io_retried && !err.is_timeout() {
                 Counters::add(&self.shared.stats.io_retries, 1);
-                self.next.push(Unit {
+                self.ready.push(Unit {
                     io_retried: true,
-                    ..unit.clone()
+                    ..unit
                 });
+                self.replan = true;
             } else {
-                self.finish(unit, Err(err.clone()));
+                self.finish(&unit, Err(err.clone()));
             }
         }
+    }
+
+    /// Answers every unit whose part's deadline has passed, marking down a node that stayed silent until then,
+    /// and drops connections whose replies nobody waits for any more (a late reply must never be read as the
+    /// answer to a later request).
+    fn expire(&mut self, now: Instant) {
+        if self.active.next_deadline().is_none_or(|d| d > now) {
+            return;
+        }
+        let expired: HashSet<(usize, u32)> = self
+            .active
+            .expired(now)
+            .iter()
+            .map(|u| (u.part, u.generation))
+            .collect();
+        let silence = self.shared.config.silence_timeout;
+        let mut timed_out = Vec::new();
+        for (node, link) in &mut self.links {
+            let mine: Vec<Unit> = link
+                .units()
+                .filter(|u| expired.contains(&(u.part, u.generation)) && self.active.live(u))
+                .cloned()
+                .collect();
+            if mine.is_empty() {
+                continue;
+            }
+            let quiet = now.duration_since(link.last_progress());
+            let down = !link.marked && link.conn.is_some() && quiet >= silence;
+            link.marked |= down;
+            timed_out.push((node.clone(), mine, down.then_some(quiet)));
+        }
+        for (node, units, down) in timed_out {
+            let err = Error::Timeout {
+                node: Some(node.clone()),
+            };
+            if let Some(quiet) = down {
+                // Not a byte for that long: the server is stalled. Marked down, so that other requests fail at
+                // once instead of each waiting out its deadline; a probe notices when it answers again.
+                log::warn!("{node} sent nothing for {quiet:?}: marked down");
+                if self
+                    .shared
+                    .health
+                    .mark_down(&node, &err, &self.shared.connect, &self.shared.topology)
+                {
+                    Counters::add(&self.shared.stats.marked_down, 1);
+                }
+            }
+            for unit in units {
+                self.finish(&unit, Err(err.clone()));
+            }
+        }
+        let waiting: Vec<(Unit, Option<String>)> = self
+            .ready
+            .iter()
+            .map(|u| (u.clone(), u.to.clone()))
+            .chain(self.delayed.iter().map(|(_, u)| (u.clone(), u.to.clone())))
+            .chain(self.unconfirmed.iter().map(|c| (c.unit.clone(), Some(c.node.clone()))))
+            .filter(|(u, _)| expired.contains(&(u.part, u.generation)))
+            .collect();
+        for (unit, node) in waiting {
+            self.finish(&unit, Err(Error::Timeout { node }));
+        }
+        for unit in self.active.expired(now) {
+            self.finish(&unit, Err(Error::Timeout { node: None }));
+        }
+        self.delayed.retain(|(_, u)| self.active.live(u));
+        self.unconfirmed.retain(|c| self.active.live(&c.unit));
+        let abandoned: Vec<String> = self
+            .links
+            .iter()
+            .filter(|(_, l)| !l.owed.is_empty() && !l.units().any(|u| self.active.live(u)))
+            .map(|(n, _)| n.clone())
+            .collect();
+        for node in abandoned {
+            log::debug!("{node}: every reply owed is past its deadline; dropping the connection");
+            self.links.remove(&node);
+        }
+    }
+
+    fn release_delayed(&mut self, now: Instant) {
+        if self.delayed.iter().any(|(at, _)| *at <= now) {
+            let (due, later): (Vec<_>, Vec<_>) = std::mem::take(&mut self.delayed)
+                .into_iter()
+                .partition(|(at, _)| *at <= now);
+            self.delayed = later;
+            self.ready.extend(due.into_iter().map(|(_, u)| u));
+            self.replan = true;
+            self.moved = true;
+        }
+    }
+
+    /// Settles the answers held from nodes that were silent, once a slot map read after them says whether the
+    /// node still serves their keys: if so they stand, else the keys are resent to the new owner.
+    fn confirm(&mut self) {
+        if self.unconfirmed.is_empty() && self.links.values().all(|l| l.unconfirmed_since.is_none()) {
+            return;
+        }
+        let Some(read_at) = self.shared.topology.refreshed_at() else {
+            return;
+        };
+        // Read after `refreshed_at`: the map is at least as new as that refresh.
+        let map = self.shared.topology.current();
+        for link in self.links.values_mut() {
+            if link.unconfirmed_since.is_some_and(|s| s < read_at) {
+                link.unconfirmed_since = None;
+            }
+        }
+        let (due, later): (Vec<_>, Vec<_>) = std::mem::take(&mut self.unconfirmed)
+            .into_iter()
+            .partition(|c| c.since < read_at);
+        self.unconfirmed = later;
+        for c in due {
+            if !self.active.live(&c.unit) {
+                continue;
+            }
+            self.moved = true;
+            let key = &crate::batch::Parts::part(&self.active, c.unit.part).keys[c.unit.key];
+            if map.owns(&c.node, key) {
+                self.finish(&c.unit, c.result);
+            } else {
+                log::info!("{} no longer serves a key it answered after a silence: resent", c.node);
+                Counters::add(&self.shared.stats.rerouted, 1);
+                self.ready.push(Unit {
+                    to: None,
+                    asking: false,
+                    redirects: c.unit.redirects + 1,
+                    ..c.unit
+                });
+                self.replan = true;
+            }
+        }
+    }
+
+    /// Takes a new slot map: keys waiting on a node that went silent and no longer serves them are resent to the
+    /// new owner now, on a fresh connection, rather than at their deadline.
+    fn follow_topology(&mut self) {
+        if self.shared.topology.epoch() == self.epoch {
+            return;
+        }
+        let (map, epoch) = self.shared.topology.current_with_epoch();
+        self.map = map;
+        self.epoch = epoch;
+        self.replan = true;
+        self.moved = true;
+        let moved: Vec<String> = self
+            .links
+            .iter()
+            .filter(|(_, l)| l.silent || l.unconfirmed_since.is_some())
+            .filter(|(node, l)| {
+                l.units().any(|u| {
+                    u.to.is_none()
+                        && self.active.live(u)
+                        && !self
+                            .map
+                            .owns(node, &crate::batch::Parts::part(&self.active, u.part).keys[u.key])
+                })
+            })
+            .map(|(n, _)| n.clone())
+            .collect();
+        for node in moved {
+            let link = self.links.remove(&node).expect("listed");
+            let units: Vec<Unit> = link.units().filter(|u| self.active.live(u)).cloned().collect();
+            log::info!(
+                "{node} was silent and the slot map moved its keys: {} key(s) resent to the new owner",
+                units.len()
+            );
+            Counters::add(&self.shared.stats.rerouted, units.len() as u64);
+            self.ready.extend(units);
+        }
+    }
+
+    /// Reports nodes silent past `silence_timeout` (Cluster only): the slot map is then re-read from the others.
+    fn watch(&mut self, now: Instant) {
+        if !self.map.is_cluster() {
+            return;
+        }
+        let silence = self.shared.config.silence_timeout;
+        for (node, link) in &mut self.links {
+            if link.conn.is_none() || !link.busy() {
+                continue;
+            }
+            let quiet = now.duration_since(link.last_progress());
+            if quiet < silence {
+                continue;
+            }
+            if !link.silent {
+                link.silent = true;
+                Counters::add(&self.shared.stats.silences, 1);
+                log::warn!("{node} owes replies and has sent nothing for {quiet:?}: re-reading the slot map");
+            }
+            if link.reported.is_none_or(|at| now.duration_since(at) >= REPORT_EVERY) {
+                link.reported = Some(now);
+                self.shared.health.report_silent(node);
+                self.shared.topology.request_refresh();
+            }
+        }
+    }
+
+    fn start_connect(&mut self, node: &str, deadline: Instant) {
+        let now = Instant::now();
+        let link = self.links.entry(node.to_string()).or_default();
+        link.connecting = Some(now);
+        let mut opts = self.shared.connect.clone();
+        opts.timeout = opts
+            .timeout
+            .min(deadline.saturating_duration_since(now))
+            .max(Duration::from_millis(1));
+        let (tx, waker, pool, name) = (
+            self.connects.0.clone(),
+            self.wakeup.waker(),
+            self.shared.pool.clone(),
+            node.to_string(),
+        );
+        let spawned = thread::Builder::new()
+            .name("kvcache-redis-connect".into())
+            .spawn(move || {
+                let result = Connection::connect(&name, &opts).map(|c| c.with_pool(pool));
+                let _ = tx.send(Connected {
+                    node: name,
+                    started: now,
+                    result,
+                });
+                waker.wake();
+            });
+        if let Err(e) = spawned {
+            link.connecting = None;
+            self.fail_waiting(node, &Error::io("local connect thread", e));
+        }
+    }
+
+    fn collect_connects(&mut self) {
+        while let Ok(c) = self.connects.1.try_recv() {
+            self.moved = true;
+            self.replan = true;
+            let link = self.links.entry(c.node.clone()).or_default();
+            link.connecting = None;
+            match c.result {
+                Ok(conn) => {
+                    Counters::add(&self.shared.stats.connects, 1);
+                    *link = Link {
+                        conn: Some(conn),
+                        ..Link::default()
+                    };
+                }
+                Err(e) => {
+                    log::debug!("connect to {}: {e}", c.node);
+                    // A connect that failed slowly (a blackholed or hung host): mark the node down, so that other
+                    // workers do not wait on it too, and probe it in the background. A quick refusal is simply
+                    // tried again by the next request, so a restarted server is used the moment it is back.
+                    if (e.is_io() || e.is_timeout()) && c.started.elapsed() >= SLOW_CONNECT {
+                        log::warn!("{} is down: {e}", c.node);
+                        if self
+                            .shared
+                            .health
+                            .mark_down(&c.node, &e, &self.shared.connect, &self.shared.topology)
+                        {
+                            Counters::add(&self.shared.stats.marked_down, 1);
+                        }
+                    }
+                    if self.map.is_cluster() {
+                        self.shared.topology.request_refresh();
+                    }
+                    self.fail_waiting(&c.node, &e);
+                }
+            }
+        }
+    }
+
+    /// Fails the ready units that would go to `node`.
+    fn fail_waiting(&mut self, node: &str, err: &Error) {
+        let units = std::mem::take(&mut self.ready);
+        for unit in units {
+            if !self.active.live(&unit) {
+                continue;
+            }
+            let target = match &unit.to {
+                Some(to) => Some(to.as_str()),
+                None => {
+                    let key = &crate::batch::Parts::part(&self.active, unit.part).keys[unit.key];
+                    self.map.route(key).ok().map(|(i, _)| self.map.nodes[i].as_str())
+                }
+            };
+            if target == Some(node) {
+                self.finish(&unit, Err(err.clone()));
+            } else {
+                self.ready.push(unit);
+            }
+        }
+    }
+
+    /// Sleeps in `poll` until a socket is ready, a timer is due, or someone wakes this worker. Offers to take
+    /// work first when it would take it.
+    fn sleep(&mut self) {
+        use rustix::event::{PollFd, PollFlags, poll};
+        let now = Instant::now();
+        let accepting = self.accepting(now);
+        if accepting {
+            self.inbox.offer();
+            if self.inbox.has_work() {
+                self.inbox.withdraw();
+                return;
+            }
+        }
+        let timeout = self.next_timer(now, accepting).saturating_duration_since(now);
+        let mut nodes = Vec::new();
+        let mut fds = vec![PollFd::from_borrowed_fd(self.wakeup.fd(), PollFlags::IN)];
+        for (node, link) in &self.links {
+            let Some(conn) = &link.conn else { continue };
+            let mut flags = PollFlags::empty();
+            if !link.owed.is_empty() {
+                flags |= PollFlags::IN;
+            }
+            if conn.wants_write() {
+                flags |= PollFlags::OUT;
+            }
+            if !flags.is_empty() {
+                fds.push(PollFd::from_borrowed_fd(conn.fd(), flags));
+                nodes.push(node.clone());
+            }
+        }
+        let _ = poll(&mut fds, Some(&timespec(timeout)));
+        let ready: Vec<bool> = fds[1..]
+            .iter()
+            .map(|f| f.revents().intersects(PollFlags::IN | PollFlags::HUP | PollFlags::ERR))
+            .collect();
+        drop(fds);
+        for (node, ready) in nodes.iter().zip(ready) {
+            if ready && let Some(link) = self.links.get_mut(node) {
+                link.readable = true;
+            }
+        }
+        if accepting {
+            self.inbox.withdraw();
+        }
+        self.wakeup.drain();
+    }
+
+    /// The next instant something is due without any socket or wake-up: a deadline, a back-off, a link crossing
+    /// a silence threshold, a silent node's next report, or a look at the slot map for held answers.
+    fn next_timer(&self, now: Instant, accepting: bool) -> Instant {
+        let config = &self.shared.config;
+        let mut at = now + IDLE;
+        let mut consider = |t: Instant| at = at.min(t);
+        if let Some(d) = self.active.next_deadline() {
+            consider(d);
+        }
+        for (t, _) in &self.delayed {
+            consider(*t);
+        }
+        for link in self.links.values().filter(|l| l.busy()) {
+            let since = link.last_progress();
+            if !accepting && self.map.nodes.len() > 1 {
+                consider(since + config.stall_threshold);
+            }
+            if self.map.is_cluster() {
+                consider(if link.silent {
+                    link.reported.map_or(now, |r| r + REPORT_EVERY)
+                } else {
+                    since + config.silence_timeout
+                });
+            }
+        }
+        if !self.unconfirmed.is_empty() {
+            consider(now + REPORT_EVERY);
+        }
+        at
     }
 }
