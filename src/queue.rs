@@ -33,19 +33,31 @@ struct Doorbell {
     /// How many offer: when none, ringing takes no lock.
     count: AtomicUsize,
     wakers: Vec<Waker>,
+    /// Which workers hold a put lane.
+    holding: Vec<AtomicBool>,
+    put_lanes: Arc<PutLanes>,
 }
 
 impl Doorbell {
-    /// Wakes one offering worker, if any: free when every worker is busy.
-    fn ring(&self) {
+    /// Wakes one offering worker that can take a part of `priority`, if any: free when every worker is busy. A
+    /// `Put` goes to a worker holding a put lane when no lane is free (one without could not take it, and the
+    /// wake-up would be lost); if none offers, the lane holders take it when their own work lets them.
+    fn ring(&self, priority: Priority) {
         // Orders the queued part before the look at `count` (the worker side does the opposite).
         fence(Ordering::SeqCst);
-        if self.count.load(Ordering::SeqCst) > 0 {
-            let mut offering = self.offering.lock();
-            if let Some(id) = offering.pop() {
-                self.count.store(offering.len(), Ordering::SeqCst);
-                self.wakers[id].wake();
-            }
+        if self.count.load(Ordering::SeqCst) == 0 {
+            return;
+        }
+        let lanes = &self.put_lanes;
+        let holders_only = priority == Priority::Put && !lanes.admits(lanes.busy.load(Ordering::Acquire));
+        let mut offering = self.offering.lock();
+        let pick = offering
+            .iter()
+            .rposition(|&id| !holders_only || self.holding[id].load(Ordering::Acquire));
+        if let Some(i) = pick {
+            let id = offering.remove(i);
+            self.count.store(offering.len(), Ordering::SeqCst);
+            self.wakers[id].wake();
         }
     }
 
@@ -105,20 +117,23 @@ impl Queues {
     pub(crate) fn new(wakers: Vec<Waker>, write_bytes: usize) -> Queues {
         let workers = wakers.len();
         let (senders, receivers): (Vec<_>, Vec<_>) = (0..4).map(|_| crossbeam_channel::unbounded()).unzip();
+        let put_lanes = Arc::new(PutLanes {
+            busy: AtomicUsize::new(0),
+            bytes: AtomicUsize::new(0),
+            max_workers: workers.saturating_sub(1).max(1),
+            max_bytes: write_bytes,
+        });
         Queues {
             senders: senders.try_into().unwrap_or_else(|_| unreachable!()),
             receivers: receivers.try_into().unwrap_or_else(|_| unreachable!()),
             closed: Arc::new(AtomicBool::new(false)),
-            put_lanes: Arc::new(PutLanes {
-                busy: AtomicUsize::new(0),
-                bytes: AtomicUsize::new(0),
-                max_workers: workers.saturating_sub(1).max(1),
-                max_bytes: write_bytes,
-            }),
+            put_lanes: put_lanes.clone(),
             doorbell: Arc::new(Doorbell {
                 offering: Mutex::new(Vec::with_capacity(workers)),
                 count: AtomicUsize::new(0),
                 wakers,
+                holding: (0..workers).map(|_| AtomicBool::new(false)).collect(),
+                put_lanes: put_lanes.clone(),
             }),
         }
     }
@@ -140,10 +155,11 @@ impl Queues {
 
     /// Queues a part at its level. Fails only when every worker is gone.
     pub(crate) fn send(&self, part: Part) -> Result<(), crate::Error> {
-        self.senders[part.priority.index()]
+        let priority = part.priority;
+        self.senders[priority.index()]
             .send(part)
             .map_err(|_| crate::Error::WorkerLost)?;
-        self.doorbell.ring();
+        self.doorbell.ring(priority);
         Ok(())
     }
 
@@ -260,6 +276,7 @@ impl Inbox {
                 lanes.admits(b).then_some(b + 1)
             });
             self.holds_put_lane = reserved.is_ok();
+            self.doorbell.holding[self.id].store(self.holds_put_lane, Ordering::Release);
         }
         self.holds_put_lane
     }
@@ -275,6 +292,7 @@ impl Inbox {
                 .bytes
                 .fetch_sub(std::mem::take(&mut self.put_bytes), Ordering::AcqRel);
             self.put_lanes.busy.fetch_sub(1, Ordering::AcqRel);
+            self.doorbell.holding[self.id].store(false, Ordering::Release);
             self.put_parts = 0;
         }
     }
@@ -417,6 +435,32 @@ mod tests {
         b.withdraw();
         q.send(part(Priority::Get, 1)).unwrap();
         assert!(!woken(1), "a withdrawn offer is not woken");
+    }
+
+    #[test]
+    fn a_put_wakes_a_worker_that_can_take_it() {
+        use rustix::event::{PollFd, PollFlags, Timespec, poll};
+        // Two workers: one put lane. `a` holds it; `b` cannot write while it does.
+        let (q, w) = queues(2, 8 << 20);
+        let (mut a, b) = (q.inbox(0), q.inbox(1));
+        let woken = |i: usize| {
+            let mut fds = [PollFd::from_borrowed_fd(w[i].fd(), PollFlags::IN)];
+            let n = poll(&mut fds, Some(&Timespec { tv_sec: 0, tv_nsec: 0 })).unwrap();
+            w[i].drain();
+            n > 0
+        };
+        q.send(part(Priority::Put, 1)).unwrap();
+        assert_eq!(a.take(1, usize::MAX).len(), 1);
+        a.offer();
+        b.offer();
+        q.send(part(Priority::Put, 1)).unwrap();
+        assert!(
+            woken(0) && !woken(1),
+            "the put must wake the lane holder, not the latest offer"
+        );
+        assert!(!b.has_work());
+        q.send(part(Priority::Get, 1)).unwrap();
+        assert!(woken(1), "anything else wakes the latest offer");
     }
 
     #[test]

@@ -19,6 +19,7 @@ fn primary_and_replica(kind: Kind) -> (Server, Server) {
         Options {
             cluster: false,
             extra: vec!["--replicaof".into(), "127.0.0.1".into(), primary.port.to_string()],
+            ..Options::default()
         },
     );
     let deadline = Instant::now() + Duration::from_secs(15);
@@ -156,7 +157,59 @@ fn a_wait_longer_than_the_request_timeout_is_refused(_kind: Kind) {
     assert!("redis://127.0.0.1:1?wait_timeout_ms=50".parse::<Config>().is_err());
 }
 
+/// With replica waits on, one worker coalescing puts for two shards: a frozen replica delays (and fails) only the
+/// puts of its own primary, not the other shard's, which go out and come back while the first `WAIT` waits.
+fn a_slow_replica_delays_only_its_own_nodes_puts(kind: Kind) {
+    let cluster = Cluster::start(kind, 3, 1);
+    cluster.wait_synced();
+    let config = Config::from_url(&cluster.url())
+        .unwrap()
+        .workers(1)
+        .request_timeout(Duration::from_secs(3))
+        .wait_for_replicas(1, Duration::from_millis(400));
+    let client = Client::with_config(config).unwrap();
+    let p = unique("slowreplica");
+    let keys: Vec<String> = (0..400).map(|i| format!("{p}{i}")).collect();
+    let port_of = |k: &String| cluster.primary_for(k.as_bytes()).port;
+    let slow_port = port_of(&keys[0]);
+    let (slow, fast): (Vec<String>, Vec<String>) = keys.into_iter().partition(|k| port_of(k) == slow_port);
+    let frozen = &cluster.nodes[cluster.replica_of(slow_port)];
+    frozen.freeze();
+    let (slow_results, fast_times) = std::thread::scope(|s| {
+        let slow_thread = s.spawn(|| {
+            slow[..3]
+                .iter()
+                .map(|k| {
+                    let t = Instant::now();
+                    (client.put(k, b"v".to_vec()), t.elapsed())
+                })
+                .collect::<Vec<_>>()
+        });
+        // Once the slow shard's first put is out, the other shard's puts join the same worker.
+        std::thread::sleep(Duration::from_millis(50));
+        let mut times = Vec::new();
+        for k in fast.iter().take(40) {
+            let t = Instant::now();
+            client.put(k, b"v".to_vec()).unwrap();
+            times.push(t.elapsed());
+        }
+        (slow_thread.join().unwrap(), times)
+    });
+    frozen.thaw();
+    let slowest_fast = fast_times.iter().max().unwrap();
+    println!("{kind:?}: other shard's puts: slowest {slowest_fast:?}; frozen replica's shard: {slow_results:?}");
+    for (r, took) in &slow_results {
+        assert!(matches!(r, Err(Error::NotReplicated { acked: 0, .. })), "{r:?}");
+        assert!(*took >= Duration::from_millis(380), "{took:?}");
+    }
+    assert!(
+        *slowest_fast < Duration::from_millis(200),
+        "a put to a healthy shard waited {slowest_fast:?} behind another shard's WAIT"
+    );
+}
+
 per_kind!(
+    a_slow_replica_delays_only_its_own_nodes_puts,
     confirmed_puts_are_on_the_replica,
     unconfirmed_puts_fail_in_time_and_stay_readable,
     cluster_puts_wait_for_their_own_replica,

@@ -91,15 +91,25 @@ fn mutual_tls_needs_the_client_certificate() {
     assert_eq!(client.get("mtls").unwrap().as_deref(), Some(&b"ok"[..]));
 }
 
-/// A 3-primary Cluster whose clients and bus speak TLS (each node keeps a plaintext port for the test's admin).
-fn tls_cluster() -> Vec<(Server, u16)> {
+/// A 3-primary Cluster whose clients and bus speak TLS (each node keeps a plaintext port for the test's admin);
+/// `extra` goes to every node.
+fn tls_cluster(extra_args: &[&str]) -> Vec<(Server, u16)> {
     let nodes: Vec<(Server, u16)> = (0..3)
         .map(|_| {
             let tls_port = free_port();
             let mut extra = tls_args(tls_port, false);
             extra.extend(["--tls-cluster".to_string(), "yes".to_string()]);
+            extra.extend(extra_args.iter().map(|a| a.to_string()));
             (
-                Server::start(Kind::Redis, free_port(), Options { cluster: true, extra }),
+                Server::start(
+                    Kind::Redis,
+                    free_port(),
+                    Options {
+                        cluster: true,
+                        extra,
+                        ..Options::default()
+                    },
+                ),
                 tls_port,
             )
         })
@@ -146,7 +156,7 @@ fn tls_cluster() -> Vec<(Server, u16)> {
 
 #[test]
 fn a_tls_cluster_verifies_every_node() {
-    let nodes = tls_cluster();
+    let nodes = tls_cluster(&[]);
     let client = Client::with_config(config(nodes[0].1)).unwrap();
     assert!(client.is_cluster());
     let mut primaries = client.primaries();
@@ -175,4 +185,48 @@ fn a_tls_cluster_verifies_every_node() {
         "wrong name on a node",
     );
     assert!(matches!(err, Error::Tls { .. }), "{err}");
+}
+
+/// A TLS node that stops answering (frozen) holds back no other node's answers: TLS connections are waited on
+/// like plain ones (what OpenSSL has already decrypted counts as readable), never read blocking.
+#[test]
+fn a_stalled_tls_node_holds_back_no_other_node() {
+    use kvcache_redis::Slot;
+    use std::sync::Arc;
+    use support::load::{Load, LoadOptions};
+    let nodes = tls_cluster(&["--cluster-require-full-coverage", "no"]);
+    let client = Arc::new(Client::with_config(config(nodes[0].1)).unwrap());
+    let mut opts = LoadOptions::new(&support::unique("tls-stall"));
+    // Node i serves slots from i * 5462 (see `tls_cluster`); two threads use keys anywhere, one per node its own.
+    opts.groups = 3;
+    opts.group = Some(Arc::new(|key: &[u8]| (Slot::of(key).get() / 5462) as usize));
+    opts.threads = 5;
+    opts.pinned = vec![None, None, Some(0), Some(1), Some(2)];
+    let load = Load::start(client, opts, Duration::from_secs(7));
+    std::thread::sleep(Duration::from_millis(500));
+    nodes[2].0.freeze();
+    let frozen = load.now();
+    std::thread::sleep(Duration::from_millis(1500));
+    nodes[2].0.thaw();
+    std::thread::sleep(Duration::from_millis(500));
+    let r = load.finish();
+    for (i, g) in r.groups.iter().enumerate() {
+        println!(
+            "node {i}: ok {}, errors {}, slowest call on it alone {:?} from {:?} (frozen at {frozen:?})",
+            g.ok, g.errors, g.slowest, g.slowest_at
+        );
+    }
+    assert_eq!(r.wrong, 0, "{:?}", r.wrong_samples);
+    assert_eq!(r.errors(), 0, "{:?}", r.groups);
+    assert!(
+        r.groups[2].slowest >= Duration::from_millis(1000),
+        "node 2 was never waited on"
+    );
+    for g in &r.groups[..2] {
+        assert!(
+            g.slowest <= Duration::from_millis(250),
+            "a healthy TLS node waited {:?} behind the frozen one",
+            g.slowest
+        );
+    }
 }

@@ -16,7 +16,15 @@ fn over_a_unix_socket(kind: Kind) {
         "--unixsocketperm".into(),
         "700".into(),
     ];
-    let server = Server::start(kind, port, Options { cluster: false, extra });
+    let server = Server::start(
+        kind,
+        port,
+        Options {
+            cluster: false,
+            extra,
+            ..Options::default()
+        },
+    );
     let client = Client::open(&format!("unix://{}", socket.display())).unwrap();
     assert!(!client.is_cluster());
     client.put("sock", vec![9u8; 1 << 20]).unwrap();

@@ -43,6 +43,8 @@ pub struct LoadOptions {
     pub pause: Duration,
     /// A single-key call slower than this is counted in its group's `slow`.
     pub slow: Duration,
+    /// Threads whose keys are all in one group: `pinned[t] = Some(g)` (threads past its end use keys anywhere).
+    pub pinned: Vec<Option<usize>>,
 }
 
 impl LoadOptions {
@@ -58,6 +60,7 @@ impl LoadOptions {
             groups: 1,
             pause: Duration::ZERO,
             slow: Duration::from_millis(250),
+            pinned: Vec::new(),
         }
     }
 }
@@ -72,8 +75,14 @@ pub struct GroupReport {
     pub last_ok: Option<Duration>,
     /// Single-key calls of this group that took longer than `LoadOptions::slow`.
     pub slow: u64,
-    /// A few error messages, for the assertion messages.
+    /// The slowest call whose keys were all in this group (single or batched), and when it started.
+    pub slowest: Duration,
+    pub slowest_at: Duration,
+    /// When each successful key operation of this group completed (up to 200 000).
+    pub oks: Vec<Duration>,
+    /// A few error messages, for the assertion messages, and the last one.
     pub samples: Vec<String>,
+    pub last_sample: Option<String>,
 }
 
 /// The outcome of a load.
@@ -85,6 +94,9 @@ pub struct Report {
     pub wrong: u64,
     pub stale: u64,
     pub lost: u64,
+    /// For each stale or lost read (up to 10 000): when the write it missed had been acknowledged, relative to the
+    /// start of the load. Writes acknowledged before a fault may be lost with it; later ones never.
+    pub losses: Vec<Duration>,
     /// Calls that took longer than the hang bound.
     pub hung: u64,
     pub max_call: Duration,
@@ -92,6 +104,13 @@ pub struct Report {
     pub wrong_samples: Vec<String>,
     /// Errors that were not of a typed, expected kind (protocol errors, `WorkerLost`, ...).
     pub untyped: Vec<String>,
+}
+
+impl GroupReport {
+    /// When the first key operation that succeeded at or after `t` completed.
+    pub fn first_ok_after(&self, t: Duration) -> Option<Duration> {
+        self.oks.iter().filter(|at| **at >= t).min().copied()
+    }
 }
 
 impl Report {
@@ -111,6 +130,7 @@ impl Report {
         self.wrong += other.wrong;
         self.stale += other.stale;
         self.lost += other.lost;
+        self.losses.extend(other.losses);
         self.hung += other.hung;
         self.max_call = self.max_call.max(other.max_call);
         self.wrong_samples.extend(other.wrong_samples);
@@ -121,9 +141,17 @@ impl Report {
             mine.ok += theirs.ok;
             mine.errors += theirs.errors;
             mine.first_error = min_opt(mine.first_error, theirs.first_error);
-            mine.last_error = mine.last_error.max(theirs.last_error);
+            if theirs.last_error > mine.last_error {
+                mine.last_error = theirs.last_error;
+                mine.last_sample = theirs.last_sample;
+            }
             mine.last_ok = mine.last_ok.max(theirs.last_ok);
             mine.slow += theirs.slow;
+            if theirs.slowest > mine.slowest {
+                mine.slowest = theirs.slowest;
+                mine.slowest_at = theirs.slowest_at;
+            }
+            mine.oks.extend(theirs.oks);
             if mine.samples.len() < 5 {
                 mine.samples
                     .extend(theirs.samples.into_iter().take(5 - mine.samples.len()));
@@ -243,6 +271,8 @@ struct ThreadState {
     keys: Vec<String>,
     groups: Vec<usize>,
     acked: Vec<u64>,
+    /// When the write of `acked` was acknowledged.
+    acked_at: Vec<Duration>,
     tried: Vec<u64>,
     started: Instant,
     hang_bound: Duration,
@@ -251,12 +281,18 @@ struct ThreadState {
 
 impl ThreadState {
     fn new(t: usize, opts: &LoadOptions, client: Arc<Client>, started: Instant, hang_bound: Duration) -> Self {
-        let keys: Vec<String> = (0..opts.keys_per_thread)
-            .map(|i| match &opts.key {
-                Some(f) => f(t, i),
-                None => format!("{}t{t}:k{i}", opts.prefix),
-            })
-            .collect();
+        let name = |i: usize| match &opts.key {
+            Some(f) => f(t, i),
+            None => format!("{}t{t}:k{i}", opts.prefix),
+        };
+        let keys: Vec<String> = match (opts.pinned.get(t).copied().flatten(), &opts.group) {
+            (Some(g), Some(group)) => (0..)
+                .map(name)
+                .filter(|k| group(k.as_bytes()) == g)
+                .take(opts.keys_per_thread)
+                .collect(),
+            _ => (0..opts.keys_per_thread).map(name).collect(),
+        };
         let groups = keys
             .iter()
             .map(|k| opts.group.as_ref().map_or(0, |g| g(k.as_bytes())))
@@ -266,6 +302,7 @@ impl ThreadState {
             opts: opts.clone(),
             client,
             acked: vec![0; keys.len()],
+            acked_at: vec![Duration::ZERO; keys.len()],
             tried: vec![0; keys.len()],
             keys,
             groups,
@@ -288,6 +325,7 @@ impl ThreadState {
                 match self.client.put(&self.keys[i], encode(&self.keys[i], v, self.size(i))) {
                     Ok(()) => {
                         self.acked[i] = v;
+                        self.acked_at[i] = self.started.elapsed();
                         break;
                     }
                     Err(e) => {
@@ -325,12 +363,14 @@ impl ThreadState {
             let t0 = Instant::now();
             let result = self.client.batched_put(&keys, values);
             let (start, took) = self.timed(t0, latencies);
+            self.call_of(&batch, took);
             match result {
                 Ok(per_key) => {
                     for ((&i, &v), r) in batch.iter().zip(&versions).zip(per_key) {
                         match r {
                             Ok(()) => {
                                 self.acked[i] = v;
+                                self.acked_at[i] = start + took;
                                 self.ok(i, start + took, self.size(i));
                             }
                             Err(e) => failed |= self.error(i, start, &e),
@@ -348,6 +388,7 @@ impl ThreadState {
         let t0 = Instant::now();
         let result = self.client.batched_get(&keys);
         let (start, took) = self.timed(t0, latencies);
+        self.call_of(&batch, took);
         match result {
             Ok(per_key) => {
                 for (&i, r) in batch.iter().zip(per_key) {
@@ -376,6 +417,7 @@ impl ThreadState {
         match r {
             Ok(()) => {
                 self.acked[i] = v;
+                self.acked_at[i] = start + took;
                 self.ok(i, start + took, self.size(i));
             }
             Err(e) => failed |= self.error(i, start, &e),
@@ -399,8 +441,28 @@ impl ThreadState {
     }
 
     fn single(&mut self, i: usize, took: Duration) {
+        self.call_of(&[i], took);
         if took > self.opts.slow {
             self.report.groups[self.groups[i]].slow += 1;
+        }
+    }
+
+    /// Records a call's duration against its group when all its keys are in one.
+    fn call_of(&mut self, keys: &[usize], took: Duration) {
+        let g = self.groups[keys[0]];
+        if keys.iter().all(|&i| self.groups[i] == g) {
+            let at = self.started.elapsed().saturating_sub(took);
+            let g = &mut self.report.groups[g];
+            if took > g.slowest {
+                g.slowest = took;
+                g.slowest_at = at;
+            }
+        }
+    }
+
+    fn loss(&mut self, i: usize) {
+        if self.report.losses.len() < 10_000 {
+            self.report.losses.push(self.acked_at[i]);
         }
     }
 
@@ -410,6 +472,9 @@ impl ThreadState {
         let g = &mut self.report.groups[self.groups[i]];
         g.ok += 1;
         g.last_ok = g.last_ok.max(Some(at));
+        if g.oks.len() < 200_000 {
+            g.oks.push(at);
+        }
     }
 
     /// Records an error of key `i`; returns true.
@@ -428,8 +493,12 @@ impl ThreadState {
         g.errors += 1;
         g.first_error = min_opt(g.first_error, Some(at));
         g.last_error = g.last_error.max(Some(at));
+        let sample = format!("{} at {at:?}: {e}", self.keys[i]);
         if g.samples.len() < 5 {
-            g.samples.push(format!("{} at {at:?}: {e}", self.keys[i]));
+            g.samples.push(sample.clone());
+        }
+        if g.last_error == Some(at) {
+            g.last_sample = Some(sample);
         }
         true
     }
@@ -447,6 +516,7 @@ impl ThreadState {
             Ok(None) => {
                 if self.acked[i] > 0 {
                     self.report.lost += 1;
+                    self.loss(i);
                 }
                 self.ok(i, start + took, 0);
                 false
@@ -458,7 +528,10 @@ impl ThreadState {
                         i,
                         format!("version {version} was never written (newest {})", self.tried[i]),
                     ),
-                    Ok(version) if version < self.acked[i] => self.report.stale += 1,
+                    Ok(version) if version < self.acked[i] => {
+                        self.report.stale += 1;
+                        self.loss(i);
+                    }
                     Ok(_) => {}
                 }
                 self.ok(i, start + took, v.len());

@@ -84,11 +84,17 @@ pub fn free_port() -> u16 {
 pub struct Options {
     pub cluster: bool,
     pub extra: Vec<String>,
+    /// Where it listens and is reached (default 127.0.0.1); a Cluster node also announces the first one.
+    pub hosts: Vec<String>,
+    /// A network namespace to run it in (see `support::netns`).
+    pub netns: Option<String>,
 }
 
 /// One server process.
 pub struct Server {
     pub kind: Kind,
+    /// The address clients reach it at.
+    pub host: String,
     pub port: u16,
     pub pid: u32,
     dir: PathBuf,
@@ -105,8 +111,10 @@ impl Server {
         let dir = std::env::temp_dir().join(format!("kvcache-test-{}-{port}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).expect("create server dir");
+        let host = options.hosts.first().cloned().unwrap_or_else(|| "127.0.0.1".into());
         let mut server = Server {
             kind,
+            host,
             port,
             pid: 0,
             dir,
@@ -119,11 +127,16 @@ impl Server {
 
     fn spawn(&mut self) {
         let dir = self.dir.display().to_string();
+        let bind = if self.options.hosts.is_empty() {
+            "127.0.0.1".to_string()
+        } else {
+            self.options.hosts.join(" ")
+        };
         let mut args: Vec<String> = vec![
             "--port".into(),
             self.port.to_string(),
             "--bind".into(),
-            "127.0.0.1".into(),
+            bind,
             "--save".into(),
             "".into(),
             "--appendonly".into(),
@@ -146,15 +159,27 @@ impl Server {
                     &format!("{dir}/nodes.conf"),
                     "--cluster-node-timeout",
                     "2000",
+                    // Replicas sync at once, so a failover test can start as soon as they are linked.
+                    "--repl-diskless-sync-delay",
+                    "0",
                 ]
                 .map(String::from),
             );
+            if !self.options.hosts.is_empty() {
+                args.extend(["--cluster-announce-ip".to_string(), self.host.clone()]);
+            }
         }
         args.extend(self.options.extra.iter().cloned());
+        // `ip netns exec` execs the server, so the PID is the server's.
+        let netns: Vec<String> = match &self.options.netns {
+            Some(ns) => vec!["ip".into(), "netns".into(), "exec".into(), ns.clone()],
+            None => Vec::new(),
+        };
         let mut child = Command::new("sh")
             .arg("-c")
             .arg(r#""$@" </dev/null >/dev/null 2>&1 & pid=$!; echo $pid; read _; kill $pid 2>/dev/null; wait $pid"#)
             .arg("kvcache-test-watchdog")
+            .args(&netns)
             .arg(self.kind.binary())
             .args(&args)
             .stdin(Stdio::piped())
@@ -174,7 +199,7 @@ impl Server {
     fn wait_ready(&self) {
         let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline {
-            if let Ok(mut s) = TcpStream::connect(("127.0.0.1", self.port)) {
+            if let Ok(mut s) = TcpStream::connect((self.host.as_str(), self.port)) {
                 let _ = s.set_read_timeout(Some(Duration::from_millis(500)));
                 let mut buf = [0u8; 7];
                 if s.write_all(b"PING\r\n").is_ok() && s.read_exact(&mut buf).is_ok() && &buf == b"+PONG\r\n" {
@@ -196,11 +221,11 @@ impl Server {
     }
 
     pub fn addr(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
+        format!("{}:{}", self.host, self.port)
     }
 
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
+        format!("redis://{}:{}", self.host, self.port)
     }
 
     /// An admin connection (plain redis-rs), for setting up and checking from outside the client.
@@ -272,22 +297,43 @@ impl Cluster {
 
     /// Like `start`, with extra server arguments on every node.
     pub fn start_with(kind: Kind, primaries: usize, replicas: usize, extra: &[&str]) -> Cluster {
+        Cluster::start_placed(kind, primaries, replicas, extra, |_| Options::default())
+    }
+
+    /// Like `start_with`, with node `i` (primaries first, then their replicas) placed as `place(i)` says (its
+    /// address, its network namespace).
+    pub fn start_placed(
+        kind: Kind,
+        primaries: usize,
+        replicas: usize,
+        extra: &[&str],
+        place: impl Fn(usize) -> Options,
+    ) -> Cluster {
         let total = primaries * (1 + replicas);
         let nodes: Vec<Server> = (0..total)
-            .map(|_| {
-                Server::start(
-                    kind,
-                    free_port(),
-                    Options {
-                        cluster: true,
-                        extra: extra.iter().map(|s| s.to_string()).collect(),
-                    },
-                )
+            .map(|i| {
+                let options = Options {
+                    cluster: true,
+                    extra: extra.iter().map(|s| s.to_string()).collect(),
+                    ..place(i)
+                };
+                Server::start(kind, free_port(), options)
             })
             .collect();
         let cluster = Cluster { kind, nodes, primaries };
         cluster.form(replicas);
         cluster
+    }
+
+    /// Waits until every replica has finished its first sync (`master_link_status:up`): a replica that never
+    /// synced refuses to be promoted.
+    pub fn wait_synced(&self) {
+        self.wait_until("every replica synced", |admins| {
+            admins.iter_mut().all(|a| {
+                let info: String = redis::cmd("INFO").arg("replication").query(a).unwrap_or_default();
+                info.contains("role:master") || info.contains("master_link_status:up")
+            })
+        });
     }
 
     fn form(&self, replicas: usize) {
@@ -310,7 +356,7 @@ impl Cluster {
         for admin in admins.iter_mut().skip(1) {
             redis::cmd("CLUSTER")
                 .arg("MEET")
-                .arg("127.0.0.1")
+                .arg(&self.nodes[0].host)
                 .arg(self.nodes[0].port)
                 .exec(admin)
                 .expect("MEET");

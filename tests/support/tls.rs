@@ -111,6 +111,14 @@ pub fn tls_args(tls_port: u16, require_client_cert: bool) -> Vec<String> {
 pub fn tls_server(require_client_cert: bool) -> (Server, u16) {
     let tls_port = free_port();
     let extra = tls_args(tls_port, require_client_cert);
-    let server = Server::start(Kind::Redis, free_port(), Options { cluster: false, extra });
+    let server = Server::start(
+        Kind::Redis,
+        free_port(),
+        Options {
+            cluster: false,
+            extra,
+            ..Options::default()
+        },
+    );
     (server, tls_port)
 }
