@@ -1,12 +1,22 @@
-//! Waking a worker that sleeps in `poll` on its sockets: each worker owns the reading end of a socket pair, and
-//! whoever has news for it (a queued call, a finished connect, a new slot map) writes a byte to the other end.
+//! Waking a worker. A worker with nothing in flight parks on a condition variable (one futex wake to rouse it,
+//! the common hand-off from an idle worker to a caller's request); a worker watching sockets sleeps in `poll`,
+//! which also watches the reading end of a socket pair that a wake-up writes a byte to. Whoever has news for a
+//! worker (a queued call, a finished connect, a new slot map) calls `wake`, which reaches it either way.
 
 use std::io::{self, Read, Write};
 use std::os::fd::{AsFd, BorrowedFd};
 use std::os::unix::net::UnixStream;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering::SeqCst};
+use std::time::Duration;
 
-/// The end a worker polls.
+use parking_lot::{Condvar, Mutex};
+
+const RUNNING: u8 = 0;
+const PARKED: u8 = 1;
+const POLLING: u8 = 2;
+
+/// The worker's side.
 pub(crate) struct Wakeup {
     read: UnixStream,
     waker: Waker,
@@ -14,7 +24,18 @@ pub(crate) struct Wakeup {
 
 /// Wakes one worker; cheap to clone.
 #[derive(Clone)]
-pub(crate) struct Waker(Arc<UnixStream>);
+pub(crate) struct Waker(Arc<Signal>);
+
+struct Signal {
+    /// How the worker sleeps right now.
+    state: AtomicU8,
+    /// A wake-up not consumed yet.
+    pending: AtomicBool,
+    /// Held by a parked worker from its last look at `pending` until it waits.
+    lock: Mutex<()>,
+    parked: Condvar,
+    write: UnixStream,
+}
 
 impl Wakeup {
     pub(crate) fn new() -> io::Result<Wakeup> {
@@ -23,7 +44,13 @@ impl Wakeup {
         write.set_nonblocking(true)?;
         Ok(Wakeup {
             read,
-            waker: Waker(Arc::new(write)),
+            waker: Waker(Arc::new(Signal {
+                state: AtomicU8::new(RUNNING),
+                pending: AtomicBool::new(false),
+                lock: Mutex::new(()),
+                parked: Condvar::new(),
+                write,
+            })),
         })
     }
 
@@ -31,43 +58,115 @@ impl Wakeup {
         self.waker.clone()
     }
 
+    /// Sleeps until woken or `timeout` passes, with no socket to watch.
+    pub(crate) fn park(&self, timeout: Duration) {
+        let s = &self.waker.0;
+        let mut guard = s.lock.lock();
+        s.state.store(PARKED, SeqCst);
+        if !s.pending.swap(false, SeqCst) {
+            s.parked.wait_for(&mut guard, timeout);
+        }
+        s.state.store(RUNNING, SeqCst);
+        s.pending.store(false, SeqCst);
+    }
+
+    /// Calls `poll` (which must watch `fd()` too) unless a wake-up is already pending; returns whether a wake-up
+    /// came (then consumed).
+    pub(crate) fn poll_with(&self, poll: impl FnOnce() -> bool) -> bool {
+        let s = &self.waker.0;
+        s.state.store(POLLING, SeqCst);
+        let woken = s.pending.swap(false, SeqCst) || poll();
+        s.state.store(RUNNING, SeqCst);
+        if s.pending.swap(false, SeqCst) || woken {
+            self.drain();
+            return true;
+        }
+        false
+    }
+
+    /// Consumes a pending wake-up, if any (for tests of who gets woken).
+    #[cfg(test)]
+    pub(crate) fn take_wakeup(&self) -> bool {
+        self.waker.0.pending.swap(false, SeqCst)
+    }
+
+    /// What a polling worker watches.
     pub(crate) fn fd(&self) -> BorrowedFd<'_> {
         self.read.as_fd()
     }
 
-    /// Consumes the wake-ups received, so the next poll sleeps again.
-    pub(crate) fn drain(&self) {
-        let mut buf = [0u8; 64];
-        while matches!((&self.read).read(&mut buf), Ok(n) if n > 0) {}
+    /// Consumes the bytes written, so the next poll sleeps again. (A short read emptied the socket: no second
+    /// read just to be told so.)
+    fn drain(&self) {
+        let mut buf = [0u8; 256];
+        while matches!((&self.read).read(&mut buf), Ok(n) if n == buf.len()) {}
     }
 }
 
 impl Waker {
     pub(crate) fn wake(&self) {
-        // A full pipe already holds a wake-up; a closed one means the worker is gone.
-        let _ = (&*self.0).write(&[1]);
+        let s = &self.0;
+        // Orders `pending` before the look at `state` (the worker does the opposite): either it sees the wake-up
+        // before sleeping, or this sees how it sleeps.
+        s.pending.store(true, SeqCst);
+        match s.state.load(SeqCst) {
+            PARKED => {
+                let _guard = s.lock.lock();
+                s.parked.notify_one();
+            }
+            // A full socket already holds a wake-up; a closed one means the worker is gone.
+            POLLING => {
+                let _ = (&s.write).write(&[1]);
+            }
+            _ => {}
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Instant;
+
+    fn poll_fd(w: &Wakeup, timeout: Duration) -> bool {
+        use rustix::event::{PollFd, PollFlags, poll};
+        let mut fds = [PollFd::from_borrowed_fd(w.fd(), PollFlags::IN)];
+        poll(&mut fds, Some(&crate::connection::timespec(timeout))).unwrap() > 0
+    }
 
     #[test]
-    fn a_wake_up_makes_the_fd_readable_until_drained() {
-        use rustix::event::{PollFd, PollFlags, Timespec, poll};
+    fn a_wake_up_reaches_a_parked_or_polling_worker_and_is_consumed_once() {
         let w = Wakeup::new().unwrap();
-        let ready = |w: &Wakeup| {
-            let mut fds = [PollFd::new(&w.read, PollFlags::IN)];
-            let zero = Timespec { tv_sec: 0, tv_nsec: 0 };
-            poll(&mut fds, Some(&zero)).unwrap() > 0
-        };
-        assert!(!ready(&w));
-        for _ in 0..100_000 {
-            w.waker().wake(); // never blocks, even when the pipe is full
+        // Pending before the sleep: no sleep at all.
+        w.waker().wake();
+        let t = Instant::now();
+        w.park(Duration::from_secs(5));
+        assert!(t.elapsed() < Duration::from_secs(1));
+        // Consumed: the next park times out.
+        let t = Instant::now();
+        w.park(Duration::from_millis(30));
+        assert!(t.elapsed() >= Duration::from_millis(25));
+        // From another thread, while parked and while polling.
+        for polling in [false, true] {
+            let waker = w.waker();
+            let t = Instant::now();
+            let other = std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_millis(50));
+                waker.wake();
+            });
+            if polling {
+                assert!(w.poll_with(|| poll_fd(&w, Duration::from_secs(5))));
+            } else {
+                w.park(Duration::from_secs(5));
+            }
+            assert!(t.elapsed() < Duration::from_secs(2), "not woken");
+            other.join().unwrap();
         }
-        assert!(ready(&w));
-        w.drain();
-        assert!(!ready(&w));
+        // Many wake-ups never block the waker, and leave one wake-up.
+        for _ in 0..10_000 {
+            w.waker().wake();
+        }
+        assert!(w.poll_with(|| poll_fd(&w, Duration::from_secs(5))));
+        assert!(!w.poll_with(|| poll_fd(&w, Duration::from_millis(10))));
     }
 }

@@ -86,7 +86,9 @@ pub(crate) fn spawn(shared: Arc<Shared>, inbox: Inbox, wakeup: Wakeup, id: usize
                 replan: false,
                 delayed: Vec::new(),
                 unconfirmed: Vec::new(),
-                links: HashMap::new(),
+                links: Vec::new(),
+                index: HashMap::new(),
+                polled: Vec::new(),
                 connects: crossbeam_channel::unbounded(),
                 map,
                 epoch,
@@ -109,8 +111,12 @@ struct Worker {
     delayed: Vec<(Instant, Unit)>,
     /// Final answers from nodes that were silent, held until a slot map read after them confirms their owner.
     unconfirmed: Vec<Unconfirmed>,
-    /// One per node talked to: the connection, owned by this worker alone (no lock around any socket).
-    links: HashMap<String, Link>,
+    /// One per node talked to: the connection, owned by this worker alone (no lock around any socket). Never
+    /// removed (a link is reset instead), so indices stay valid.
+    links: Vec<Link>,
+    index: HashMap<Arc<str>, usize>,
+    /// The links watched by the last poll, by index (kept to save an allocation per sleep).
+    polled: Vec<usize>,
     /// Connects run on threads of their own (a partitioned node's connect hangs); they report here.
     connects: (Sender<Connected>, Receiver<Connected>),
     map: Arc<SlotMap>,
@@ -134,8 +140,8 @@ struct Connected {
 }
 
 /// This worker's state for one node.
-#[derive(Default)]
 struct Link {
+    node: Arc<str>,
     conn: Option<Connection>,
     /// Since when a connect runs.
     connecting: Option<Instant>,
@@ -160,6 +166,29 @@ struct Link {
 }
 
 impl Link {
+    fn new(node: Arc<str>) -> Link {
+        Link {
+            node,
+            conn: None,
+            connecting: None,
+            owed: VecDeque::new(),
+            deferred: Vec::new(),
+            sent_at: None,
+            reused: false,
+            used: false,
+            readable: false,
+            silent: false,
+            reported: None,
+            unconfirmed_since: None,
+            marked: false,
+        }
+    }
+
+    /// Forgets the connection and everything about it.
+    fn reset(&mut self) {
+        *self = Link::new(self.node.clone());
+    }
+
     fn busy(&self) -> bool {
         self.connecting.is_some() || !self.owed.is_empty() || self.conn.as_ref().is_some_and(|c| c.wants_write())
     }
@@ -209,7 +238,7 @@ impl Worker {
                     log::error!("worker panicked; the calls it held get an error");
                     self.active.fail_all(Error::WorkerLost);
                     self.inbox.forget_puts();
-                    self.links.clear();
+                    self.links.iter_mut().for_each(Link::reset);
                     self.ready.clear();
                     self.delayed.clear();
                     self.unconfirmed.clear();
@@ -259,7 +288,7 @@ impl Worker {
         }
         let stall = self.shared.config.stall_threshold;
         self.links
-            .values()
+            .iter()
             .all(|l| !l.busy() || now.duration_since(l.last_progress()) >= stall)
     }
 
@@ -325,15 +354,16 @@ impl Worker {
         }
         for np in plan.nodes {
             if let Err(e) = self.shared.health.check(&np.node) {
-                if let Some(link) = self.links.get_mut(&np.node) {
-                    link.conn = None;
+                if let Some(&i) = self.index.get(np.node.as_str()) {
+                    self.links[i].conn = None;
                 }
                 for unit in np.steps.iter().flat_map(|s| &s.units) {
                     self.finish(unit, Err(e.clone()));
                 }
                 continue;
             }
-            let link = self.links.entry(np.node.clone()).or_default();
+            let i = self.link(&np.node);
+            let link = &self.links[i];
             if link.busy() || link.conn.is_none() {
                 if link.conn.is_none() && link.connecting.is_none() {
                     let deadline = np
@@ -342,19 +372,30 @@ impl Worker {
                         .flat_map(|s| &s.units)
                         .filter_map(|u| self.active.deadline(u))
                         .max();
-                    self.start_connect(&np.node, deadline.unwrap_or_else(Instant::now));
+                    self.start_connect(i, deadline.unwrap_or_else(Instant::now));
                 }
                 self.ready.extend(np.steps.into_iter().flat_map(|s| s.units));
                 continue;
             }
-            self.send(np);
+            self.send(i, np);
         }
     }
 
+    /// This worker's link to `node`, made on first use.
+    fn link(&mut self, node: &str) -> usize {
+        if let Some(&i) = self.index.get(node) {
+            return i;
+        }
+        let node: Arc<str> = node.into();
+        self.links.push(Link::new(node.clone()));
+        self.index.insert(node, self.links.len() - 1);
+        self.links.len() - 1
+    }
+
     /// Writes one node's pipeline (queued on its connection; `exchange` flushes it).
-    fn send(&mut self, np: NodePlan) {
+    fn send(&mut self, i: usize, np: NodePlan) {
         let wait = self.wait_after(&np);
-        let link = self.links.get_mut(&np.node).expect("dispatch made it");
+        let link = &mut self.links[i];
         let mut out = Outgoing::default();
         let (mut commands, mut keys) = (0, 0);
         for step in np.steps {
@@ -401,32 +442,27 @@ impl Worker {
 
     /// Flushes pending writes and reads what readable links have; never waits.
     fn exchange(&mut self) {
-        let nodes: Vec<String> = self
-            .links
-            .iter()
-            .filter(|(_, l)| l.conn.as_ref().is_some_and(|c| c.wants_write()) || (l.readable && !l.owed.is_empty()))
-            .map(|(n, _)| n.clone())
-            .collect();
-        for node in nodes {
-            let link = self.links.get_mut(&node).expect("listed");
-            let conn = link.conn.as_mut().expect("listed");
+        for i in 0..self.links.len() {
+            let link = &mut self.links[i];
+            let Some(conn) = link.conn.as_mut() else { continue };
             if conn.wants_write()
                 && let Err(e) = conn.flush()
             {
-                self.fail_link(&node, e);
+                self.fail_link(i, e);
                 continue;
             }
             if link.readable && !link.owed.is_empty() {
-                self.read_link(&node);
+                self.read_link(i);
             }
         }
     }
 
-    /// Reads and settles every reply `node` has sent so far.
-    fn read_link(&mut self, node: &str) {
+    /// Reads and settles every reply link `i` has received so far.
+    fn read_link(&mut self, i: usize) {
         let cluster = self.map.is_cluster();
+        let node = self.links[i].node.clone();
         loop {
-            let Some(link) = self.links.get_mut(node) else { return };
+            let link = &mut self.links[i];
             let (Some(conn), Some(front)) = (link.conn.as_mut(), link.owed.front()) else {
                 break;
             };
@@ -450,17 +486,16 @@ impl Worker {
                 Ok(Some(reply)) => {
                     let sent = link.owed.pop_front().expect("front");
                     self.moved = true;
-                    self.on_reply(node, sent, reply);
+                    self.on_reply(i, &node, sent, reply);
                 }
                 Err(e) => {
-                    self.fail_link(node, e);
+                    self.fail_link(i, e);
                     return;
                 }
             }
         }
-        if let Some(link) = self.links.get_mut(node)
-            && link.owed.is_empty()
-        {
+        let link = &mut self.links[i];
+        if link.owed.is_empty() {
             link.sent_at = None;
             link.marked = false;
             // The node is free for the keys that waited for it.
@@ -468,7 +503,7 @@ impl Worker {
         }
     }
 
-    fn on_reply(&mut self, node: &str, sent: Sent, reply: Reply) {
+    fn on_reply(&mut self, i: usize, node: &str, sent: Sent, reply: Reply) {
         match sent.what {
             What::Asking => {
                 if let Reply::Scalar(Head::Error(e)) = reply {
@@ -480,10 +515,10 @@ impl Worker {
                     Reply::Scalar(Head::Int(n)) => Ok(n.max(0) as usize),
                     Reply::Scalar(Head::Error(e)) => Err(e),
                     other => {
-                        return self.fail_link(node, Error::protocol(node, format!("WAIT: {other:?}")));
+                        return self.fail_link(i, Error::protocol(node, format!("WAIT: {other:?}")));
                     }
                 };
-                let deferred = std::mem::take(&mut self.links.get_mut(node).expect("replying").deferred);
+                let deferred = std::mem::take(&mut self.links[i].deferred);
                 for (unit, answer) in deferred {
                     let answer = match (answer, &acked) {
                         (Ok(_), Ok(n)) if *n < replicas => Err(Refusal::Local(Error::NotReplicated {
@@ -494,7 +529,7 @@ impl Worker {
                         (Ok(_), Err(e)) => Err(Refusal::Local(e.clone().into_error(node))),
                         (answer, _) => answer,
                     };
-                    self.settle(node, unit, answer);
+                    self.settle(i, unit, answer);
                 }
             }
             What::Step { command, units } => {
@@ -504,12 +539,11 @@ impl Worker {
                 match answers {
                     Err(e) => {
                         // Out of step: these units go down with the connection's other ones.
-                        let link = self.links.get_mut(node).expect("replying");
-                        link.owed.push_front(Sent {
+                        self.links[i].owed.push_front(Sent {
                             what: What::Step { command, units },
                             expect: Expect::Scalar,
                         });
-                        self.fail_link(node, e);
+                        self.fail_link(i, e);
                     }
                     Ok(Answers::OneByOne { code }) => {
                         let retry = usize::from(code == "TRYAGAIN");
@@ -522,7 +556,7 @@ impl Worker {
                         self.replan = true;
                     }
                     Ok(Answers::Keys(answers)) => {
-                        let link = self.links.get_mut(node).expect("replying");
+                        let link = &mut self.links[i];
                         let defer = matches!(command, Command::Set { .. })
                             && matches!(
                                 link.owed.back(),
@@ -535,7 +569,7 @@ impl Worker {
                             link.deferred.extend(units.into_iter().zip(answers));
                         } else {
                             for (unit, answer) in units.into_iter().zip(answers) {
-                                self.settle(node, unit, answer);
+                                self.settle(i, unit, answer);
                             }
                         }
                     }
@@ -544,17 +578,21 @@ impl Worker {
         }
     }
 
-    /// Acts on one key's answer from `node`: final, or a resend.
-    fn settle(&mut self, node: &str, unit: Unit, answer: Answer) {
+    /// Acts on one key's answer from the node of link `i`: final, or a resend.
+    fn settle(&mut self, i: usize, unit: Unit, answer: Answer) {
         if !self.active.live(&unit) {
             return;
         }
+        let node = &*self.links[i].node;
         let config = &self.shared.config;
         let limits = settle::Limits {
             max_redirects: config.max_redirects,
             max_retries: config.max_retries,
         };
         let decision = settle::decide(answer, &unit, limits, node);
+        let unconfirmed = self.links[i]
+            .unconfirmed_since
+            .map(|since| (since, self.links[i].node.clone()));
         let stats = &self.shared.stats;
         match &decision {
             Decision::Final(_) => {}
@@ -568,10 +606,9 @@ impl Worker {
         }
         match decision {
             Decision::Final(result) => {
-                let unconfirmed = self.links.get(node).and_then(|l| l.unconfirmed_since);
                 match unconfirmed {
                     // Sent to that very node on purpose (ASK, PING): nothing to confirm.
-                    Some(since) if unit.to.is_none() => self.unconfirmed.push(Unconfirmed {
+                    Some((since, node)) if unit.to.is_none() => self.unconfirmed.push(Unconfirmed {
                         unit,
                         result,
                         node: node.to_string(),
@@ -607,11 +644,11 @@ impl Worker {
 
     /// Drops `node`'s connection after `err`; what it owed is resent once on a fresh connection when the failed
     /// one had been reused (it may simply have gone stale; every command sent is idempotent), else failed.
-    fn fail_link(&mut self, node: &str, err: Error) {
-        let Some(link) = self.links.get_mut(node) else { return };
+    fn fail_link(&mut self, i: usize, err: Error) {
+        let link = &mut self.links[i];
         let units: Vec<Unit> = link.units().cloned().collect();
         let reused = link.reused;
-        *link = Link::default();
+        link.reset();
         if units.iter().any(|u| self.active.live(u)) {
             log::warn!("{err}; dropping the connection");
         }
@@ -651,7 +688,7 @@ impl Worker {
             .collect();
         let silence = self.shared.config.silence_timeout;
         let mut timed_out = Vec::new();
-        for (node, link) in &mut self.links {
+        for link in &mut self.links {
             let mine: Vec<Unit> = link
                 .units()
                 .filter(|u| expired.contains(&(u.part, u.generation)) && self.active.live(u))
@@ -663,11 +700,11 @@ impl Worker {
             let quiet = now.duration_since(link.last_progress());
             let down = !link.marked && link.conn.is_some() && quiet >= silence;
             link.marked |= down;
-            timed_out.push((node.clone(), mine, down.then_some(quiet)));
+            timed_out.push((link.node.clone(), mine, down.then_some(quiet)));
         }
         for (node, units, down) in timed_out {
             let err = Error::Timeout {
-                node: Some(node.clone()),
+                node: Some(node.to_string()),
             };
             if let Some(quiet) = down {
                 // Not a byte for that long: the server is stalled. Marked down, so that other requests fail at
@@ -701,15 +738,14 @@ impl Worker {
         }
         self.delayed.retain(|(_, u)| self.active.live(u));
         self.unconfirmed.retain(|c| self.active.live(&c.unit));
-        let abandoned: Vec<String> = self
-            .links
-            .iter()
-            .filter(|(_, l)| !l.owed.is_empty() && !l.units().any(|u| self.active.live(u)))
-            .map(|(n, _)| n.clone())
-            .collect();
-        for node in abandoned {
-            log::debug!("{node}: every reply owed is past its deadline; dropping the connection");
-            self.links.remove(&node);
+        for link in &mut self.links {
+            if !link.owed.is_empty() && !link.units().any(|u| self.active.live(u)) {
+                log::debug!(
+                    "{}: every reply owed is past its deadline; dropping the connection",
+                    link.node
+                );
+                link.reset();
+            }
         }
     }
 
@@ -728,7 +764,7 @@ impl Worker {
     /// Settles the answers held from nodes that were silent, once a slot map read after them says whether the
     /// node still serves their keys: if so they stand, else the keys are resent to the new owner.
     fn confirm(&mut self) {
-        if self.unconfirmed.is_empty() && self.links.values().all(|l| l.unconfirmed_since.is_none()) {
+        if self.unconfirmed.is_empty() && self.links.iter().all(|l| l.unconfirmed_since.is_none()) {
             return;
         }
         let Some(read_at) = self.shared.topology.refreshed_at() else {
@@ -736,7 +772,7 @@ impl Worker {
         };
         // Read after `refreshed_at`: the map is at least as new as that refresh.
         let map = self.shared.topology.current();
-        for link in self.links.values_mut() {
+        for link in &mut self.links {
             if link.unconfirmed_since.is_some_and(|s| s < read_at) {
                 link.unconfirmed_since = None;
             }
@@ -778,28 +814,26 @@ impl Worker {
         self.epoch = epoch;
         self.replan = true;
         self.moved = true;
-        let moved: Vec<String> = self
-            .links
-            .iter()
-            .filter(|(_, l)| l.silent || l.unconfirmed_since.is_some())
-            .filter(|(node, l)| {
-                l.units().any(|u| {
+        for link in &mut self.links {
+            let watched = link.silent || link.unconfirmed_since.is_some();
+            let moved = watched
+                && link.units().any(|u| {
                     u.to.is_none()
                         && self.active.live(u)
                         && !self
                             .map
-                            .owns(node, &crate::batch::Parts::part(&self.active, u.part).keys[u.key])
-                })
-            })
-            .map(|(n, _)| n.clone())
-            .collect();
-        for node in moved {
-            let link = self.links.remove(&node).expect("listed");
+                            .owns(&link.node, &crate::batch::Parts::part(&self.active, u.part).keys[u.key])
+                });
+            if !moved {
+                continue;
+            }
             let units: Vec<Unit> = link.units().filter(|u| self.active.live(u)).cloned().collect();
             log::info!(
-                "{node} was silent and the slot map moved its keys: {} key(s) resent to the new owner",
+                "{} was silent and the slot map moved its keys: {} key(s) resent to the new owner",
+                link.node,
                 units.len()
             );
+            link.reset();
             Counters::add(&self.shared.stats.rerouted, units.len() as u64);
             self.ready.extend(units);
         }
@@ -811,7 +845,8 @@ impl Worker {
             return;
         }
         let silence = self.shared.config.silence_timeout;
-        for (node, link) in &mut self.links {
+        for link in &mut self.links {
+            let node = &link.node;
             if link.conn.is_none() || !link.busy() {
                 continue;
             }
@@ -832,9 +867,10 @@ impl Worker {
         }
     }
 
-    fn start_connect(&mut self, node: &str, deadline: Instant) {
+    fn start_connect(&mut self, i: usize, deadline: Instant) {
         let now = Instant::now();
-        let link = self.links.entry(node.to_string()).or_default();
+        let link = &mut self.links[i];
+        let node = link.node.clone();
         link.connecting = Some(now);
         let mut opts = self.shared.connect.clone();
         opts.timeout = opts
@@ -860,7 +896,7 @@ impl Worker {
             });
         if let Err(e) = spawned {
             link.connecting = None;
-            self.fail_waiting(node, &Error::io("local connect thread", e));
+            self.fail_waiting(&node, &Error::io("local connect thread", e));
         }
     }
 
@@ -868,15 +904,14 @@ impl Worker {
         while let Ok(c) = self.connects.1.try_recv() {
             self.moved = true;
             self.replan = true;
-            let link = self.links.entry(c.node.clone()).or_default();
+            let i = self.link(&c.node);
+            let link = &mut self.links[i];
             link.connecting = None;
             match c.result {
                 Ok(conn) => {
                     Counters::add(&self.shared.stats.connects, 1);
-                    *link = Link {
-                        conn: Some(conn),
-                        ..Link::default()
-                    };
+                    link.reset();
+                    link.conn = Some(conn);
                 }
                 Err(e) => {
                     log::debug!("connect to {}: {e}", c.node);
@@ -924,8 +959,8 @@ impl Worker {
         }
     }
 
-    /// Sleeps in `poll` until a socket is ready, a timer is due, or someone wakes this worker. Offers to take
-    /// work first when it would take it.
+    /// Sleeps until a socket is ready, a timer is due, or someone wakes this worker: parked when no socket needs
+    /// watching, else in `poll`. Offers to take work first when it would take it.
     fn sleep(&mut self) {
         use rustix::event::{PollFd, PollFlags, poll};
         let now = Instant::now();
@@ -938,37 +973,50 @@ impl Worker {
             }
         }
         let timeout = self.next_timer(now, accepting).saturating_duration_since(now);
-        let mut nodes = Vec::new();
-        let mut fds = vec![PollFd::from_borrowed_fd(self.wakeup.fd(), PollFlags::IN)];
-        for (node, link) in &self.links {
-            let Some(conn) = &link.conn else { continue };
-            let mut flags = PollFlags::empty();
-            if !link.owed.is_empty() {
-                flags |= PollFlags::IN;
-            }
-            if conn.wants_write() {
-                flags |= PollFlags::OUT;
-            }
-            if !flags.is_empty() {
-                fds.push(PollFd::from_borrowed_fd(conn.fd(), flags));
-                nodes.push(node.clone());
+        self.polled.clear();
+        for (i, link) in self.links.iter().enumerate() {
+            if link
+                .conn
+                .as_ref()
+                .is_some_and(|c| !link.owed.is_empty() || c.wants_write())
+            {
+                self.polled.push(i);
             }
         }
-        let _ = poll(&mut fds, Some(&timespec(timeout)));
-        let ready: Vec<bool> = fds[1..]
-            .iter()
-            .map(|f| f.revents().intersects(PollFlags::IN | PollFlags::HUP | PollFlags::ERR))
-            .collect();
-        drop(fds);
-        for (node, ready) in nodes.iter().zip(ready) {
-            if ready && let Some(link) = self.links.get_mut(node) {
-                link.readable = true;
-            }
+        if self.polled.is_empty() {
+            self.wakeup.park(timeout);
+        } else {
+            let (links, polled, wakeup) = (&mut self.links, &self.polled, &self.wakeup);
+            wakeup.poll_with(|| {
+                let mut fds = Vec::with_capacity(polled.len() + 1);
+                fds.push(PollFd::from_borrowed_fd(wakeup.fd(), PollFlags::IN));
+                for &i in polled {
+                    let (link, conn) = (&links[i], links[i].conn.as_ref().expect("polled"));
+                    let mut flags = PollFlags::empty();
+                    if !link.owed.is_empty() {
+                        flags |= PollFlags::IN;
+                    }
+                    if conn.wants_write() {
+                        flags |= PollFlags::OUT;
+                    }
+                    fds.push(PollFd::from_borrowed_fd(conn.fd(), flags));
+                }
+                let _ = poll(&mut fds, Some(&timespec(timeout)));
+                let woken = !fds[0].revents().is_empty();
+                let ready: Vec<bool> = fds[1..]
+                    .iter()
+                    .map(|f| f.revents().intersects(PollFlags::IN | PollFlags::HUP | PollFlags::ERR))
+                    .collect();
+                drop(fds);
+                for (&i, ready) in polled.iter().zip(ready) {
+                    links[i].readable |= ready;
+                }
+                woken
+            });
         }
         if accepting {
             self.inbox.withdraw();
         }
-        self.wakeup.drain();
     }
 
     /// The next instant something is due without any socket or wake-up: a deadline, a back-off, a link crossing
@@ -983,7 +1031,7 @@ impl Worker {
         for (t, _) in &self.delayed {
             consider(*t);
         }
-        for link in self.links.values().filter(|l| l.busy()) {
+        for link in self.links.iter().filter(|l| l.busy()) {
             let since = link.last_progress();
             if !accepting && self.map.nodes.len() > 1 {
                 consider(since + config.stall_threshold);
