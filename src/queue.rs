@@ -189,6 +189,15 @@ impl Inbox {
         self.closed.load(Ordering::Acquire) || self.receivers[..levels].iter().any(|r| !r.is_empty())
     }
 
+    /// When a put waits that this worker cannot take (no put lane for it), rings a worker that can: the wake-up
+    /// that brought this one here would otherwise be lost.
+    pub(crate) fn pass_on(&self) {
+        let put = Priority::Put.index();
+        if !self.receivers[put].is_empty() && !self.put_lane_free() {
+            self.doorbell.ring(Priority::Put);
+        }
+    }
+
     /// Offers this worker to the doorbell: the next part queued wakes it (unless another offered later).
     pub(crate) fn offer(&self) {
         let mut offering = self.doorbell.offering.lock();

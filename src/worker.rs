@@ -258,8 +258,11 @@ impl Worker {
             let batch = self
                 .inbox
                 .take(self.shared.config.batch_max_keys, self.shared.config.batch_max_bytes);
-            if batch.is_empty() && closed && self.active.is_empty() {
-                return false;
+            if batch.is_empty() {
+                if closed && self.active.is_empty() {
+                    return false;
+                }
+                self.inbox.pass_on();
             }
             self.admit(batch, now);
         }
@@ -839,7 +842,8 @@ impl Worker {
         }
     }
 
-    /// Reports nodes silent past `silence_timeout` (Cluster only): the slot map is then re-read from the others.
+    /// Reports nodes silent past `silence_timeout`, or whose connect has hung that long (Cluster only): the slot
+    /// map is then re-read from the others.
     fn watch(&mut self, now: Instant) {
         if !self.map.is_cluster() {
             return;
@@ -847,14 +851,15 @@ impl Worker {
         let silence = self.shared.config.silence_timeout;
         for link in &mut self.links {
             let node = &link.node;
-            if link.conn.is_none() || !link.busy() {
+            // A connect that hangs (a blackholed address) is silence too.
+            if !link.busy() {
                 continue;
             }
             let quiet = now.duration_since(link.last_progress());
             if quiet < silence {
                 continue;
             }
-            if !link.silent {
+            if link.conn.is_some() && !link.silent {
                 link.silent = true;
                 Counters::add(&self.shared.stats.silences, 1);
                 log::warn!("{node} owes replies and has sent nothing for {quiet:?}: re-reading the slot map");

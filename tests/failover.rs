@@ -14,11 +14,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use kvcache_redis::{Client, Config, Slot};
-use parking_lot::{Mutex, MutexGuard};
 use support::load::{Load, LoadOptions, Report};
 use support::netns::Netns;
 use support::server::Options;
-use support::{Cluster, Kind, Server, unique};
+use support::{Cluster, Kind, Server, serial, unique};
 
 /// The client's default request timeout plus a margin: a call longer than this counts as hung.
 const HANG_BOUND: Duration = Duration::from_secs(7);
@@ -26,11 +25,6 @@ const HANG_BOUND: Duration = Duration::from_secs(7);
 const RECOVERY_BOUND: Duration = Duration::from_secs(2);
 /// With `cluster-require-full-coverage no`, no single-key call on a healthy shard may take longer.
 const HEALTHY_BOUND: Duration = Duration::from_millis(250);
-
-fn serial() -> MutexGuard<'static, ()> {
-    static SERIAL: Mutex<()> = Mutex::new(());
-    SERIAL.lock()
-}
 
 /// Four caller threads doing batched and single gets and puts of 2-6 KiB values on 3000 keys anywhere, and one
 /// more thread per shard whose keys are all on that shard (they show how each shard fares on its own); groups are
@@ -46,6 +40,7 @@ fn sharded(cluster: &Cluster, prefix: &str) -> (LoadOptions, Vec<u16>) {
     opts.groups = primaries.len();
     opts.threads = 4 + primaries.len();
     opts.pinned = (0..opts.threads).map(|t| t.checked_sub(4)).collect();
+    opts.track_oks = true;
     let ports = primaries.clone();
     opts.group = Some(Arc::new(move |key: &[u8]| {
         let port = owners[Slot::of(key).get() as usize];
@@ -388,18 +383,64 @@ fn partitioned_primary_is_followed(kind: Kind) {
     let (opts, primaries) = sharded(&cluster, &unique("partition"));
     let victim_port = cluster.nodes[0].port;
     let victim_group = primaries.iter().position(|p| *p == victim_port).unwrap();
-    let client = Arc::new(Client::open(&cluster.nodes[1].url()).unwrap());
+    let url = cluster.nodes[1].url();
+    let client = Arc::new(Client::open(&url).unwrap());
     let load = Load::start(client.clone(), opts, HANG_BOUND);
     std::thread::sleep(Duration::from_millis(1000));
     let replica = cluster.replica_of(victim_port);
     let slot = first_slot(&cluster, victim_port);
+    // A client opened after the cut has no connection to the partitioned node: its connects hang (a blackholed
+    // address). Its calls for that shard fail (typed, in time) until the promotion, then succeed.
+    let owners = cluster.slot_owners();
+    let key = (0..)
+        .map(|i| format!("fresh:{i}"))
+        .find(|k| owners[Slot::of(k.as_bytes()).get() as usize] == victim_port)
+        .unwrap();
     let fault = load.now();
     ns.cut();
+    let started = load.started;
+    let fresh = std::thread::spawn(move || {
+        let client = Client::open(&url).unwrap();
+        let (mut first_ok, mut errors, mut slowest) = (None, 0, Duration::ZERO);
+        let until = Instant::now() + Duration::from_secs(12);
+        while Instant::now() < until {
+            let t = Instant::now();
+            match client.put(&key, b"fresh".to_vec()) {
+                Ok(()) => {
+                    first_ok.get_or_insert(t.duration_since(started));
+                }
+                Err(e) => {
+                    assert!(e.is_io() || e.is_timeout() || e.server_code().is_some(), "{e:?}");
+                    errors += 1;
+                }
+            }
+            slowest = slowest.max(t.elapsed());
+            if first_ok.is_some() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        (first_ok, errors, slowest)
+    });
     let promoted = wait_promoted(&cluster, &load, &[0], slot, cluster.nodes[replica].port);
     std::thread::sleep(Duration::from_millis(1000));
     ns.heal();
     std::thread::sleep(Duration::from_millis(2500));
     let r = load.finish();
+    let (fresh_ok, fresh_errors, fresh_slowest) = fresh.join().unwrap();
+    println!(
+        "  fresh client: {fresh_errors} error(s) before its first success {:?} after the promotion; slowest call \
+         {fresh_slowest:?}",
+        fresh_ok.map(|t| t.saturating_sub(promoted))
+    );
+    assert!(
+        fresh_ok.is_some_and(|t| t <= promoted + RECOVERY_BOUND),
+        "a client opened after the cut did not follow the promotion: first success {fresh_ok:?}, promoted {promoted:?}"
+    );
+    assert!(
+        fresh_slowest <= Duration::from_secs(6),
+        "a fresh client's call took {fresh_slowest:?}"
+    );
     let scenario = "primary partitioned (netns link down), replica promoted, link back after";
     Row {
         kind,

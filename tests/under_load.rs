@@ -1,6 +1,7 @@
 //! Real faults under load: several caller threads do mixed puts and gets (values checked byte for byte, see
 //! `support::load`) while a Cluster fails over, loses a primary to SIGKILL, migrates a slot, or is stopped and
-//! restarted as a whole, and while a standalone server restarts. Each test prints what callers saw.
+//! restarted as a whole, and while a standalone server restarts. Each test prints what callers saw. The tests run
+//! one at a time (`support::serial`).
 
 #[macro_use]
 mod support;
@@ -10,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use kvcache_redis::{Client, Config, Slot};
 use support::load::{Load, LoadOptions, Report};
-use support::{Cluster, Kind, Server, unique};
+use support::{Cluster, Kind, Server, serial, unique};
 
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
 /// A call that takes longer than its deadline plus this margin counts as hung.
@@ -93,6 +94,7 @@ fn assert_sound(what: &str, r: &Report) {
 
 /// A manual `CLUSTER FAILOVER` under load: no caller sees an error, nothing is lost.
 fn manual_failover(kind: Kind) {
+    let _serial = serial();
     let cluster = Cluster::start(kind, 3, 1);
     let (opts, primaries) = sharded(&cluster, &unique("failover"));
     let load = Load::start(client(&cluster.url()), opts, HANG_BOUND);
@@ -122,6 +124,7 @@ fn manual_failover(kind: Kind) {
 /// SIGKILL of a primary under load: its keys fail with typed errors until its replica is promoted, the other
 /// shards are unaffected, and the client recovers by itself.
 fn killed_primary(kind: Kind) {
+    let _serial = serial();
     let mut cluster = Cluster::start_with(kind, 3, 1, &["--cluster-node-timeout", "1000"]);
     let (opts, primaries) = sharded(&cluster, &unique("killed"));
     let load = Load::start(client(&cluster.url()), opts, HANG_BOUND);
@@ -160,6 +163,7 @@ fn killed_primary(kind: Kind) {
 /// then fail at once (the node is marked down), the other shards' single-key calls are not held up behind it,
 /// and once it is thawed the client uses it again by itself.
 fn frozen_primary(kind: Kind) {
+    let _serial = serial();
     // No replica, a long node timeout, and no full coverage required: the Cluster itself does not react.
     let cluster = Cluster::start_with(
         kind,
@@ -223,6 +227,7 @@ fn frozen_primary(kind: Kind) {
 
 /// A slot migrated with MIGRATING / IMPORTING / MIGRATE while its keys are read and written: no error, no miss.
 fn slot_migration(kind: Kind) {
+    let _serial = serial();
     let cluster = Cluster::start(kind, 3, 0);
     let p = unique("migrate");
     let tag = format!("{{{p}}}");
@@ -314,6 +319,7 @@ fn slot_migration(kind: Kind) {
 
 /// Every node of a Cluster stopped, then started again on the same ports: errors while down, then recovery.
 fn whole_cluster_restart(kind: Kind) {
+    let _serial = serial();
     let mut cluster = Cluster::start(kind, 3, 0);
     let mut opts = LoadOptions::new(&unique("restart"));
     opts.pause = Duration::from_millis(2);
@@ -347,6 +353,7 @@ fn whole_cluster_restart(kind: Kind) {
 
 /// A standalone server restarted under load: errors while down, then recovery.
 fn standalone_restart(kind: Kind) {
+    let _serial = serial();
     let mut server = Server::standalone(kind);
     let mut opts = LoadOptions::new(&unique("restart"));
     opts.pause = Duration::from_millis(2);

@@ -45,6 +45,9 @@ pub struct LoadOptions {
     pub slow: Duration,
     /// Threads whose keys are all in one group: `pinned[t] = Some(g)` (threads past its end use keys anywhere).
     pub pinned: Vec<Option<usize>>,
+    /// Record when each successful key operation completed (`GroupReport::oks`); grows with the load, so off for
+    /// long runs.
+    pub track_oks: bool,
 }
 
 impl LoadOptions {
@@ -61,6 +64,7 @@ impl LoadOptions {
             pause: Duration::ZERO,
             slow: Duration::from_millis(250),
             pinned: Vec::new(),
+            track_oks: false,
         }
     }
 }
@@ -78,7 +82,7 @@ pub struct GroupReport {
     /// The slowest call whose keys were all in this group (single or batched), and when it started.
     pub slowest: Duration,
     pub slowest_at: Duration,
-    /// When each successful key operation of this group completed (up to 200 000).
+    /// When each successful key operation of this group completed (with `LoadOptions::track_oks`, up to 200 000).
     pub oks: Vec<Duration>,
     /// A few error messages, for the assertion messages, and the last one.
     pub samples: Vec<String>,
@@ -472,7 +476,7 @@ impl ThreadState {
         let g = &mut self.report.groups[self.groups[i]];
         g.ok += 1;
         g.last_ok = g.last_ok.max(Some(at));
-        if g.oks.len() < 200_000 {
+        if self.opts.track_oks && g.oks.len() < 200_000 {
             g.oks.push(at);
         }
     }

@@ -99,6 +99,13 @@ pub mod soak;
 pub mod suite;
 pub mod tls;
 
+/// Holds the fault tests of one test binary apart: two failovers at once on two cores would measure the machine,
+/// not the client. (A panicking holder does not poison it.)
+pub fn serial() -> parking_lot::MutexGuard<'static, ()> {
+    static SERIAL: parking_lot::Mutex<()> = parking_lot::Mutex::new(());
+    SERIAL.lock()
+}
+
 /// Waits (3 s at most) until the client's stats satisfy `ok`.
 pub fn wait_for(client: &kvcache_redis::Client, what: &str, ok: impl Fn(&kvcache_redis::Stats) -> bool) {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
