@@ -7,8 +7,8 @@ use std::time::Instant;
 use crate::batch::{Parts, Unit};
 use crate::error::{Error, Result};
 use crate::request::{KeyReply, Part, Priority};
+use crate::shared::Shared;
 use crate::stats::Counters;
-use crate::worker::Shared;
 
 /// The active parts of one worker.
 #[derive(Default)]

@@ -3,8 +3,9 @@
 
 use std::collections::HashMap;
 
+use crate::command::Command;
 use crate::error::Error;
-use crate::request::{Kind, Part};
+use crate::request::Part;
 use crate::topology::SlotMap;
 
 /// One key of one part (for `Ping`, one node) on its way to a node, with what its previous attempts left.
@@ -47,19 +48,7 @@ impl Unit {
     }
 }
 
-/// The command of one planned step.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Command {
-    Get,
-    Mget,
-    Exists,
-    Set { ttl_secs: Option<u64> },
-    Del,
-    DeleteOrphan,
-    Ping,
-}
-
-/// One command in a node's pipeline and the units it answers, in reply order.
+/// One command in a node's pipeline and the units it answers, in reply order (several for an `MGET`).
 #[derive(Debug)]
 pub(crate) struct Step {
     pub(crate) command: Command,
@@ -138,51 +127,34 @@ pub(crate) fn plan<P: Parts + ?Sized>(parts: &P, units: Vec<Unit>, map: &SlotMap
             },
         };
         let steps = &mut out.nodes[n].steps;
-        let single = |command| Step {
-            command,
+        let single = || Step {
+            command: part.command,
             asking: unit.asking,
             units: Vec::new(),
         };
-        let command = match part.kind {
-            Kind::Get
-                if unit.asking
-                    || unit.alone
-                    || part.dests.is_some()
-                    || part.expected_value > limits.mget_max_value_size =>
-            {
-                Command::Get
-            }
-            Kind::Get => {
-                let per_mget = (limits.mget_max_bytes / part.expected_value.max(1)).clamp(1, limits.mget_max_keys);
-                let open = open_mget.get(&(n, slot)).copied();
-                match open {
-                    Some(i) if steps[i].units.len() < per_mget => steps[i].units.push(unit),
-                    _ => {
-                        open_mget.insert((n, slot), steps.len());
-                        let mut step = single(Command::Mget);
-                        step.units.push(unit);
-                        steps.push(step);
-                    }
+        // Keys of one slot share one command (`MGET`), bounded in keys and expected bytes; not when a key must go
+        // alone (ASK, a refused `MGET` being retried key by key), into a caller's buffer, or is expected large.
+        let merges = part.command.merges()
+            && !unit.asking
+            && !unit.alone
+            && part.dests.is_none()
+            && part.expected_value <= limits.mget_max_value_size;
+        if merges {
+            let per_step = (limits.mget_max_bytes / part.expected_value.max(1)).clamp(1, limits.mget_max_keys);
+            match open_mget.get(&(n, slot)).copied() {
+                Some(i) if steps[i].units.len() < per_step => steps[i].units.push(unit),
+                _ => {
+                    open_mget.insert((n, slot), steps.len());
+                    let mut step = single();
+                    step.units.push(unit);
+                    steps.push(step);
                 }
-                continue;
             }
-            Kind::Exists => Command::Exists,
-            Kind::Set { ttl_secs } => Command::Set { ttl_secs },
-            Kind::Del => Command::Del,
-            Kind::DeleteOrphan => Command::DeleteOrphan,
-            Kind::Ping => Command::Ping,
-        };
-        let mut step = single(command);
+            continue;
+        }
+        let mut step = single();
         step.units.push(unit);
         steps.push(step);
-    }
-    // An MGET of one key is a GET (a plainer reply, same cost).
-    for node in &mut out.nodes {
-        for step in &mut node.steps {
-            if step.command == Command::Mget && step.units.len() == 1 {
-                step.command = Command::Get;
-            }
-        }
     }
     out
 }
@@ -203,9 +175,9 @@ mod tests {
     use bytes::Bytes;
     use std::time::Instant;
 
-    fn part(kind: Kind, keys: &[&str], expected: usize) -> Part {
+    fn part(command: Command, keys: &[&str], expected: usize) -> Part {
         Part {
-            kind,
+            command,
             priority: Priority::Get,
             keys: keys.iter().map(|k| Bytes::copy_from_slice(k.as_bytes())).collect(),
             values: Vec::new(),
@@ -247,13 +219,13 @@ mod tests {
 
     #[test]
     fn standalone_gets_from_many_parts_share_one_mget() {
-        let parts = vec![part(Kind::Get, &["a", "b"], 100), part(Kind::Get, &["c"], 100)];
+        let parts = vec![part(Command::Get, &["a", "b"], 100), part(Command::Get, &["c"], 100)];
         let map = SlotMap::standalone("h:1".into());
         let plan = plan(&parts[..], units(&parts), &map, LIMITS);
         assert_eq!(plan.nodes.len(), 1);
         let steps = &plan.nodes[0].steps;
         assert_eq!(steps.len(), 1);
-        assert_eq!(steps[0].command, Command::Mget);
+        assert_eq!((steps[0].command, steps[0].units.len()), (Command::Get, 3));
         let order: Vec<_> = steps[0].units.iter().map(|u| (u.part, u.key)).collect();
         assert_eq!(order, vec![(0, 0), (0, 1), (1, 0)]);
     }
@@ -263,17 +235,17 @@ mod tests {
         let keys: Vec<String> = (0..250).map(|i| format!("k{i}")).collect();
         let refs: Vec<&str> = keys.iter().map(String::as_str).collect();
         let map = SlotMap::standalone("h:1".into());
-        let parts = vec![part(Kind::Get, &refs, 10)];
+        let parts = vec![part(Command::Get, &refs, 10)];
         let p = plan(&parts[..], units(&parts), &map, LIMITS);
         let sizes: Vec<_> = p.nodes[0].steps.iter().map(|s| s.units.len()).collect();
         assert_eq!(sizes, vec![100, 100, 50]);
         // 64 KiB expected: 1 MiB / 64 KiB = 16 keys per MGET.
-        let parts = vec![part(Kind::Get, &refs[..40], 64 << 10)];
+        let parts = vec![part(Command::Get, &refs[..40], 64 << 10)];
         let p = plan(&parts[..], units(&parts), &map, LIMITS);
         let sizes: Vec<_> = p.nodes[0].steps.iter().map(|s| s.units.len()).collect();
         assert_eq!(sizes, vec![16, 16, 8]);
         // Large values: one GET each.
-        let parts = vec![part(Kind::Get, &refs[..3], 1 << 20)];
+        let parts = vec![part(Command::Get, &refs[..3], 1 << 20)];
         let p = plan(&parts[..], units(&parts), &map, LIMITS);
         assert!(
             p.nodes[0]
@@ -288,7 +260,7 @@ mod tests {
     fn cluster_mgets_never_cross_slots_and_group_per_node() {
         let keys: Vec<String> = (0..500).map(|i| format!("key:{i}")).collect();
         let refs: Vec<&str> = keys.iter().map(String::as_str).collect();
-        let parts = vec![part(Kind::Get, &refs, 100)];
+        let parts = vec![part(Command::Get, &refs, 100)];
         let map = two_node_map();
         let p = plan(&parts[..], units(&parts), &map, LIMITS);
         assert_eq!(p.nodes.len(), 2);
@@ -312,8 +284,8 @@ mod tests {
     #[test]
     fn tagged_keys_share_an_mget_and_writes_are_one_step_per_key() {
         let parts = vec![
-            part(Kind::Get, &["{t}a", "{t}b", "{t}c"], 100),
-            part(Kind::Set { ttl_secs: None }, &["x", "y"], 0),
+            part(Command::Get, &["{t}a", "{t}b", "{t}c"], 100),
+            part(Command::Set { ttl_secs: None }, &["x", "y"], 0),
         ];
         let map = two_node_map();
         let p = plan(&parts[..], units(&parts), &map, LIMITS);
@@ -321,7 +293,7 @@ mod tests {
             .nodes
             .iter()
             .flat_map(|n| &n.steps)
-            .filter(|s| s.command == Command::Mget)
+            .filter(|s| s.units.len() > 1)
             .collect();
         assert_eq!(mgets.len(), 1);
         assert_eq!(mgets[0].units.len(), 3);
@@ -335,7 +307,7 @@ mod tests {
 
     #[test]
     fn ask_targets_bypass_the_map_with_asking() {
-        let parts = vec![part(Kind::Get, &["a", "b"], 100)];
+        let parts = vec![part(Command::Get, &["a", "b"], 100)];
         let mut u = units(&parts);
         u[1].to = Some("other:9".into());
         u[1].asking = true;

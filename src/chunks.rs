@@ -6,11 +6,13 @@ use std::time::Duration;
 use bytes::Bytes;
 use rayon::prelude::*;
 
+use crate::call::Call;
 use crate::chunk_key::ChunkKey;
-use crate::client::REPLY_GRACE;
-use crate::client::{Client, PendingGet};
+use crate::client::Client;
 use crate::error::{Error, Result};
 use crate::frame::{self, ChunkMeta};
+use crate::pending::PendingGet;
+use crate::pending::REPLY_GRACE;
 use crate::request::{DestSlot, Destination, Fill, KeyReply, SetValue};
 use parking_lot::Mutex;
 use std::sync::Arc;
@@ -147,7 +149,7 @@ impl ChunkStore {
     }
 
     /// A write call with this store's TTL.
-    fn writes(&self) -> crate::client::Call<'_> {
+    fn writes(&self) -> Call<'_> {
         match self.ttl_secs {
             Some(ttl) => self.client.call().ttl_secs(ttl),
             None => self.client.call(),
@@ -432,7 +434,7 @@ impl ChunkStore {
 
     /// A read call: framed values are checksummed by the workers while they read them, bytes still hot in the
     /// CPU's caches and several chunks at once; those that fail come back as counted misses.
-    fn reads(&self) -> crate::client::Call<'_> {
+    fn reads(&self) -> Call<'_> {
         match self.layout {
             Layout::Framed => self.client.call().verify_frames(),
             Layout::Raw { .. } | Layout::Split { .. } => self.client.call(),

@@ -6,6 +6,7 @@ mod active;
 mod admin;
 mod batch;
 mod budget;
+mod call;
 mod chunk_key;
 mod chunks;
 mod client;
@@ -17,13 +18,16 @@ mod frame;
 mod health;
 mod latency;
 mod lmcache_config;
+mod pending;
 mod pool;
 mod queue;
 mod reader;
 mod request;
 mod resp;
 mod settle;
+mod shared;
 mod slot;
+mod split;
 mod stats;
 mod tls;
 mod topology;
@@ -31,75 +35,19 @@ mod wake;
 mod worker;
 
 pub use admin::{NodeConnection, Reply, Shard};
+pub use call::Call;
 pub use chunk_key::{ChunkKey, Dtype};
 pub use chunks::{Chunk, ChunkStore, FillResult, Layout, PendingChunks, SplitNaming};
-pub use client::{Call, Client, PendingGet};
+pub use client::Client;
 pub use config::{Config, Mode};
 pub use error::{Error, Result};
 pub use frame::{ChunkMeta, FRAME_HEADER};
 pub use latency::Latency;
 pub use lmcache_config::LmcacheConfig;
+pub use pending::PendingGet;
 pub use request::Priority;
 pub use slot::{SLOTS, Slot, hash_tag};
 pub use stats::{NodeStats, Stats};
 
 #[doc(hidden)]
-pub mod bench_support {
-    //! Entry points for the crate's own benchmarks of its pure parts; not part of the API.
-
-    use std::time::Instant;
-
-    use bytes::Bytes;
-
-    use crate::batch::{self, Limits, Unit};
-    use crate::request::{Kind, Part, Priority};
-    use crate::topology::SlotMap;
-
-    /// Plans one batched get of `keys` (values of `value_size` bytes) against a standalone server or a 3-primary
-    /// cluster, as a worker does; returns the number of commands planned.
-    pub fn plan_gets(keys: &[Bytes], cluster: bool, value_size: usize) -> usize {
-        let map = if cluster {
-            three_primaries()
-        } else {
-            SlotMap::standalone("127.0.0.1:6379".into())
-        };
-        let parts = [Part {
-            kind: Kind::Get,
-            priority: Priority::Get,
-            keys: keys.to_vec(),
-            values: Vec::new(),
-            bytes: keys.len() * value_size,
-            expected_value: value_size,
-            verify_frames: false,
-            dests: None,
-            deadline: Instant::now(),
-            reply: Default::default(),
-            _ticket: None,
-        }];
-        let units = (0..keys.len()).map(|k| Unit::new(0, k)).collect();
-        let limits = Limits {
-            mget_max_keys: 512,
-            mget_max_bytes: 2 << 20,
-            mget_max_value_size: 128 << 10,
-        };
-        let plan = batch::plan(&parts[..], units, &map, limits);
-        plan.nodes.iter().map(|n| n.steps.len()).sum()
-    }
-
-    fn three_primaries() -> SlotMap {
-        use redis::Value;
-        let range = |a: i64, b: i64, port: i64| {
-            Value::Array(vec![
-                Value::Int(a),
-                Value::Int(b),
-                Value::Array(vec![Value::BulkString(b"127.0.0.1".to_vec()), Value::Int(port)]),
-            ])
-        };
-        let reply = Value::Array(vec![
-            range(0, 5460, 7000),
-            range(5461, 10922, 7001),
-            range(10923, 16383, 7002),
-        ]);
-        SlotMap::from_cluster_slots(&reply, "127.0.0.1:7000").expect("a valid map")
-    }
-}
+pub mod bench_support;

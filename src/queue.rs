@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering, fence};
 use crossbeam_channel::{Receiver, Sender};
 use parking_lot::Mutex;
 
+use crate::error::Error;
 use crate::request::{Part, Priority};
 use crate::wake::Waker;
 
@@ -154,11 +155,11 @@ impl Queues {
     }
 
     /// Queues a part at its level. Fails only when every worker is gone.
-    pub(crate) fn send(&self, part: Part) -> Result<(), crate::Error> {
+    pub(crate) fn send(&self, part: Part) -> Result<(), Error> {
         let priority = part.priority;
         self.senders[priority.index()]
             .send(part)
-            .map_err(|_| crate::Error::WorkerLost)?;
+            .map_err(|_| Error::WorkerLost)?;
         self.doorbell.ring(priority);
         Ok(())
     }
@@ -317,13 +318,14 @@ impl Drop for Inbox {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::request::{Kind, Priority};
+    use crate::command::Command;
+    use crate::request::Priority;
     use bytes::Bytes;
     use std::time::Instant;
 
     fn part(priority: Priority, n: usize) -> Part {
         Part {
-            kind: Kind::Get,
+            command: Command::Get,
             priority,
             keys: vec![Bytes::from_static(b"k"); n],
             values: Vec::new(),

@@ -4,7 +4,8 @@ use std::time::Instant;
 
 use bytes::Bytes;
 
-use crate::error::Result;
+use crate::command::Command;
+use crate::error::{Error, Result};
 
 /// Scheduling priority of a call; workers always take the highest queued level first (with aging, so `Put`
 /// is never starved forever). Each operation has a default, which [`Call::priority`](crate::Call::priority)
@@ -28,25 +29,6 @@ impl Priority {
     pub(crate) fn index(self) -> usize {
         self as usize
     }
-}
-
-/// The command family of a part; every key of the part gets the same command.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Kind {
-    /// `GET` / `MGET`; replies [`KeyReply::Value`].
-    Get,
-    /// `EXISTS`; replies [`KeyReply::Flag`].
-    Exists,
-    /// `SET [EX ttl]`; replies [`KeyReply::Done`].
-    Set { ttl_secs: Option<u64> },
-    /// `DEL`; replies [`KeyReply::Flag`].
-    Del,
-    /// Deletes the key (a split-layout metadata key) only if it still holds the value in `values[i].body` and the
-    /// key in `values[i].head` (its kv_bytes key) does not exist, atomically on the server; replies
-    /// [`KeyReply::Flag`].
-    DeleteOrphan,
-    /// `PING` to every primary; one reply per primary, no keys.
-    Ping,
 }
 
 /// What one key (or, for `Ping`, one node) got.
@@ -114,7 +96,8 @@ impl From<Bytes> for SetValue {
 /// One queued unit of work: a slice of a caller's call, bounded in keys and bytes so that several workers can
 /// share a large call and one part fits one round trip.
 pub(crate) struct Part {
-    pub(crate) kind: Kind,
+    /// What is asked of every key.
+    pub(crate) command: Command,
     pub(crate) priority: Priority,
     pub(crate) keys: Vec<Bytes>,
     /// For `Set`: one value per key.
@@ -135,7 +118,7 @@ pub(crate) struct Part {
 
 impl Part {
     /// Answers every key of the part with the same error.
-    pub(crate) fn fail(&mut self, err: crate::Error) {
+    pub(crate) fn fail(&mut self, err: Error) {
         let n = self.keys.len().max(1);
         self.reply.send(vec![Err(err); n]);
     }

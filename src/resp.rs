@@ -128,11 +128,6 @@ impl Outgoing {
         }
     }
 
-    /// Appends a command built with redis-rs (for the rarely sent ones with typed arguments).
-    pub(crate) fn push_cmd(&mut self, cmd: &redis::Cmd) {
-        cmd.write_packed_command(&mut self.buf);
-    }
-
     /// Appends `SET key value [EX ttl]`, `value` being `head` then `body`; a large body is referenced, not copied.
     pub(crate) fn push_set(&mut self, key: &[u8], head: &[u8], body: &Bytes, ttl_secs: Option<u64>) {
         self.array_head(if ttl_secs.is_some() { 5 } else { 3 });
@@ -279,9 +274,6 @@ mod tests {
             flat(out),
             b"*2\r\n$3\r\nGET\r\n$1\r\nk\r\n*3\r\n$4\r\nMGET\r\n$1\r\na\r\n$0\r\n\r\n"
         );
-        let mut out = Outgoing::default();
-        out.push_cmd(redis::cmd("WAIT").arg(1).arg(100));
-        assert_eq!(flat(out), b"*3\r\n$4\r\nWAIT\r\n$1\r\n1\r\n$3\r\n100\r\n");
     }
 
     #[test]

@@ -1,0 +1,300 @@
+//! One call with per-call settings (priority, timeout, size hint, TTL): each operation checks its input, splits
+//! the call into parts (`split`), queues them within the budget, and waits for the answers (`pending`).
+
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+
+use crate::client::Client;
+use crate::command::Command;
+use crate::error::{Error, Result};
+use crate::pending::{Pending, PendingGet, REPLY_GRACE, into_value, prefix};
+use crate::request::{DestSlot, Fill, KeyReply, Part, Priority, ReplySlot, SetValue};
+use crate::split::{self, Limits};
+use crate::stats::Counters;
+
+/// One call with per-call settings; every setter is optional. Built by [`Client::call`].
+#[must_use = "a Call does nothing until one of its operations is invoked"]
+pub struct Call<'a> {
+    client: &'a Client,
+    priority: Option<Priority>,
+    timeout: Option<Duration>,
+    size_hint: Option<usize>,
+    ttl_secs: Option<Option<u64>>,
+    verify_frames: bool,
+}
+
+impl<'a> Call<'a> {
+    pub(crate) fn new(client: &'a Client) -> Call<'a> {
+        Call {
+            client,
+            priority: None,
+            timeout: None,
+            size_hint: None,
+            ttl_secs: None,
+            verify_frames: false,
+        }
+    }
+
+    /// Reads check each value as a chunk frame while reading it (the chunk layer's framed layout).
+    pub(crate) fn verify_frames(mut self) -> Self {
+        self.verify_frames = true;
+        self
+    }
+
+    /// Overrides the operation's default priority.
+    pub fn priority(mut self, p: Priority) -> Self {
+        self.priority = Some(p);
+        self
+    }
+
+    /// Overrides [`Config::request_timeout`] for this call.
+    pub fn timeout(mut self, d: Duration) -> Self {
+        self.timeout = Some(d);
+        self
+    }
+
+    /// Expected size of each value read, to bound round trips before the client has learned it.
+    pub fn size_hint(mut self, bytes: usize) -> Self {
+        self.size_hint = Some(bytes);
+        self
+    }
+
+    /// Overrides [`Config::ttl_secs`] for this call's writes (`None`: no expiry).
+    pub fn ttl_secs(mut self, ttl: Option<u64>) -> Self {
+        self.ttl_secs = Some(ttl);
+        self
+    }
+
+    /// See [`Client::get`].
+    pub fn get(self, key: impl AsRef<[u8]>) -> Result<Option<Bytes>> {
+        let mut r = self.batched_get(&[key])?;
+        r.pop().expect("one key, one result")
+    }
+
+    /// See [`Client::put`].
+    pub fn put(self, key: impl AsRef<[u8]>, value: impl Into<Bytes>) -> Result<()> {
+        let mut r = self.batched_put(&[key], [value])?;
+        r.pop().expect("one key, one result")
+    }
+
+    /// See [`Client::exists`].
+    pub fn exists(self, key: impl AsRef<[u8]>) -> Result<bool> {
+        let replies = self.run(Command::Exists, Priority::Peek, to_keys(&[key]), Vec::new())?;
+        replies
+            .into_iter()
+            .next()
+            .expect("one key, one result")
+            .map(|r| r == KeyReply::Flag(true))
+    }
+
+    /// See [`Client::remove`].
+    pub fn remove(self, key: impl AsRef<[u8]>) -> Result<bool> {
+        self.batched_remove(&[key])?.pop().expect("one key, one result")
+    }
+
+    /// See [`Client::batched_remove`].
+    pub fn batched_remove<K: AsRef<[u8]>>(self, keys: &[K]) -> Result<Vec<Result<bool>>> {
+        let replies = self.run(Command::Del, Priority::Put, to_keys(keys), Vec::new())?;
+        Ok(replies
+            .into_iter()
+            .map(|r| r.map(|r| r == KeyReply::Flag(true)))
+            .collect())
+    }
+
+    /// Deletes each `metas[i]` only if it still holds `values[i]` and `kvs[i]` does not exist (split-layout
+    /// orphans); one result per key, `true` when deleted.
+    pub(crate) fn delete_orphans(
+        self,
+        metas: Vec<Bytes>,
+        kvs: Vec<Bytes>,
+        values: Vec<Bytes>,
+    ) -> Result<Vec<Result<bool>>> {
+        let values = kvs
+            .into_iter()
+            .zip(values)
+            .map(|(head, body)| SetValue { head, body })
+            .collect();
+        let replies = self.run(Command::DeleteOrphan, Priority::Put, metas, values)?;
+        Ok(replies
+            .into_iter()
+            .map(|r| r.map(|r| r == KeyReply::Flag(true)))
+            .collect())
+    }
+
+    /// Reads `keys[i]` straight into the buffer in `dests[i]` (checked as `fill` says); one reply per key:
+    /// `Filled(len)`, `Value(None)` when missing or damaged, or the key's error.
+    pub(crate) fn get_into(self, keys: Vec<Bytes>, dests: Vec<DestSlot>, fill: Fill) -> Result<Vec<Result<KeyReply>>> {
+        let mut pending = self.submit_with(Command::Get, Priority::Get, keys, Vec::new(), Some((dests, fill)))?;
+        let until = pending.deadline + REPLY_GRACE;
+        pending.receive(until);
+        pending.into_replies()
+    }
+
+    /// See [`Client::batched_get`].
+    pub fn batched_get<K: AsRef<[u8]>>(self, keys: &[K]) -> Result<Vec<Result<Option<Bytes>>>> {
+        let replies = self.run(Command::Get, Priority::Get, to_keys(keys), Vec::new())?;
+        Ok(replies.into_iter().map(|r| r.map(into_value)).collect())
+    }
+
+    /// See [`Client::batched_put`].
+    pub fn batched_put<K, V, I>(self, keys: &[K], values: I) -> Result<Vec<Result<()>>>
+    where
+        K: AsRef<[u8]>,
+        V: Into<Bytes>,
+        I: IntoIterator<Item = V>,
+    {
+        let values: Vec<SetValue> = values.into_iter().map(|v| SetValue::from(v.into())).collect();
+        self.put_values(to_keys(keys), values)
+    }
+
+    /// Writes `values` (possibly in two pieces each) under `keys`; the one write path of every layout.
+    pub(crate) fn put_values(self, keys: Vec<Bytes>, values: Vec<SetValue>) -> Result<Vec<Result<()>>> {
+        if values.len() != keys.len() {
+            return Err(Error::InvalidInput(format!(
+                "{} keys but {} values",
+                keys.len(),
+                values.len()
+            )));
+        }
+        let limit = self.client.shared().config.max_value_bytes;
+        if let Some((i, v)) = values.iter().enumerate().find(|(_, v)| v.len() > limit) {
+            return Err(Error::InvalidInput(format!(
+                "value {i} is {} bytes, above the {limit}-byte limit (max_value_bytes)",
+                v.len()
+            )));
+        }
+        // What is written is what will be read: learn value sizes from writes too, so the first reads are
+        // already shaped for them.
+        for v in &values {
+            self.client.shared().learn_value_size(v.len());
+        }
+        let ttl_secs = self.ttl_secs.unwrap_or(self.client.shared().config.ttl_secs);
+        if ttl_secs == Some(0) {
+            return Err(Error::InvalidInput("a TTL of 0 seconds would expire at once".into()));
+        }
+        let replies = self.run(Command::Set { ttl_secs }, Priority::Put, keys, values)?;
+        Ok(replies.into_iter().map(|r| r.map(|_| ())).collect())
+    }
+
+    /// See [`Client::batched_contains`].
+    pub fn batched_contains<K: AsRef<[u8]>>(self, keys: &[K]) -> Result<usize> {
+        let shared = self.client.shared().clone();
+        let replies = self.run(Command::Exists, Priority::Peek, to_keys(keys), Vec::new())?;
+        let prefix = prefix(&shared, replies, |r| (r == KeyReply::Flag(true)).then_some(()))?;
+        Ok(prefix.len())
+    }
+
+    /// See [`Client::batched_get_non_blocking`].
+    pub fn batched_get_non_blocking<K: AsRef<[u8]>>(self, keys: &[K]) -> PendingGet {
+        let shared = self.client.shared().clone();
+        let pending = self.submit(Command::Get, Priority::Prefetch, to_keys(keys), Vec::new());
+        PendingGet::new(shared, pending)
+    }
+
+    /// See [`Client::ping`].
+    pub fn ping(self) -> Result<()> {
+        self.run(Command::Ping, Priority::Peek, Vec::new(), Vec::new())?
+            .into_iter()
+            .try_for_each(|r| r.map(|_| ()))
+    }
+
+    /// Submits and waits for every key's answer.
+    fn run(
+        &self,
+        command: Command,
+        default: Priority,
+        keys: Vec<Bytes>,
+        values: Vec<SetValue>,
+    ) -> Result<Vec<Result<KeyReply>>> {
+        let mut pending = self.submit(command, default, keys, values)?;
+        let until = pending.deadline + REPLY_GRACE;
+        pending.receive(until);
+        pending.into_replies()
+    }
+
+    /// Splits the call into parts bounded in keys and bytes and queues them.
+    fn submit(&self, command: Command, default: Priority, keys: Vec<Bytes>, values: Vec<SetValue>) -> Result<Pending> {
+        self.submit_with(command, default, keys, values, None)
+    }
+
+    /// Like `submit`, with one destination per key for reads that fill caller buffers.
+    fn submit_with(
+        &self,
+        command: Command,
+        default: Priority,
+        keys: Vec<Bytes>,
+        values: Vec<SetValue>,
+        dests: Option<(Vec<DestSlot>, Fill)>,
+    ) -> Result<Pending> {
+        let shared = self.client.shared();
+        let config = &shared.config;
+        let stats = &shared.stats;
+        let priority = self.priority.unwrap_or(default);
+        let deadline = Instant::now() + self.timeout.unwrap_or(config.request_timeout);
+        // Every key passes here, whatever the call: checked before anything is queued.
+        if let Some((i, k)) = keys.iter().enumerate().find(|(_, k)| k.len() > config.max_key_bytes) {
+            return Err(Error::InvalidInput(format!(
+                "key {i} is {} bytes, above the {}-byte limit (max_key_bytes)",
+                k.len(),
+                config.max_key_bytes
+            )));
+        }
+        if self.client.is_closed() {
+            return Err(Error::Closed);
+        }
+        Counters::add(&stats.requests[priority.index()], 1);
+        let expected = self.size_hint.unwrap_or_else(|| shared.expected_value_size()).max(1);
+        let mut pending = Pending::new(shared.clone(), deadline, priority);
+        let fill = dests.as_ref().map(|(_, fill)| *fill);
+        let limits = Limits {
+            max_keys: config.batch_max_keys,
+            max_bytes: config.batch_max_bytes,
+        };
+        for piece in split::split(command, keys, values, dests.map(|(d, _)| d), expected, limits) {
+            // Room in the budget first (maybe waiting), then the queue: never wait while holding the lock close needs.
+            let ticket = shared.budget.admit(piece.bytes, deadline).inspect_err(|e| {
+                if matches!(e, Error::Overloaded(_)) {
+                    Counters::add(&stats.overloads, 1);
+                }
+            })?;
+            let (reply, rx) = ReplySlot::new();
+            let keys = piece.keys.len();
+            self.client.queue(Part {
+                command,
+                priority,
+                keys: piece.keys,
+                values: piece.values,
+                bytes: piece.bytes,
+                expected_value: expected,
+                verify_frames: self.verify_frames,
+                dests: fill.map(|f| (piece.dests, f)),
+                deadline,
+                reply,
+                _ticket: Some(ticket),
+            })?;
+            Counters::add(&stats.parts, 1);
+            pending.push(rx, keys);
+        }
+        Ok(pending)
+    }
+}
+
+/// Copies the keys into one buffer (one allocation per call, not per key) and cuts them from it. (Their size is
+/// checked where every call's keys pass, in `submit_with`.)
+fn to_keys<K: AsRef<[u8]>>(keys: &[K]) -> Vec<Bytes> {
+    let total = keys.iter().map(|k| k.as_ref().len()).sum();
+    let mut all = BytesMut::with_capacity(total);
+    for k in keys {
+        all.extend_from_slice(k.as_ref());
+    }
+    let all = all.freeze();
+    let mut at = 0;
+    keys.iter()
+        .map(|k| {
+            let key = all.slice(at..at + k.as_ref().len());
+            at += key.len();
+            key
+        })
+        .collect()
+}
