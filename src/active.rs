@@ -4,11 +4,13 @@
 
 use std::time::Instant;
 
-use crate::batch::{Parts, Unit};
+use crate::batch::Parts;
 use crate::error::{Error, Result};
-use crate::request::{KeyReply, Part, Priority};
+use crate::request::{Part, Priority};
 use crate::shared::Shared;
 use crate::stats::Counters;
+use crate::unit::Unit;
+use crate::value::KeyReply;
 
 /// The active parts of one worker.
 #[derive(Default)]

@@ -1,19 +1,18 @@
 //! For tools: the deployment's shards, and a plain connection to one node that sends any command through the
 //! client's own connection settings (TLS, authentication, timeouts). Not for the data path: it does no batching,
-//! routing or redirects.
+//! routing or redirects. The handle's `connect_node` and `shards` delegate here.
 
 use std::ops::RangeInclusive;
 use std::time::Instant;
 
-use bytes::Bytes;
 use redis::Value;
 
-use crate::client::Client;
 use crate::connection::Connection;
 use crate::error::{Error, Result};
 use crate::reader::{Expect, Reply as ReadReply};
 use crate::resp::Outgoing;
-use crate::topology::{SlotRange, parse_cluster_slots};
+use crate::shared::Shared;
+use crate::slot_map::{SlotRange, parse_cluster_slots};
 
 /// A reply to an admin command.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -159,69 +158,45 @@ impl Shard {
     }
 }
 
-impl Client {
-    /// A plain connection to `node` (`host:port`, as [`Client::primaries`] lists them) with this client's TLS,
-    /// authentication and timeouts, for tools that need commands the client does not offer.
-    pub fn connect_node(&self, node: &str) -> Result<NodeConnection> {
-        let shared = self.shared();
-        Ok(NodeConnection {
-            node: node.to_string(),
-            conn: Connection::connect(node, &shared.connect)?,
-            timeout: shared.config.request_timeout,
-        })
-    }
+/// A plain connection to `node` with the client's connection settings (see [`Client::connect_node`]).
+///
+/// [`Client::connect_node`]: crate::Client::connect_node
+pub(crate) fn connect_node(shared: &Shared, node: &str) -> Result<NodeConnection> {
+    Ok(NodeConnection {
+        node: node.to_string(),
+        conn: Connection::connect(node, &shared.connect)?,
+        timeout: shared.config.request_timeout,
+    })
+}
 
-    /// Removes orphaned split-layout metadata: each `metadata_keys[i]` is deleted only if it still holds
-    /// `expected[i]` and `kv_keys[i]` does not exist, atomically on the server (both keys must be on one node:
-    /// hash-tagged names, or a standalone server; otherwise that key fails with the server's `CROSSSLOT`). One
-    /// result per key, `true` when deleted.
-    pub fn remove_orphaned_metadata<K: AsRef<[u8]>>(
-        &self,
-        metadata_keys: &[K],
-        kv_keys: &[K],
-        expected: &[Bytes],
-    ) -> Result<Vec<Result<bool>>> {
-        if metadata_keys.len() != kv_keys.len() || kv_keys.len() != expected.len() {
-            return Err(Error::InvalidInput(format!(
-                "{} metadata keys, {} kv_bytes keys and {} expected values: one of each per orphan",
-                metadata_keys.len(),
-                kv_keys.len(),
-                expected.len()
-            )));
-        }
-        let owned = |keys: &[K]| keys.iter().map(|k| Bytes::copy_from_slice(k.as_ref())).collect();
-        self.call()
-            .delete_orphans(owned(metadata_keys), owned(kv_keys), expected.to_vec())
+/// The deployment's shards as the first primary that answers sees them now (see [`Client::shards`]).
+///
+/// [`Client::shards`]: crate::Client::shards
+pub(crate) fn shards(shared: &Shared) -> Result<Vec<Shard>> {
+    let map = shared.topology.current();
+    let mut last = Error::Topology("no node known".into());
+    for node in &map.nodes {
+        let mut conn = match connect_node(shared, node) {
+            Ok(c) => c,
+            Err(e) => {
+                last = e;
+                continue;
+            }
+        };
+        return if map.is_cluster() {
+            let reply = conn.conn.call(&[b"CLUSTER", b"SLOTS"], conn.timeout)?;
+            Ok(shards_by_primary(parse_cluster_slots(&reply, node)?))
+        } else {
+            let info = conn.query(&["INFO", "replication"])?.into_result(node)?;
+            let text = String::from_utf8_lossy(info.as_bytes().unwrap_or_default()).into_owned();
+            Ok(vec![Shard {
+                slots: vec![0..=16383],
+                primary: node.clone(),
+                replicas: replicas_from_info(&text),
+            }])
+        };
     }
-
-    /// The deployment's shards as a node sees them now (`CLUSTER SLOTS`; for a standalone server, its replicas
-    /// from `INFO replication`).
-    pub fn shards(&self) -> Result<Vec<Shard>> {
-        let primaries = self.primaries();
-        let mut last = Error::Topology("no node known".into());
-        for node in &primaries {
-            let mut conn = match self.connect_node(node) {
-                Ok(c) => c,
-                Err(e) => {
-                    last = e;
-                    continue;
-                }
-            };
-            return if self.is_cluster() {
-                let reply = conn.conn.call(&[b"CLUSTER", b"SLOTS"], conn.timeout)?;
-                Ok(shards_by_primary(parse_cluster_slots(&reply, node)?))
-            } else {
-                let info = conn.query(&["INFO", "replication"])?.into_result(node)?;
-                let text = String::from_utf8_lossy(info.as_bytes().unwrap_or_default()).into_owned();
-                Ok(vec![Shard {
-                    slots: vec![0..=16383],
-                    primary: node.clone(),
-                    replicas: replicas_from_info(&text),
-                }])
-            };
-        }
-        Err(last)
-    }
+    Err(last)
 }
 
 /// The ranges of a `CLUSTER SLOTS` reply, grouped by primary, in slot order.

@@ -4,10 +4,11 @@ use std::time::Instant;
 
 use bytes::Bytes;
 
-use crate::batch::{self, Limits, Unit};
+use crate::batch::{self, Limits};
 use crate::command::Command;
 use crate::request::{Part, Priority};
-use crate::topology::SlotMap;
+use crate::slot_map::SlotMap;
+use crate::unit::Unit;
 
 /// Plans one batched get of `keys` (values of `value_size` bytes) against a standalone server or a 3-primary
 /// cluster, as a worker does; returns the number of commands planned.

@@ -1,22 +1,24 @@
 //! One call with per-call settings (priority, timeout, size hint, TTL): each operation checks its input, splits
 //! the call into parts (`split`), queues them within the budget, and waits for the answers (`pending`).
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 
-use crate::client::Client;
 use crate::command::Command;
 use crate::error::{Error, Result};
 use crate::pending::{Pending, PendingGet, REPLY_GRACE, into_value, prefix};
-use crate::request::{DestSlot, Fill, KeyReply, Part, Priority, ReplySlot, SetValue};
+use crate::request::{Part, Priority, ReplySlot};
+use crate::shared::Shared;
 use crate::split::{self, Limits};
 use crate::stats::Counters;
+use crate::value::{DestSlot, Fill, KeyReply, SetValue};
 
 /// One call with per-call settings; every setter is optional. Built by [`Client::call`].
 #[must_use = "a Call does nothing until one of its operations is invoked"]
 pub struct Call<'a> {
-    client: &'a Client,
+    shared: &'a Arc<Shared>,
     priority: Option<Priority>,
     timeout: Option<Duration>,
     size_hint: Option<usize>,
@@ -25,9 +27,9 @@ pub struct Call<'a> {
 }
 
 impl<'a> Call<'a> {
-    pub(crate) fn new(client: &'a Client) -> Call<'a> {
+    pub(crate) fn new(shared: &'a Arc<Shared>) -> Call<'a> {
         Call {
-            client,
+            shared,
             priority: None,
             timeout: None,
             size_hint: None,
@@ -157,7 +159,7 @@ impl<'a> Call<'a> {
                 values.len()
             )));
         }
-        let limit = self.client.shared().config.max_value_bytes;
+        let limit = self.shared.config.max_value_bytes;
         if let Some((i, v)) = values.iter().enumerate().find(|(_, v)| v.len() > limit) {
             return Err(Error::InvalidInput(format!(
                 "value {i} is {} bytes, above the {limit}-byte limit (max_value_bytes)",
@@ -167,9 +169,9 @@ impl<'a> Call<'a> {
         // What is written is what will be read: learn value sizes from writes too, so the first reads are
         // already shaped for them.
         for v in &values {
-            self.client.shared().learn_value_size(v.len());
+            self.shared.learn_value_size(v.len());
         }
-        let ttl_secs = self.ttl_secs.unwrap_or(self.client.shared().config.ttl_secs);
+        let ttl_secs = self.ttl_secs.unwrap_or(self.shared.config.ttl_secs);
         if ttl_secs == Some(0) {
             return Err(Error::InvalidInput("a TTL of 0 seconds would expire at once".into()));
         }
@@ -179,7 +181,7 @@ impl<'a> Call<'a> {
 
     /// See [`Client::batched_contains`].
     pub fn batched_contains<K: AsRef<[u8]>>(self, keys: &[K]) -> Result<usize> {
-        let shared = self.client.shared().clone();
+        let shared = self.shared.clone();
         let replies = self.run(Command::Exists, Priority::Peek, to_keys(keys), Vec::new())?;
         let prefix = prefix(&shared, replies, |r| (r == KeyReply::Flag(true)).then_some(()))?;
         Ok(prefix.len())
@@ -187,7 +189,7 @@ impl<'a> Call<'a> {
 
     /// See [`Client::batched_get_non_blocking`].
     pub fn batched_get_non_blocking<K: AsRef<[u8]>>(self, keys: &[K]) -> PendingGet {
-        let shared = self.client.shared().clone();
+        let shared = self.shared.clone();
         let pending = self.submit(Command::Get, Priority::Prefetch, to_keys(keys), Vec::new());
         PendingGet::new(shared, pending)
     }
@@ -227,7 +229,7 @@ impl<'a> Call<'a> {
         values: Vec<SetValue>,
         dests: Option<(Vec<DestSlot>, Fill)>,
     ) -> Result<Pending> {
-        let shared = self.client.shared();
+        let shared = self.shared;
         let config = &shared.config;
         let stats = &shared.stats;
         let priority = self.priority.unwrap_or(default);
@@ -240,7 +242,7 @@ impl<'a> Call<'a> {
                 config.max_key_bytes
             )));
         }
-        if self.client.is_closed() {
+        if self.shared.is_closed() {
             return Err(Error::Closed);
         }
         Counters::add(&stats.requests[priority.index()], 1);
@@ -260,7 +262,7 @@ impl<'a> Call<'a> {
             })?;
             let (reply, rx) = ReplySlot::new();
             let keys = piece.keys.len();
-            self.client.queue(Part {
+            self.shared.queue(Part {
                 command,
                 priority,
                 keys: piece.keys,

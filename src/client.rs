@@ -5,11 +5,11 @@
 use std::sync::atomic::AtomicUsize;
 use std::sync::{Arc, OnceLock};
 use std::thread::JoinHandle;
-use std::time::Instant;
 
 use bytes::Bytes;
 use parking_lot::{Mutex, RwLock};
 
+use crate::admin::{self, NodeConnection, Shard};
 use crate::budget::Budget;
 use crate::call::Call;
 use crate::config::Config;
@@ -18,7 +18,6 @@ use crate::error::{Error, Result};
 use crate::pending::PendingGet;
 use crate::pool::BufferPool;
 use crate::queue::Queues;
-use crate::request::Part;
 use crate::shared::Shared;
 use crate::stats::{Counters, Stats};
 use crate::tls::TlsSettings;
@@ -68,8 +67,6 @@ pub struct Client {
 
 struct Inner {
     shared: Arc<Shared>,
-    /// Write-locked only by close, so that nothing can be queued after the senders are dropped.
-    queues: RwLock<Option<Queues>>,
     workers: Mutex<Vec<JoinHandle<()>>>,
 }
 
@@ -83,18 +80,8 @@ impl Drop for Inner {
 
 impl Inner {
     fn shutdown(&self) -> Result<()> {
-        {
-            // The write lock waits out every send in progress, so nothing is queued after this.
-            let mut queues = self.queues.write();
-            if queues.is_none() {
-                return Ok(());
-            }
-            let _ = self
-                .shared
-                .drain_deadline
-                .set(Instant::now() + self.shared.config.drain_timeout);
-            // Dropping the queues tells the workers to finish what is queued and exit.
-            *queues = None;
+        if !self.shared.close_queues() {
+            return Ok(());
         }
         let workers = std::mem::take(&mut *self.workers.lock());
         let mut lost = 0;
@@ -159,6 +146,7 @@ impl Client {
             stats: Counters::default(),
             drain_deadline: OnceLock::new(),
             health,
+            queues: RwLock::new(None),
         });
         let local = |e| Error::io("local worker thread", e);
         let wakeups: Vec<Wakeup> = (0..shared.config.workers)
@@ -173,10 +161,10 @@ impl Client {
         for (id, wakeup) in wakeups.into_iter().enumerate() {
             workers.push(worker::spawn(shared.clone(), queues.inbox(id), wakeup, id).map_err(local)?);
         }
+        *shared.queues.write() = Some(queues);
         Ok(Client {
             inner: Arc::new(Inner {
                 shared,
-                queues: RwLock::new(Some(queues)),
                 workers: Mutex::new(workers),
             }),
         })
@@ -186,22 +174,10 @@ impl Client {
         &self.inner.shared
     }
 
-    /// Queues a part; `Closed` once the client is closing.
-    pub(crate) fn queue(&self, part: Part) -> Result<()> {
-        // Read lock held while queueing: close takes the write lock, so nothing is queued after it.
-        let queues = self.inner.queues.read();
-        queues.as_ref().ok_or(Error::Closed)?.send(part)
-    }
-
-    /// Whether the client is closing or closed.
-    pub(crate) fn is_closed(&self) -> bool {
-        self.inner.queues.read().is_none()
-    }
-
     /// A call with per-call settings (priority, timeout, size hint, TTL):
     /// `client.call().priority(Priority::Peek).get(key)`.
     pub fn call(&self) -> Call<'_> {
-        Call::new(self)
+        Call::new(&self.inner.shared)
     }
 
     /// The value of `key`, or `None` when it is missing. Priority [`Priority::Get`].
@@ -278,6 +254,41 @@ impl Client {
         self.inner.shared.topology.current().nodes.clone()
     }
 
+    /// A plain connection to `node` (`host:port`, as [`Client::primaries`] lists them) with this client's TLS,
+    /// authentication and timeouts, for tools that need commands the client does not offer.
+    pub fn connect_node(&self, node: &str) -> Result<NodeConnection> {
+        admin::connect_node(self.shared(), node)
+    }
+
+    /// The deployment's shards as a node sees them now (`CLUSTER SLOTS`; for a standalone server, its replicas
+    /// from `INFO replication`).
+    pub fn shards(&self) -> Result<Vec<Shard>> {
+        admin::shards(self.shared())
+    }
+
+    /// Removes orphaned split-layout metadata: each `metadata_keys[i]` is deleted only if it still holds
+    /// `expected[i]` and `kv_keys[i]` does not exist, atomically on the server (both keys must be on one node:
+    /// hash-tagged names, or a standalone server; otherwise that key fails with the server's `CROSSSLOT`). One
+    /// result per key, `true` when deleted.
+    pub fn remove_orphaned_metadata<K: AsRef<[u8]>>(
+        &self,
+        metadata_keys: &[K],
+        kv_keys: &[K],
+        expected: &[Bytes],
+    ) -> Result<Vec<Result<bool>>> {
+        if metadata_keys.len() != kv_keys.len() || kv_keys.len() != expected.len() {
+            return Err(Error::InvalidInput(format!(
+                "{} metadata keys, {} kv_bytes keys and {} expected values: one of each per orphan",
+                metadata_keys.len(),
+                kv_keys.len(),
+                expected.len()
+            )));
+        }
+        let owned = |keys: &[K]| keys.iter().map(|k| Bytes::copy_from_slice(k.as_ref())).collect();
+        self.call()
+            .delete_orphans(owned(metadata_keys), owned(kv_keys), expected.to_vec())
+    }
+
     /// Counts a stored value that did not check out (see [`Stats::corrupt`]).
     pub(crate) fn count_corrupt(&self) {
         Counters::add(&self.inner.shared.stats.corrupt, 1);
@@ -285,7 +296,7 @@ impl Client {
 
     /// A snapshot of the client's counters.
     pub fn stats(&self) -> Stats {
-        let queued = self.inner.queues.read().as_ref().map_or(0, Queues::len);
+        let queued = self.inner.shared.queued();
         let mut stats = self.inner.shared.stats.snapshot(queued as u64);
         stats.in_flight_bytes = self.inner.shared.budget.used().1 as u64;
         stats.nodes_down = self.inner.shared.health.down_nodes();

@@ -1,6 +1,6 @@
 //! What the workers know of nodes that misbehave. A node that owes replies and has sent nothing for
 //! `silence_timeout` is reported silent: while any is, or is down, the slot map is re-read from the other nodes
-//! (see `topology`), so a promoted replica is found without waiting for a `MOVED`. A node whose connect failed
+//! (by the topology's refresher), so a promoted replica is found without waiting for a `MOVED`. A node whose connect failed
 //! slowly (a blackholed or hung host), or that stayed silent until a request's deadline (a stalled server), is
 //! marked down: from then on requests for it fail at once instead of each waiting out its own connect or
 //! deadline, and a background probe reconnects and `PING`s, backing off, until the node answers or leaves the
@@ -16,7 +16,6 @@ use parking_lot::Mutex;
 
 use crate::connection::{ConnectOptions, Connection};
 use crate::error::Error;
-use crate::topology::Topology;
 
 /// First pause between probes of a down node; doubles up to `MAX_PROBE_PAUSE`.
 const FIRST_PROBE_PAUSE: Duration = Duration::from_millis(10);
@@ -26,6 +25,9 @@ const MAX_PROBE_PAUSE: Duration = Duration::from_millis(200);
 const MAX_PING_WAIT: Duration = Duration::from_secs(1);
 /// The TCP connect timeout of most probes.
 const SHORT_CONNECT: Duration = Duration::from_millis(250);
+
+/// Whether a node is still worth probing (still in the slot map, and the client still open).
+pub(crate) type Wanted = Box<dyn Fn(&str) -> bool + Send>;
 
 /// A silence report counts for this long after it was made (workers renew theirs while the silence lasts).
 const SILENCE_REMEMBERED: Duration = Duration::from_secs(1);
@@ -99,7 +101,7 @@ impl Health {
         node: &str,
         error: &Error,
         opts: &ConnectOptions,
-        topology: &Arc<Topology>,
+        wanted: Wanted,
     ) -> bool {
         let mut down = self.down.lock();
         if let Some(d) = down.get_mut(node) {
@@ -115,11 +117,11 @@ impl Health {
         );
         self.count.store(down.len(), Ordering::Release);
         drop(down);
-        let (health, topology) = (Arc::downgrade(self), Arc::downgrade(topology));
+        let health = Arc::downgrade(self);
         let (node, opts) = (node.to_string(), opts.clone());
         let spawned = std::thread::Builder::new().name("kvcache-redis-probe".into()).spawn({
             let node = node.clone();
-            move || probe(health, topology, node, opts)
+            move || probe(health, wanted, node, opts)
         });
         if let Err(e) = spawned {
             // Without a probe the node would stay down: leave reconnecting to the workers.
@@ -136,22 +138,20 @@ impl Health {
     }
 }
 
-/// Reconnects to `node` with growing pauses until it answers (then it is up again), until it is no longer in
-/// the slot map (the workers will connect themselves if it ever is again), or until the client is gone.
-fn probe(health: Weak<Health>, topology: Weak<Topology>, node: String, opts: ConnectOptions) {
+/// Reconnects to `node` with growing pauses until it answers (then it is up again), until it is no longer
+/// `wanted` (out of the slot map: the workers will connect themselves if it ever is again), or until the client is
+/// gone.
+fn probe(health: Weak<Health>, wanted: Wanted, node: String, opts: ConnectOptions) {
     let mut pause = FIRST_PROBE_PAUSE;
     for attempt in 0u64.. {
         std::thread::sleep(pause);
         pause = (pause * 2).min(MAX_PROBE_PAUSE);
-        let (Some(health), Some(topology)) = (health.upgrade(), topology.upgrade()) else {
-            return;
-        };
-        if !topology.current().nodes.contains(&node) {
+        let Some(health) = health.upgrade() else { return };
+        if !wanted(&node) {
             log::info!("{node} left the slot map; no longer probed");
             health.up(&node);
             return;
         }
-        drop(topology);
         // Behind a partition a TCP connect hangs until a SYN is retransmitted (after 1 s, then 3 s): fresh ones
         // notice a healed link sooner. Every few attempts a connect gets the full time, for a slow network.
         let syn = if attempt % 4 == 3 {

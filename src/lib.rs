@@ -27,10 +27,14 @@ mod resp;
 mod settle;
 mod shared;
 mod slot;
+mod slot_map;
 mod split;
 mod stats;
 mod tls;
 mod topology;
+mod unit;
+mod url;
+mod value;
 mod wake;
 mod worker;
 

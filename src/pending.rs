@@ -8,9 +8,10 @@ use bytes::Bytes;
 use oneshot::RecvTimeoutError;
 
 use crate::error::{Error, Result};
-use crate::request::{KeyReply, Priority, ReplyReceiver};
+use crate::request::{Priority, ReplyReceiver};
 use crate::shared::Shared;
 use crate::stats::Counters;
+use crate::value::KeyReply;
 
 /// How long a caller waits past its deadline for the worker's own timeout answer before giving up on it.
 pub(crate) const REPLY_GRACE: Duration = Duration::from_millis(100);

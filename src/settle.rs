@@ -3,12 +3,12 @@
 
 use std::time::Duration;
 
-use crate::batch::Unit;
 use crate::error::{Error, Result};
-use crate::request::KeyReply;
 use crate::resp::ServerReply;
 use crate::slot::Slot;
-use crate::topology::Redirect;
+use crate::slot_map::Redirect;
+use crate::unit::Unit;
+use crate::value::KeyReply;
 
 /// First back-off after TRYAGAIN / CLUSTERDOWN / LOADING / MASTERDOWN; doubles per retry up to `MAX_BACKOFF`.
 const FIRST_BACKOFF: Duration = Duration::from_millis(10);

@@ -6,11 +6,16 @@ use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
+use parking_lot::RwLock;
+
 use crate::budget::Budget;
 use crate::config::Config;
 use crate::connection::ConnectOptions;
+use crate::error::{Error, Result};
 use crate::health::Health;
 use crate::pool::BufferPool;
+use crate::queue::Queues;
+use crate::request::Part;
 use crate::stats::Counters;
 use crate::topology::Topology;
 
@@ -29,6 +34,9 @@ pub(crate) struct Shared {
     pub(crate) pool: Arc<BufferPool>,
     /// Set once by close: queued parts are executed until then and answered `Closed` after.
     pub(crate) drain_deadline: OnceLock<Instant>,
+    /// The sending side of the priority queues; `None` once closing. Write-locked only by close, so that nothing
+    /// can be queued after the senders are dropped. (The workers hold the receiving sides.)
+    pub(crate) queues: RwLock<Option<Queues>>,
     /// Nodes that are silent or could not be connected to.
     pub(crate) health: Arc<Health>,
 }
@@ -43,5 +51,37 @@ impl Shared {
         let old = self.learned_value_size.load(Relaxed);
         let new = (old - old / 8 + len / 8).max(1);
         self.learned_value_size.store(new, Relaxed);
+    }
+}
+
+impl Shared {
+    /// Queues a part; `Closed` once the client is closing.
+    pub(crate) fn queue(&self, part: Part) -> Result<()> {
+        // Read lock held while queueing: close takes the write lock, so nothing is queued after it.
+        let queues = self.queues.read();
+        queues.as_ref().ok_or(Error::Closed)?.send(part)
+    }
+
+    /// Whether the client is closing or closed.
+    pub(crate) fn is_closed(&self) -> bool {
+        self.queues.read().is_none()
+    }
+
+    /// Parts waiting in the queues.
+    pub(crate) fn queued(&self) -> usize {
+        self.queues.read().as_ref().map_or(0, Queues::len)
+    }
+
+    /// Starts the drain deadline and drops the senders, which tells the workers to finish what is queued and
+    /// exit; `false` when that was done already.
+    pub(crate) fn close_queues(&self) -> bool {
+        // The write lock waits out every send in progress, so nothing is queued after this.
+        let mut queues = self.queues.write();
+        if queues.is_none() {
+            return false;
+        }
+        let _ = self.drain_deadline.set(Instant::now() + self.config.drain_timeout);
+        *queues = None;
+        true
     }
 }

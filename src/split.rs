@@ -4,7 +4,7 @@
 use bytes::Bytes;
 
 use crate::command::Command;
-use crate::request::{DestSlot, SetValue};
+use crate::value::{DestSlot, SetValue};
 
 /// The bounds of one part.
 #[derive(Debug, Clone, Copy)]
@@ -72,7 +72,7 @@ pub(crate) fn split(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::request::Destination;
+    use crate::value::Destination;
     use std::sync::Arc;
 
     const LIMITS: Limits = Limits {

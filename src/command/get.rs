@@ -5,10 +5,10 @@
 use super::{Answers, Args};
 use crate::error::{Error, Result};
 use crate::reader::{Bulk, Expect, Filled, Reply};
-use crate::request::KeyReply;
 use crate::resp::{Outgoing, ServerReply};
 use crate::settle::{Answer, Refusal};
-use crate::topology::Redirect;
+use crate::slot_map::Redirect;
+use crate::value::KeyReply;
 
 pub(super) fn encode(args: &Args, out: &mut Outgoing) {
     if args.keys.len() == 1 {
@@ -89,7 +89,7 @@ mod tests {
     use super::super::test_support::*;
     use super::super::*;
     use crate::reader::{Bulk, Filled};
-    use crate::request::KeyReply;
+    use crate::value::KeyReply;
     use bytes::Bytes;
 
     #[test]

@@ -14,9 +14,9 @@ pub(crate) mod wait;
 
 use crate::error::Result;
 use crate::reader::{Expect, Reply};
-use crate::request::{DestSlot, Fill, SetValue};
 use crate::resp::Outgoing;
 use crate::settle::Answer;
+use crate::value::{DestSlot, Fill, SetValue};
 
 /// What a part asks for each of its keys (for `Ping`, of each primary).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -135,9 +135,9 @@ pub(crate) fn answers(command: Command, keys: usize, reply: Reply, node: &str, c
 /// The answer of a command that replies with a count or flag (`EXISTS`, `DEL`, the orphan delete): `None` for a
 /// reply of another type.
 fn flag(head: crate::resp::Head) -> Option<Answer> {
-    use crate::request::KeyReply;
     use crate::resp::Head;
     use crate::settle::Refusal;
+    use crate::value::KeyReply;
     match head {
         Head::Int(n) => Some(Ok(KeyReply::Flag(n > 0))),
         Head::Error(e) => Some(Err(Refusal::Server(e))),
@@ -147,9 +147,9 @@ fn flag(head: crate::resp::Head) -> Option<Answer> {
 
 /// The answer of a command that replies with a status (`SET`, `PING`): `None` for a reply of another type.
 fn status(head: crate::resp::Head) -> Option<Answer> {
-    use crate::request::KeyReply;
     use crate::resp::Head;
     use crate::settle::Refusal;
+    use crate::value::KeyReply;
     match head {
         Head::Simple(_) => Some(Ok(KeyReply::Done)),
         Head::Error(e) => Some(Err(Refusal::Server(e))),

@@ -49,7 +49,7 @@ pub(crate) fn verdict(
 mod tests {
     use super::*;
     use crate::command::test_support::err;
-    use crate::request::KeyReply;
+    use crate::value::KeyReply;
 
     #[test]
     fn encodes_replicas_and_milliseconds() {

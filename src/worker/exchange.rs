@@ -6,14 +6,16 @@ use std::time::{Duration, Instant};
 
 use super::Worker;
 use super::link::{Link, Sent, What};
-use crate::batch::{self, Limits, NodePlan, Parts, Unit};
+use crate::batch::{self, Limits, NodePlan, Parts};
 use crate::command::{self, Answers, Args};
 use crate::error::{Error, Result};
 use crate::reader::{Expect, Reply};
-use crate::request::{KeyReply, Priority};
+use crate::request::Priority;
 use crate::resp::{Head, Outgoing};
 use crate::settle::{self, Answer, Decision};
 use crate::stats::Counters;
+use crate::unit::Unit;
+use crate::value::KeyReply;
 
 impl Worker {
     /// Plans the ready units and writes each pipeline whose node is free; keys for a node still busy with its

@@ -8,10 +8,11 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use super::{Connected, REPORT_EVERY, SLOW_CONNECT, Worker};
-use crate::batch::{Parts, Unit};
+use crate::batch::Parts;
 use crate::connection::Connection;
 use crate::error::Error;
 use crate::stats::Counters;
+use crate::unit::Unit;
 
 impl Worker {
     /// Answers every unit whose part's deadline has passed, marking down a node that stayed silent until then,
@@ -54,7 +55,7 @@ impl Worker {
                 if self
                     .shared
                     .health
-                    .mark_down(&node, &err, &self.shared.connect, &self.shared.topology)
+                    .mark_down(&node, &err, &self.shared.connect, self.in_map())
                 {
                     Counters::add(&self.shared.stats.marked_down, 1);
                 }
@@ -266,7 +267,7 @@ impl Worker {
                         if self
                             .shared
                             .health
-                            .mark_down(&c.node, &e, &self.shared.connect, &self.shared.topology)
+                            .mark_down(&c.node, &e, &self.shared.connect, self.in_map())
                         {
                             Counters::add(&self.shared.stats.marked_down, 1);
                         }
@@ -300,5 +301,15 @@ impl Worker {
                 self.ready.push(unit);
             }
         }
+    }
+
+    /// For a probe: whether a node is still in the slot map (false once the client is gone).
+    fn in_map(&self) -> crate::health::Wanted {
+        let topology = std::sync::Arc::downgrade(&self.shared.topology);
+        Box::new(move |node| {
+            topology
+                .upgrade()
+                .is_some_and(|t| t.current().nodes.iter().any(|n| n == node))
+        })
     }
 }

@@ -5,11 +5,11 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Instant;
 
-use crate::batch::Unit;
 use crate::command::Command;
 use crate::connection::Connection;
 use crate::reader::Expect;
 use crate::settle::Answer;
+use crate::unit::Unit;
 
 /// This worker's state for one node.
 pub(super) struct Link {

@@ -22,14 +22,15 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, Sender};
 
 use crate::active::Active;
-use crate::batch::Unit;
 use crate::connection::{Connection, timespec};
 use crate::error::{Error, Result};
 use crate::queue::Inbox;
-use crate::request::{KeyReply, Part};
+use crate::request::Part;
 use crate::shared::Shared;
+use crate::slot_map::SlotMap;
 use crate::stats::Counters;
-use crate::topology::SlotMap;
+use crate::unit::Unit;
+use crate::value::KeyReply;
 use crate::wake::Wakeup;
 use link::Link;
 

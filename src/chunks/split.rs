@@ -1,0 +1,164 @@
+//! LMCache's split layout: two keys per chunk, the kv bytes and LMCache's metadata (native-endian int32
+//! `[length, fmt, dtype, shape x 4]` per group), in either naming. Written kv bytes first, so a reader never sees
+//! metadata before its bytes; read as a pair that must agree; metadata left without its bytes (eviction) is a miss,
+//! and is removed where that can be done atomically and safely.
+
+use bytes::Bytes;
+
+use super::{Chunk, ChunkStore, SplitNaming};
+use crate::chunk_key::ChunkKey;
+use crate::error::Result;
+use crate::frame::ChunkMeta;
+use crate::value::SetValue;
+
+/// Length of LMCache's metadata for one group: 7 int32.
+const SPLIT_META: usize = 28;
+
+/// LMCache's metadata bytes for a chunk of `len` bytes.
+fn split_meta(len: usize, meta: Option<ChunkMeta>) -> Vec<u8> {
+    let m = meta.unwrap_or_default();
+    let ints = [
+        len as i32,
+        m.fmt.into(),
+        m.dtype.into(),
+        m.shape[0] as i32,
+        m.shape[1] as i32,
+        m.shape[2] as i32,
+        m.shape[3] as i32,
+    ];
+    ints.iter().flat_map(|i| i.to_ne_bytes()).collect()
+}
+
+/// The payload length and (first group's) metadata of LMCache's metadata bytes.
+fn parse_split_meta(bytes: &[u8]) -> std::result::Result<(usize, ChunkMeta), String> {
+    if bytes.len() < SPLIT_META || !bytes.len().is_multiple_of(4) || !(bytes.len() / 4 - 2).is_multiple_of(5) {
+        return Err(format!("{} bytes of metadata, not 2 + 5 x groups int32", bytes.len()));
+    }
+    let int = |i: usize| i32::from_ne_bytes(bytes[4 * i..4 * i + 4].try_into().expect("4 bytes"));
+    let small = |i: usize| u8::try_from(int(i)).map_err(|_| format!("code {} out of range", int(i)));
+    let len = usize::try_from(int(0)).map_err(|_| format!("negative length {}", int(0)))?;
+    let meta = ChunkMeta {
+        fmt: small(1)?,
+        dtype: small(2)?,
+        shape: std::array::from_fn(|d| int(3 + d).max(0) as u32),
+    };
+    Ok((len, meta))
+}
+
+impl ChunkStore {
+    /// kv_bytes first, then, for the chunks whose kv_bytes landed, their metadata: a reader never sees metadata
+    /// before its bytes.
+    pub(super) fn split_put(
+        &self,
+        keys: &[ChunkKey],
+        payloads: Vec<Bytes>,
+        meta: Option<ChunkMeta>,
+        naming: SplitNaming,
+    ) -> Result<Vec<Result<()>>> {
+        let (kv_keys, meta_keys): (Vec<Bytes>, Vec<Bytes>) = keys
+            .iter()
+            .map(|k| {
+                let (kv, m) = self.split_keys(k, naming);
+                (Bytes::from(kv), Bytes::from(m))
+            })
+            .unzip();
+        let metas: Vec<Bytes> = payloads
+            .iter()
+            .map(|p| Bytes::from(split_meta(p.len(), meta)))
+            .collect();
+        let kv_values = payloads.into_iter().map(SetValue::from).collect();
+        let mut results = self.writes().put_values(kv_keys, kv_values)?;
+        let landed: Vec<usize> = (0..keys.len()).filter(|&i| results[i].is_ok()).collect();
+        if !landed.is_empty() {
+            let keys = landed.iter().map(|&i| meta_keys[i].clone()).collect();
+            let values = landed.iter().map(|&i| SetValue::from(metas[i].clone())).collect();
+            for (i, r) in landed.iter().zip(self.writes().put_values(keys, values)?) {
+                results[*i] = r;
+            }
+        }
+        Ok(results)
+    }
+
+    /// Pairs up kv_bytes and metadata; removes orphans where that can be done safely.
+    pub(super) fn split_get(
+        &self,
+        keys: &[ChunkKey],
+        values: Vec<Result<Option<Bytes>>>,
+        naming: SplitNaming,
+    ) -> Vec<Result<Option<Chunk>>> {
+        let mut out = Vec::with_capacity(keys.len());
+        let mut orphans = (Vec::new(), Vec::new(), Vec::new());
+        let mut values = values.into_iter();
+        for key in keys {
+            let (kv, meta) = (
+                values.next().expect("two per chunk"),
+                values.next().expect("two per chunk"),
+            );
+            out.push(match (kv, meta) {
+                (Err(e), _) | (_, Err(e)) => Err(e),
+                (Ok(Some(kv)), Ok(Some(meta))) => Ok(self.pair(kv, &meta)),
+                (Ok(None), Ok(Some(meta))) => {
+                    let (kv_key, meta_key) = self.split_keys(key, naming);
+                    orphans.0.push(Bytes::from(meta_key));
+                    orphans.1.push(Bytes::from(kv_key));
+                    orphans.2.push(meta);
+                    Ok(None)
+                }
+                _ => Ok(None),
+            });
+        }
+        let safe = naming == SplitNaming::HashTagged || !self.client.is_cluster();
+        if !orphans.0.is_empty() && safe {
+            match self.client.call().delete_orphans(orphans.0, orphans.1, orphans.2) {
+                Ok(r) => log::info!(
+                    "removed {} of {} orphaned metadata keys",
+                    r.iter().filter(|d| matches!(d, Ok(true))).count(),
+                    r.len()
+                ),
+                Err(e) => log::warn!("removing orphaned metadata: {e}"),
+            }
+        }
+        out
+    }
+
+    /// A chunk from its kv_bytes and metadata, if they agree.
+    pub(super) fn pair(&self, kv: Bytes, meta: &[u8]) -> Option<Chunk> {
+        match parse_split_meta(meta) {
+            Ok((len, m)) if len == kv.len() => Some(Chunk {
+                payload: kv,
+                meta: Some(m),
+            }),
+            Ok((len, _)) => self.reject(format!("metadata says {len} bytes, kv_bytes has {}", kv.len())),
+            Err(why) => self.reject(why),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lmcache_metadata_round_trips_and_accepts_several_groups() {
+        let meta = ChunkMeta {
+            fmt: 1,
+            dtype: 3,
+            shape: [2, 32, 256, 1024],
+        };
+        let bytes = split_meta(33_554_432, Some(meta));
+        assert_eq!(bytes.len(), SPLIT_META);
+        assert_eq!(&bytes[..4], &33_554_432i32.to_ne_bytes());
+        assert_eq!(parse_split_meta(&bytes), Ok((33_554_432, meta)));
+        // Two groups: [length, fmt, (dtype, s0..s3) x 2]; the first group is taken.
+        let two: Vec<u8> = [100i32, 1, 3, 2, 32, 256, 1024, 2, 1, 1, 1, 1]
+            .iter()
+            .flat_map(|i| i.to_ne_bytes())
+            .collect();
+        assert_eq!(parse_split_meta(&two).unwrap().0, 100);
+        for bad in [&bytes[..27], &bytes[..24], &[0u8; 32][..]] {
+            assert!(parse_split_meta(bad).is_err(), "{} bytes", bad.len());
+        }
+        let negative: Vec<u8> = [-1i32, 1, 3, 0, 0, 0, 0].iter().flat_map(|i| i.to_ne_bytes()).collect();
+        assert!(parse_split_meta(&negative).unwrap_err().contains("negative length"));
+    }
+}

@@ -1,0 +1,413 @@
+//! Reading replies without blocking: a resumable state machine over a read buffer. Each call reads what the source
+//! has and returns `None` when it would have to wait, keeping a half-read reply (a 32 MiB value that arrived in
+//! part) where it stopped. Small values are cut from shared blocks; large payloads are read straight from the
+//! source into a buffer of exactly their size (pooled, or the caller's own), never through the read buffer.
+
+use std::io::{self, Read};
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+
+mod payload;
+#[cfg(test)]
+mod tests;
+
+use crate::error::{Error, Result};
+use crate::frame::Verifier;
+use crate::pool::BufferPool;
+use crate::resp::{Head, ServerReply, frame_end, parse_head};
+use crate::value::{DestSlot, Fill};
+use payload::{Payload, Step};
+
+/// Read buffer size; grows (up to `MAX_READ_BUF`) only for one structured reply or line that does not fit.
+const READ_BUF: usize = 64 << 10;
+const MAX_READ_BUF: usize = 64 << 20;
+/// Values up to this size are gathered whole in the read buffer and copied into `ARENA_BLOCK`-sized shared
+/// blocks; a block is freed when the last value cut from it is dropped.
+const SMALL_VALUE: usize = 8 << 10;
+const ARENA_BLOCK: usize = 128 << 10;
+/// A payload with at least this much still to come, and nothing of it buffered, is read straight from the source.
+const DIRECT: usize = 32 << 10;
+
+/// Where reads come from: a socket, a TLS stream, or a test's script.
+pub(crate) trait Source: Read {
+    /// Whether bytes may be readable without the socket being readable (TLS records already decrypted).
+    fn pending(&self) -> bool {
+        false
+    }
+}
+
+/// What the next reply should be, and where its payload goes.
+#[derive(Clone)]
+pub(crate) enum Expect {
+    /// Any reply, decoded whole (`CLUSTER SLOTS`, `INFO`, `ROLE`, ...).
+    Value,
+    /// A status, an integer, an error or a nil (`SET`, `EXISTS`, `DEL`, `WAIT`, `ASKING`, `PING`, `AUTH`, ...).
+    Scalar,
+    /// A bulk string or nil (`GET`); `verify` checks it as a chunk frame while reading.
+    Bulk { verify: bool },
+    /// A bulk string read straight into a caller's buffer (`GET` into a destination).
+    Fill { dest: DestSlot, fill: Fill },
+    /// An array of `n` bulk strings (`MGET`).
+    Bulks { n: usize, verify: bool },
+}
+
+/// A reply, shaped as its `Expect` asked.
+#[derive(Debug)]
+pub(crate) enum Reply {
+    Scalar(Head),
+    Bulk(std::result::Result<Bulk, ServerReply>),
+    Filled(std::result::Result<Filled, ServerReply>),
+    Bulks(std::result::Result<Vec<std::result::Result<Bulk, ServerReply>>, ServerReply>),
+    Value(redis::Value),
+}
+
+/// A bulk reply read as a value.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Bulk {
+    Nil,
+    Value(Bytes),
+    /// Asked to be verified as a chunk frame, and not a sound one.
+    Corrupt,
+}
+
+/// A bulk reply read into a destination.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Filled {
+    Nil,
+    /// The buffer now holds the value (or, framed, its payload) of this many bytes.
+    Bytes(usize),
+    /// Not a sound frame (framed fills only).
+    Corrupt,
+    /// The stored value does not fit the buffer: its size (payload size when framed). It was read and dropped.
+    WrongSize(usize),
+    /// The caller took its buffer back before the value arrived; it was read and dropped.
+    Abandoned,
+}
+
+/// The reading side of one connection.
+pub(crate) struct Reader {
+    node: String,
+    buf: Vec<u8>,
+    pos: usize,
+    end: usize,
+    /// Where small values are cut from.
+    arena: BytesMut,
+    /// Where large values are read into, when set.
+    pool: Option<Arc<BufferPool>>,
+    state: State,
+    /// Bytes read so far.
+    received: u64,
+}
+
+/// A reply read in part.
+enum State {
+    Idle,
+    Single(Payload),
+    /// An `MGET`: the elements so far, how many are left, and the one being read.
+    Array {
+        items: Vec<std::result::Result<Bulk, ServerReply>>,
+        left: usize,
+        verify: bool,
+        current: Option<Payload>,
+    },
+}
+
+/// What `advance` needs next.
+enum Progress {
+    Done(Reply),
+    /// More bytes in the read buffer.
+    Need,
+    /// Bytes read straight into the payload being read.
+    Direct,
+}
+
+impl Reader {
+    pub(crate) fn new(node: &str) -> Reader {
+        Reader {
+            node: node.to_string(),
+            buf: vec![0; READ_BUF],
+            pos: 0,
+            end: 0,
+            arena: BytesMut::new(),
+            pool: None,
+            state: State::Idle,
+            received: 0,
+        }
+    }
+
+    /// Reads large values into buffers from `pool`.
+    pub(crate) fn set_pool(&mut self, pool: Arc<BufferPool>) {
+        self.pool = Some(pool);
+    }
+
+    /// Bytes read from the source so far.
+    pub(crate) fn received(&self) -> u64 {
+        self.received
+    }
+
+    /// Reads the next reply as far as `src` allows: `Ok(None)` when it would block (the reply, or what has come of
+    /// it, is kept until the next call, which must pass the same `expect`). An `Err` leaves the connection out of
+    /// step with the server: it must be dropped.
+    pub(crate) fn read(&mut self, src: &mut impl Source, expect: &Expect) -> Result<Option<Reply>> {
+        loop {
+            match self.advance(expect) {
+                Err(detail) => return Err(Error::protocol(&self.node, detail)),
+                Ok(Progress::Done(reply)) => return Ok(Some(reply)),
+                Ok(Progress::Need) => {
+                    if !self.fill(src)? {
+                        return Ok(None);
+                    }
+                }
+                Ok(Progress::Direct) => {
+                    let payload = match &mut self.state {
+                        State::Single(p) => p,
+                        State::Array { current: Some(p), .. } => p,
+                        _ => unreachable!("direct reads happen inside a payload"),
+                    };
+                    let (n, asked) = match payload.read_direct(src) {
+                        Ok(got) => got,
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(None),
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                        Err(e) => return Err(Error::io(&self.node, e)),
+                    };
+                    if n == 0 {
+                        return Err(closed(&self.node));
+                    }
+                    self.received += n as u64;
+                    // A short read drained the socket: wait for it rather than ask again and be told to wait.
+                    if n < asked && !src.pending() {
+                        return Ok(None);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Reads once from `src` into the buffer; `false` when it would block.
+    fn fill(&mut self, src: &mut impl Source) -> Result<bool> {
+        if self.pos > 0 {
+            self.buf.copy_within(self.pos..self.end, 0);
+            self.end -= self.pos;
+            self.pos = 0;
+        }
+        if self.end == self.buf.len() {
+            if self.buf.len() >= MAX_READ_BUF {
+                return Err(Error::protocol(
+                    &self.node,
+                    "reply line or structured reply above 64 MiB",
+                ));
+            }
+            self.buf.resize(self.buf.len() * 2, 0);
+        }
+        loop {
+            return match src.read(&mut self.buf[self.end..]) {
+                Ok(0) => Err(closed(&self.node)),
+                Ok(n) => {
+                    self.end += n;
+                    self.received += n as u64;
+                    Ok(true)
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(false),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => Err(Error::io(&self.node, e)),
+            };
+        }
+    }
+
+    /// Moves the reply along with the bytes buffered. Pure: no I/O.
+    fn advance(&mut self, expect: &Expect) -> std::result::Result<Progress, String> {
+        loop {
+            match &mut self.state {
+                State::Idle => {
+                    let avail = &self.buf[self.pos..self.end];
+                    if let Expect::Value = expect {
+                        let Some(n) = frame_end(avail)? else {
+                            return Ok(Progress::Need);
+                        };
+                        let value = redis::parse_redis_value(&avail[..n]).map_err(|e| e.to_string())?;
+                        self.pos += n;
+                        return Ok(Progress::Done(Reply::Value(value)));
+                    }
+                    let Some((head, used)) = parse_head(avail)? else {
+                        return Ok(Progress::Need);
+                    };
+                    match (expect, head) {
+                        (
+                            Expect::Scalar,
+                            h
+                            @ (Head::Simple(_) | Head::Error(_) | Head::Int(_) | Head::Bulk(None) | Head::Array(None)),
+                        ) => {
+                            self.pos += used;
+                            return Ok(Progress::Done(Reply::Scalar(h)));
+                        }
+                        (Expect::Bulk { .. }, Head::Error(e)) => {
+                            self.pos += used;
+                            return Ok(Progress::Done(Reply::Bulk(Err(e))));
+                        }
+                        (Expect::Bulk { .. }, Head::Bulk(None)) => {
+                            self.pos += used;
+                            return Ok(Progress::Done(Reply::Bulk(Ok(Bulk::Nil))));
+                        }
+                        (Expect::Bulk { verify }, Head::Bulk(Some(len))) => {
+                            if len <= SMALL_VALUE {
+                                // Whole or not at all: the head stays unread until the value is buffered.
+                                return match self.small_value(used, len, *verify)? {
+                                    Some(bulk) => Ok(Progress::Done(Reply::Bulk(Ok(bulk)))),
+                                    None => Ok(Progress::Need),
+                                };
+                            }
+                            self.pos += used;
+                            self.state = State::Single(Payload::owned(len, *verify, self.pool.as_ref()));
+                        }
+                        (Expect::Fill { .. }, Head::Error(e)) => {
+                            self.pos += used;
+                            return Ok(Progress::Done(Reply::Filled(Err(e))));
+                        }
+                        (Expect::Fill { .. }, Head::Bulk(None)) => {
+                            self.pos += used;
+                            return Ok(Progress::Done(Reply::Filled(Ok(Filled::Nil))));
+                        }
+                        (Expect::Fill { dest, fill }, Head::Bulk(Some(len))) => {
+                            self.pos += used;
+                            self.state = State::Single(Payload::fill(len, dest, *fill));
+                        }
+                        (Expect::Bulks { .. }, Head::Error(e)) => {
+                            self.pos += used;
+                            return Ok(Progress::Done(Reply::Bulks(Err(e))));
+                        }
+                        (Expect::Bulks { n, verify }, Head::Array(Some(m))) if m == *n => {
+                            self.pos += used;
+                            self.state = State::Array {
+                                items: Vec::with_capacity(m),
+                                left: m,
+                                verify: *verify,
+                                current: None,
+                            };
+                        }
+                        (_, other) => return Err(format!("unexpected reply {other:?}")),
+                    }
+                }
+                State::Single(payload) => {
+                    match payload.advance(&self.buf[self.pos..self.end])? {
+                        (used, Step::Complete) => self.pos += used,
+                        (used, step) => {
+                            self.pos += used;
+                            return Ok(step.into());
+                        }
+                    }
+                    let State::Single(payload) = std::mem::replace(&mut self.state, State::Idle) else {
+                        unreachable!()
+                    };
+                    return Ok(Progress::Done(payload.finish(self.pool.as_ref())));
+                }
+                State::Array {
+                    current: Some(payload), ..
+                } => {
+                    match payload.advance(&self.buf[self.pos..self.end])? {
+                        (used, Step::Complete) => self.pos += used,
+                        (used, step) => {
+                            self.pos += used;
+                            return Ok(step.into());
+                        }
+                    }
+                    let State::Array {
+                        items, left, current, ..
+                    } = &mut self.state
+                    else {
+                        unreachable!()
+                    };
+                    let Reply::Bulk(item) = current.take().expect("checked").finish(self.pool.as_ref()) else {
+                        unreachable!("an owned payload finishes as a bulk")
+                    };
+                    items.push(item);
+                    *left -= 1;
+                }
+                State::Array { left: 0, .. } => {
+                    let State::Array { items, .. } = std::mem::replace(&mut self.state, State::Idle) else {
+                        unreachable!()
+                    };
+                    return Ok(Progress::Done(Reply::Bulks(Ok(items))));
+                }
+                State::Array { verify, .. } => {
+                    let verify = *verify;
+                    let Some((head, used)) = parse_head(&self.buf[self.pos..self.end])? else {
+                        return Ok(Progress::Need);
+                    };
+                    let item = match head {
+                        Head::Bulk(None) => {
+                            self.pos += used;
+                            Ok(Bulk::Nil)
+                        }
+                        Head::Error(e) => {
+                            self.pos += used;
+                            Err(e)
+                        }
+                        Head::Bulk(Some(len)) if len <= SMALL_VALUE => match self.small_value(used, len, verify)? {
+                            Some(bulk) => Ok(bulk),
+                            None => return Ok(Progress::Need),
+                        },
+                        Head::Bulk(Some(len)) => {
+                            self.pos += used;
+                            let payload = Payload::owned(len, verify, self.pool.as_ref());
+                            let State::Array { current, .. } = &mut self.state else {
+                                unreachable!()
+                            };
+                            *current = Some(payload);
+                            continue;
+                        }
+                        other => return Err(format!("unexpected element {other:?} in an array of values")),
+                    };
+                    let State::Array { items, left, .. } = &mut self.state else {
+                        unreachable!()
+                    };
+                    items.push(item);
+                    *left -= 1;
+                }
+            }
+        }
+    }
+
+    /// A small value whose head is `head_len` bytes, taken whole from the buffer (head included) into a shared
+    /// block; `None` when it is not all buffered yet.
+    fn small_value(&mut self, head_len: usize, len: usize, verify: bool) -> std::result::Result<Option<Bulk>, String> {
+        let start = self.pos + head_len;
+        if self.end < start + len + 2 {
+            return Ok(None);
+        }
+        if &self.buf[start + len..start + len + 2] != b"\r\n" {
+            return Err("bulk string not followed by CRLF".into());
+        }
+        if self.arena.capacity() < len {
+            self.arena.reserve(ARENA_BLOCK);
+        }
+        self.arena.extend_from_slice(&self.buf[start..start + len]);
+        self.pos = start + len + 2;
+        let value = self.arena.split().freeze();
+        Ok(Some(checked(value, verify.then(Verifier::default), false)))
+    }
+}
+
+fn closed(node: &str) -> Error {
+    Error::io(
+        node,
+        io::Error::new(io::ErrorKind::UnexpectedEof, "connection closed by the server"),
+    )
+}
+
+/// A value read whole, checked as a chunk frame when asked (`fed`: whether the verifier has seen it already).
+fn checked(value: Bytes, verifier: Option<Verifier>, fed: bool) -> Bulk {
+    match verifier {
+        None => Bulk::Value(value),
+        Some(mut v) => {
+            if !fed {
+                v.feed_value(&value);
+            }
+            if v.finish(&value) {
+                Bulk::Value(value)
+            } else {
+                Bulk::Corrupt
+            }
+        }
+    }
+}

@@ -1,0 +1,299 @@
+//! Connection URLs: `redis://`, `valkey://`, TLS and cluster schemes, Unix sockets, credentials, seeds, the
+//! database and every option, checked as they are read; and URLs with their password redacted, for messages.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use crate::config::{Config, Mode};
+use crate::error::{Error, Result};
+use crate::tls::TlsSettings;
+
+impl FromStr for Config {
+    type Err = Error;
+
+    fn from_str(url: &str) -> Result<Config> {
+        parse_url(url)
+    }
+}
+
+fn parse_url(url: &str) -> Result<Config> {
+    let bad = |what: &str| Error::Config(format!("{what} in URL {}", redact(url)));
+    let (scheme, rest) = url.split_once("://").ok_or_else(|| bad("no scheme"))?;
+    let mut cfg = Config::default();
+    match scheme {
+        "redis" | "valkey" => {}
+        "redis-cluster" | "valkey-cluster" => cfg.mode = Mode::Cluster,
+        "rediss" | "valkeys" => cfg.tls = Some(TlsSettings::default()),
+        "rediss-cluster" | "valkeys-cluster" => {
+            cfg.tls = Some(TlsSettings::default());
+            cfg.mode = Mode::Cluster;
+        }
+        "unix" | "redis+unix" | "valkey+unix" => cfg.mode = Mode::Standalone,
+        other => return Err(bad(&format!("unknown scheme {other:?}"))),
+    }
+    let unix = cfg.mode == Mode::Standalone;
+    let (rest, query) = match rest.split_once('?') {
+        Some((r, q)) => (r, Some(q)),
+        None => (rest, None),
+    };
+    let (authority, path) = match rest.split_once('/') {
+        Some((a, p)) => (a, p),
+        None => (rest, ""),
+    };
+    let hosts = match authority.rsplit_once('@') {
+        Some((userinfo, hosts)) => {
+            let (user, pass) = match userinfo.split_once(':') {
+                Some((u, p)) => (u, Some(p)),
+                None => (userinfo, None),
+            };
+            let user = percent_decode(user).ok_or_else(|| bad("bad percent-encoding"))?;
+            let pass = match pass {
+                Some(p) => Some(percent_decode(p).ok_or_else(|| bad("bad percent-encoding"))?),
+                None => None,
+            };
+            match pass {
+                // `user@host` alone carries a password-less user name: LMCache treats it as the password.
+                None => cfg.password = Some(user),
+                Some(p) => {
+                    cfg.username = (!user.is_empty()).then_some(user);
+                    cfg.password = Some(p);
+                }
+            }
+            hosts
+        }
+        None => authority,
+    };
+    if unix {
+        // unix://[user:password@]/path/to/socket[?db=N&...]: the path is the socket, the database an option.
+        if !hosts.is_empty() || path.is_empty() {
+            return Err(bad("a Unix socket URL is unix:///absolute/path/to/socket"));
+        }
+        let socket = percent_decode(path).ok_or_else(|| bad("bad percent-encoding"))?;
+        cfg.seeds = vec![format!("unix:/{socket}")];
+    } else {
+        cfg.seeds = hosts
+            .split(',')
+            .map(|h| parse_host(h).ok_or_else(|| bad(&format!("bad host {h:?}"))))
+            .collect::<Result<_>>()?;
+        if !path.is_empty() {
+            cfg.db = path.parse().map_err(|_| bad(&format!("bad database {path:?}")))?;
+        }
+    }
+    for pair in query.into_iter().flat_map(|q| q.split('&')).filter(|p| !p.is_empty()) {
+        let (k, v) = pair
+            .split_once('=')
+            .ok_or_else(|| bad(&format!("option {pair:?} has no value")))?;
+        apply_option(&mut cfg, k, v, unix).map_err(|why| bad(&why))?;
+    }
+    if cfg.mode == Mode::Cluster && cfg.db != 0 {
+        return Err(bad("a database number is not allowed in cluster mode"));
+    }
+    cfg.validate()?;
+    Ok(cfg)
+}
+
+/// Sets option `k` (of a URL's query) to `v`; the error says what was wrong. `unix`: the URL is a Unix socket's.
+fn apply_option(cfg: &mut Config, k: &str, v: &str, unix: bool) -> std::result::Result<(), String> {
+    let num =
+        |v: &str| -> std::result::Result<u64, String> { v.parse().map_err(|_| format!("bad number for {k}: {v:?}")) };
+    let decoded = |v: &str| percent_decode(v).ok_or_else(|| "bad percent-encoding".to_string());
+    match k {
+        "db" if unix => cfg.db = v.parse().map_err(|_| format!("bad database {v:?}"))?,
+        "mode" if unix => return Err("a Unix socket is one standalone server".into()),
+        "mode" => {
+            cfg.mode = match v {
+                "auto" => Mode::Auto,
+                "standalone" => Mode::Standalone,
+                "cluster" => Mode::Cluster,
+                _ => return Err(format!("bad mode {v:?}")),
+            }
+        }
+        "workers" => cfg.workers = num(v)? as usize,
+        "write_bytes_in_flight" => cfg.write_bytes_in_flight = num(v)? as usize,
+        "timeout_ms" => cfg.request_timeout = Duration::from_millis(num(v)?),
+        "connect_timeout_ms" => cfg.connect_timeout = Duration::from_millis(num(v)?),
+        "stall_threshold_ms" => cfg.stall_threshold = Duration::from_millis(num(v)?),
+        "silence_timeout_ms" => cfg.silence_timeout = Duration::from_millis(num(v)?),
+        "drain_timeout_ms" => cfg.drain_timeout = Duration::from_millis(num(v)?),
+        "batch_max_keys" => cfg.batch_max_keys = num(v)? as usize,
+        "max_redirects" => cfg.max_redirects = num(v)? as usize,
+        "max_retries" => cfg.max_retries = num(v)? as usize,
+        "wait_replicas" => {
+            let timeout = cfg.wait_replicas.map_or(Duration::from_millis(100), |w| w.1);
+            *cfg = std::mem::take(cfg).wait_for_replicas(num(v)? as usize, timeout)
+        }
+        "wait_timeout_ms" => match cfg.wait_replicas.as_mut() {
+            Some(w) => w.1 = Duration::from_millis(num(v)?),
+            None => return Err("wait_timeout_ms needs wait_replicas before it".into()),
+        },
+        "batch_max_bytes" => cfg.batch_max_bytes = num(v)? as usize,
+        "value_size_hint" => cfg.value_size_hint = num(v)? as usize,
+        "ttl_secs" => cfg.ttl_secs = Some(num(v)?),
+        "buffer_pool_bytes" => cfg.buffer_pool_bytes = num(v)? as usize,
+        "max_key_bytes" => cfg.max_key_bytes = num(v)? as usize,
+        "max_value_bytes" => cfg.max_value_bytes = num(v)? as usize,
+        "max_queued_parts" => cfg.max_queued_parts = num(v)? as usize,
+        "max_queued_bytes" => cfg.max_queued_bytes = num(v)? as usize,
+        "fail_fast_when_full" => match v {
+            "true" => cfg.fail_fast_when_full = true,
+            "false" => cfg.fail_fast_when_full = false,
+            _ => return Err(format!("bad boolean for {k}: {v:?}")),
+        },
+        "tls_ca" => *cfg = std::mem::take(cfg).tls_ca_file(decoded(v)?),
+        "tls_cert" => cfg.tls.get_or_insert_with(Default::default).cert_file = Some(decoded(v)?.into()),
+        "tls_key" => cfg.tls.get_or_insert_with(Default::default).key_file = Some(decoded(v)?.into()),
+        "tls_server_name" => *cfg = std::mem::take(cfg).tls_server_name(v),
+        "tls_insecure_skip_verify" => match v {
+            "true" => *cfg = std::mem::take(cfg).tls_insecure_skip_verify(true),
+            "false" => {}
+            _ => return Err(format!("bad boolean for {k}: {v:?}")),
+        },
+        _ => return Err(format!("unknown option {k:?}")),
+    }
+    Ok(())
+}
+
+/// `host[:port]` or `[v6]:port` to `host:port`; `None` when malformed.
+fn parse_host(h: &str) -> Option<String> {
+    let (host, port) = if let Some(v6) = h.strip_prefix('[') {
+        let (host, after) = v6.split_once(']')?;
+        let port = match after {
+            "" => None,
+            p => Some(p.strip_prefix(':')?),
+        };
+        (format!("[{host}]"), port)
+    } else {
+        match h.split_once(':') {
+            Some((host, port)) => (host.to_string(), Some(port)),
+            None => (h.to_string(), None),
+        }
+    };
+    let port: u16 = match port {
+        Some(p) => p.parse().ok().filter(|&p| p != 0)?,
+        None => 6379,
+    };
+    let valid = !host.is_empty()
+        && host != "*"
+        && host
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b".-_[]:".contains(&b));
+    valid.then(|| format!("{host}:{port}"))
+}
+
+fn percent_decode(s: &str) -> Option<String> {
+    let mut out = Vec::with_capacity(s.len());
+    let mut bytes = s.bytes();
+    while let Some(b) = bytes.next() {
+        if b == b'%' {
+            let hi = (bytes.next()? as char).to_digit(16)?;
+            let lo = (bytes.next()? as char).to_digit(16)?;
+            out.push((hi * 16 + lo) as u8);
+        } else {
+            out.push(b);
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+/// The URL with any password replaced, for error messages.
+pub(crate) fn redact(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return "<unparsable URL>".into();
+    };
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    match rest[..authority_end].rsplit_once('@') {
+        Some((_, hosts)) => format!("{scheme}://<redacted>@{hosts}{}", &rest[authority_end..]),
+        None => url.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// URL, seeds, mode, user, password, database.
+    type Case<'a> = (&'a str, &'a [&'a str], Mode, Option<&'a str>, Option<&'a str>, u32);
+
+    #[test]
+    fn parses_good_urls() {
+        let cases: &[Case] = &[
+            ("redis://127.0.0.1:6379", &["127.0.0.1:6379"], Mode::Auto, None, None, 0),
+            ("valkey://localhost", &["localhost:6379"], Mode::Auto, None, None, 0),
+            ("redis://h:7000/3", &["h:7000"], Mode::Auto, None, None, 3),
+            ("redis://:s%40cret@h:1", &["h:1"], Mode::Auto, None, Some("s@cret"), 0),
+            ("redis://bob:pw@h:1", &["h:1"], Mode::Auto, Some("bob"), Some("pw"), 0),
+            ("redis-cluster://a:1,b:2", &["a:1", "b:2"], Mode::Cluster, None, None, 0),
+            (
+                "redis://a:1,b:2?mode=cluster",
+                &["a:1", "b:2"],
+                Mode::Cluster,
+                None,
+                None,
+                0,
+            ),
+            ("redis://[::1]:7000", &["[::1]:7000"], Mode::Auto, None, None, 0),
+            (
+                "redis://h?mode=standalone&workers=2",
+                &["h:6379"],
+                Mode::Standalone,
+                None,
+                None,
+                0,
+            ),
+        ];
+        for (url, seeds, mode, user, pass, db) in cases {
+            let c: Config = url.parse().unwrap_or_else(|e| panic!("{url}: {e}"));
+            assert_eq!(c.seeds, *seeds, "{url}");
+            assert_eq!(c.mode, *mode, "{url}");
+            assert_eq!(c.username.as_deref(), *user, "{url}");
+            assert_eq!(c.password.as_deref(), *pass, "{url}");
+            assert_eq!(c.db, *db, "{url}");
+        }
+        let c: Config = "redis://h?workers=2&timeout_ms=250&ttl_secs=60".parse().unwrap();
+        assert_eq!(
+            (c.workers, c.request_timeout, c.ttl_secs),
+            (2, Duration::from_millis(250), Some(60))
+        );
+    }
+
+    #[test]
+    fn rejects_bad_urls_with_a_reason() {
+        let cases: &[(&str, &str)] = &[
+            ("127.0.0.1:6379", "no scheme"),
+            ("http://h:1", "unknown scheme"),
+            ("redis://", "bad host"),
+            ("redis://h:99999", "bad host"),
+            ("redis://h:0", "bad host"),
+            ("redis://h:x", "bad host"),
+            ("redis://*:6379", "bad host"),
+            ("redis://h/abc", "bad database"),
+            ("redis://:%zz@h", "bad percent-encoding"),
+            ("redis://h?colour=blue", "unknown option"),
+            ("redis://h?workers=0", "workers must be at least 1"),
+            ("redis://h?workers=x", "bad number"),
+            ("redis://h?mode=ring", "bad mode"),
+            ("redis-cluster://h/2", "not allowed in cluster mode"),
+            ("unix://host/tmp/r.sock", "unix:///absolute/path"),
+            ("unix://", "unix:///absolute/path"),
+            ("unix:///tmp/r.sock?mode=cluster", "one standalone server"),
+            ("unix:///tmp/r.sock?db=x", "bad database"),
+            ("rediss://h?tls_insecure_skip_verify=maybe", "bad boolean"),
+        ];
+        for (url, reason) in cases {
+            match url.parse::<Config>() {
+                Err(Error::Config(m)) => assert!(m.contains(reason), "{url}: {m}"),
+                other => panic!("{url}: expected a config error, got {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn passwords_never_print() {
+        let url = "redis://bob:hunter2@h:1?colour=x";
+        let err = url.parse::<Config>().unwrap_err().to_string();
+        assert!(!err.contains("hunter2"), "{err}");
+        let cfg: Config = "redis://bob:hunter2@h:1".parse().unwrap();
+        let dbg = format!("{cfg:?}");
+        assert!(!dbg.contains("hunter2") && dbg.contains("<redacted>"), "{dbg}");
+    }
+}
