@@ -138,9 +138,96 @@ struct SplitFound {
     meta: Option<(Vec<u8>, u64)>,
 }
 
+/// An orphaned metadata key and the kv_bytes key it should have.
+type Orphan = (Vec<u8>, Vec<u8>);
+
+/// What a scan found.
+#[derive(Default)]
+struct Inventory {
+    models: BTreeMap<String, ModelStats>,
+    ttls: [u64; 5],
+    splits: HashMap<(String, SplitNaming), SplitFound>,
+    scanned: usize,
+    other: u64,
+    other_bytes: u64,
+}
+
+impl Inventory {
+    /// Counts one key: its name, length, TTL in ms (negative: none) and whether it starts with a frame's magic.
+    fn add(&mut self, key: Vec<u8>, len: u64, pttl: i64, magic: bool) {
+        let name = String::from_utf8_lossy(&key).into_owned();
+        match classify(&name) {
+            Name::Other => {
+                self.other += 1;
+                self.other_bytes += len;
+                return;
+            }
+            Name::Whole(k) => {
+                let m = self.models.entry(k.model).or_default();
+                if magic {
+                    m.framed += 1;
+                } else {
+                    m.raw += 1;
+                }
+                m.bytes += len;
+            }
+            Name::Split(k, base, naming, part) => {
+                self.models.entry(k.model.clone()).or_default().bytes += len;
+                let found = self.splits.entry((base, naming)).or_default();
+                found.model = k.model;
+                match part {
+                    Part::Kv => found.kv = Some((key, len)),
+                    Part::Meta => found.meta = Some((key, len)),
+                }
+            }
+        }
+        self.ttls[ttl_bucket(pttl)] += 1;
+    }
+
+    /// Pairs up split chunks: complete ones are counted per model; returns the orphaned metadata keys (with the
+    /// kv_bytes key each should have), sorted, and how many kv_bytes have no metadata (a put in progress).
+    fn find_orphans(&mut self) -> (Vec<Orphan>, u64) {
+        let mut orphans = Vec::new();
+        let mut incomplete = 0;
+        for ((base, naming), found) in &self.splits {
+            match (&found.kv, &found.meta) {
+                (Some(_), Some(_)) => self.models.entry(found.model.clone()).or_default().split += 1,
+                (None, Some((meta, _))) => {
+                    let kv = match naming {
+                        SplitNaming::HashTagged => format!("{{{base}}}:kv_bytes"),
+                        SplitNaming::Plain => format!("{base}kv_bytes"),
+                    };
+                    orphans.push((meta.clone(), kv.into_bytes()));
+                }
+                (Some(_), None) => incomplete += 1,
+                (None, None) => {}
+            }
+        }
+        orphans.sort();
+        (orphans, incomplete)
+    }
+}
+
+/// Runs the phases: scan every primary, find orphans, report, and delete the orphans when asked.
 pub fn run(args: Args) -> Result<ExitCode, Failure> {
     let target = &args.target;
     let client = target.connect()?;
+    let mut inventory = scan_all(&client, &args)?;
+    let (orphans, incomplete) = inventory.find_orphans();
+    report(&args, &inventory, &orphans, incomplete);
+    if !args.delete_orphans || orphans.is_empty() {
+        return Ok(exit(false));
+    }
+    if !args.yes && !confirm(orphans.len()) {
+        say!("nothing deleted");
+        return Ok(exit(false));
+    }
+    delete(&client, target, &orphans)
+}
+
+/// Scans every primary, a page of keys at a time, reading each key's length, TTL and first bytes in one pipeline.
+fn scan_all(client: &kvcache_redis::Client, args: &Args) -> Result<Inventory, Failure> {
+    let target = &args.target;
     let shards = client.shards().map_err(|e| describe(&target.redacted(), &e))?;
     say!(
         "target    {} ({}, {} primar{})",
@@ -149,15 +236,12 @@ pub fn run(args: Args) -> Result<ExitCode, Failure> {
         shards.len(),
         plural_y(shards.len())
     );
-    let mut models: BTreeMap<String, ModelStats> = BTreeMap::new();
-    let mut ttls = [0u64; 5];
-    let mut splits: HashMap<(String, SplitNaming), SplitFound> = HashMap::new();
-    let (mut scanned, mut other, mut other_bytes) = (0usize, 0u64, 0u64);
+    let mut inventory = Inventory::default();
     for shard in &shards {
         let mut conn = client
             .connect_node(&shard.primary)
             .map_err(|e| describe(&shard.primary, &e))?;
-        scanned += scan(&mut conn, &args.pattern, args.max_keys, |conn, keys| {
+        inventory.scanned += scan(&mut conn, &args.pattern, args.max_keys, |conn, keys| {
             let commands: Vec<Vec<Vec<u8>>> = keys
                 .iter()
                 .flat_map(|k| {
@@ -173,57 +257,29 @@ pub fn run(args: Args) -> Result<ExitCode, Failure> {
                 let len = r[0].as_int().unwrap_or(0).max(0) as u64;
                 let pttl = r[1].as_int().unwrap_or(-1);
                 let magic = r[2].as_bytes().unwrap_or_default() == b"KVCR";
-                let name = String::from_utf8_lossy(&key).into_owned();
-                match classify(&name) {
-                    Name::Other => {
-                        other += 1;
-                        other_bytes += len;
-                        continue;
-                    }
-                    Name::Whole(k) => {
-                        let m = models.entry(k.model).or_default();
-                        if magic {
-                            m.framed += 1;
-                        } else {
-                            m.raw += 1;
-                        }
-                        m.bytes += len;
-                    }
-                    Name::Split(k, base, naming, part) => {
-                        models.entry(k.model.clone()).or_default().bytes += len;
-                        let found = splits.entry((base, naming)).or_default();
-                        found.model = k.model;
-                        match part {
-                            Part::Kv => found.kv = Some((key, len)),
-                            Part::Meta => found.meta = Some((key, len)),
-                        }
-                    }
-                }
-                ttls[ttl_bucket(pttl)] += 1;
+                inventory.add(key, len, pttl, magic);
             }
             Ok(())
         })
         .map_err(|e| describe(&shard.primary, &e))?;
     }
-    let mut orphans: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
-    let mut incomplete = 0u64;
-    for ((base, naming), found) in &splits {
-        match (&found.kv, &found.meta) {
-            (Some(_), Some(_)) => models.entry(found.model.clone()).or_default().split += 1,
-            (None, Some((meta, _))) => {
-                let kv = match naming {
-                    SplitNaming::HashTagged => format!("{{{base}}}:kv_bytes"),
-                    SplitNaming::Plain => format!("{base}kv_bytes"),
-                };
-                orphans.push((meta.clone(), kv.into_bytes()));
-            }
-            (Some(_), None) => incomplete += 1,
-            (None, None) => {}
-        }
-    }
-    orphans.sort();
-    say!("scanned   {scanned} string keys (pattern {:?})", args.pattern);
+    Ok(inventory)
+}
+
+/// Prints chunks and bytes per model, the TTL distribution, the orphans and the keys of other formats.
+fn report(args: &Args, inv: &Inventory, orphans: &[Orphan], incomplete: u64) {
+    say!("scanned   {} string keys (pattern {:?})", inv.scanned, args.pattern);
     say!();
+    let row = |name: &str, m: &ModelStats| {
+        say!(
+            "{:<48} {:>8} {:>8} {:>8} {:>12}",
+            name,
+            m.framed,
+            m.raw,
+            m.split,
+            human(m.bytes)
+        );
+    };
     say!(
         "{:<48} {:>8} {:>8} {:>8} {:>12}",
         "model",
@@ -233,32 +289,18 @@ pub fn run(args: Args) -> Result<ExitCode, Failure> {
         "bytes"
     );
     let mut total = ModelStats::default();
-    for (model, m) in &models {
-        say!(
-            "{:<48} {:>8} {:>8} {:>8} {:>12}",
-            model,
-            m.framed,
-            m.raw,
-            m.split,
-            human(m.bytes)
-        );
+    for (model, m) in &inv.models {
+        row(model, m);
         total.framed += m.framed;
         total.raw += m.raw;
         total.split += m.split;
         total.bytes += m.bytes;
     }
-    say!(
-        "{:<48} {:>8} {:>8} {:>8} {:>12}",
-        "total",
-        total.framed,
-        total.raw,
-        total.split,
-        human(total.bytes)
-    );
+    row("total", &total);
     say!();
     let ttl: Vec<String> = TTL_BUCKETS
         .iter()
-        .zip(ttls)
+        .zip(inv.ttls)
         .map(|(name, n)| format!("{name}: {n}"))
         .collect();
     say!("TTL       {}", ttl.join(", "));
@@ -268,19 +310,18 @@ pub fn run(args: Args) -> Result<ExitCode, Failure> {
         orphans.len()
     );
     say!(
-        "other     {other} key(s) not in LMCache's format ({})",
-        human(other_bytes)
+        "other     {} key(s) not in LMCache's format ({})",
+        inv.other,
+        human(inv.other_bytes)
     );
     for (meta, _) in orphans.iter().take(10) {
         say!("  orphan  {}", String::from_utf8_lossy(meta));
     }
-    if !args.delete_orphans || orphans.is_empty() {
-        return Ok(exit(false));
-    }
-    if !args.yes && !confirm(orphans.len()) {
-        say!("nothing deleted");
-        return Ok(exit(false));
-    }
+}
+
+/// Removes each orphaned metadata key only if it still holds what it held and its kv_bytes is still gone,
+/// atomically on the server; plain names whose two keys lie in different Cluster slots are left (and said so).
+fn delete(client: &kvcache_redis::Client, target: &Target, orphans: &[Orphan]) -> Result<ExitCode, Failure> {
     let metas: Vec<&[u8]> = orphans.iter().map(|(m, _)| &m[..]).collect();
     let kvs: Vec<&[u8]> = orphans.iter().map(|(_, k)| &k[..]).collect();
     let values: Vec<Option<Bytes>> = client
@@ -351,6 +392,31 @@ mod tests {
         ));
         assert!(matches!(classify("session:42"), Name::Other));
         assert!(matches!(classify("{x}:kv_bytes"), Name::Other));
+    }
+
+    #[test]
+    fn an_inventory_pairs_split_keys_and_finds_orphans() {
+        let mut inv = Inventory::default();
+        let k = |h: &str| format!("m@1@0@{h}@bfloat16");
+        inv.add(format!("{{{}}}:kv_bytes", k("a")).into_bytes(), 10, -1, false);
+        inv.add(format!("{{{}}}:metadata", k("a")).into_bytes(), 28, -1, false);
+        inv.add(format!("{{{}}}:metadata", k("b")).into_bytes(), 28, 5_000, false);
+        inv.add(format!("{}kv_bytes", k("c")).into_bytes(), 10, -1, false);
+        inv.add(k("d").into_bytes(), 50, -1, true);
+        inv.add(b"unrelated".to_vec(), 7, -1, false);
+        let (orphans, incomplete) = inv.find_orphans();
+        assert_eq!(
+            orphans,
+            vec![(
+                format!("{{{}}}:metadata", k("b")).into_bytes(),
+                format!("{{{}}}:kv_bytes", k("b")).into_bytes()
+            )]
+        );
+        assert_eq!(incomplete, 1);
+        let m = &inv.models["m"];
+        assert_eq!((m.framed, m.raw, m.split, m.bytes), (1, 0, 1, 10 + 28 + 28 + 10 + 50));
+        assert_eq!((inv.other, inv.other_bytes), (1, 7));
+        assert_eq!(inv.ttls, [4, 1, 0, 0, 0]);
     }
 
     #[test]

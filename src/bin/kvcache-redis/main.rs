@@ -18,6 +18,7 @@ macro_rules! say_part {
 }
 
 mod bench;
+mod bench_caller;
 mod check;
 mod inspect;
 mod target;
