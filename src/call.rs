@@ -15,7 +15,7 @@ use crate::split::{self, Limits};
 use crate::stats::Counters;
 use crate::value::{DestSlot, Fill, KeyReply, SetValue};
 
-/// One call with per-call settings; every setter is optional. Built by [`Client::call`].
+/// One call with per-call settings; every setter is optional. Built by [`Client::call`](crate::Client::call).
 #[must_use = "a Call does nothing until one of its operations is invoked"]
 pub struct Call<'a> {
     shared: &'a Arc<Shared>,
@@ -50,7 +50,7 @@ impl<'a> Call<'a> {
         self
     }
 
-    /// Overrides [`Config::request_timeout`] for this call.
+    /// Overrides [`Config::request_timeout`](crate::Config::request_timeout) for this call.
     pub fn timeout(mut self, d: Duration) -> Self {
         self.timeout = Some(d);
         self
@@ -62,25 +62,25 @@ impl<'a> Call<'a> {
         self
     }
 
-    /// Overrides [`Config::ttl_secs`] for this call's writes (`None`: no expiry).
+    /// Overrides [`Config::ttl_secs`](crate::Config::ttl_secs) for this call's writes (`None`: no expiry).
     pub fn ttl_secs(mut self, ttl: Option<u64>) -> Self {
         self.ttl_secs = Some(ttl);
         self
     }
 
-    /// See [`Client::get`].
+    /// See [`Client::get`](crate::Client::get).
     pub fn get(self, key: impl AsRef<[u8]>) -> Result<Option<Bytes>> {
         let mut r = self.batched_get(&[key])?;
         r.pop().expect("one key, one result")
     }
 
-    /// See [`Client::put`].
+    /// See [`Client::put`](crate::Client::put).
     pub fn put(self, key: impl AsRef<[u8]>, value: impl Into<Bytes>) -> Result<()> {
         let mut r = self.batched_put(&[key], [value])?;
         r.pop().expect("one key, one result")
     }
 
-    /// See [`Client::exists`].
+    /// See [`Client::exists`](crate::Client::exists).
     pub fn exists(self, key: impl AsRef<[u8]>) -> Result<bool> {
         let replies = self.run(Command::Exists, Priority::Peek, to_keys(&[key]), Vec::new())?;
         replies
@@ -90,12 +90,12 @@ impl<'a> Call<'a> {
             .map(|r| r == KeyReply::Flag(true))
     }
 
-    /// See [`Client::remove`].
+    /// See [`Client::remove`](crate::Client::remove).
     pub fn remove(self, key: impl AsRef<[u8]>) -> Result<bool> {
         self.batched_remove(&[key])?.pop().expect("one key, one result")
     }
 
-    /// See [`Client::batched_remove`].
+    /// See [`Client::batched_remove`](crate::Client::batched_remove).
     pub fn batched_remove<K: AsRef<[u8]>>(self, keys: &[K]) -> Result<Vec<Result<bool>>> {
         let replies = self.run(Command::Del, Priority::Put, to_keys(keys), Vec::new())?;
         Ok(replies
@@ -133,13 +133,13 @@ impl<'a> Call<'a> {
         pending.into_replies()
     }
 
-    /// See [`Client::batched_get`].
+    /// See [`Client::batched_get`](crate::Client::batched_get).
     pub fn batched_get<K: AsRef<[u8]>>(self, keys: &[K]) -> Result<Vec<Result<Option<Bytes>>>> {
         let replies = self.run(Command::Get, Priority::Get, to_keys(keys), Vec::new())?;
         Ok(replies.into_iter().map(|r| r.map(into_value)).collect())
     }
 
-    /// See [`Client::batched_put`].
+    /// See [`Client::batched_put`](crate::Client::batched_put).
     pub fn batched_put<K, V, I>(self, keys: &[K], values: I) -> Result<Vec<Result<()>>>
     where
         K: AsRef<[u8]>,
@@ -179,7 +179,7 @@ impl<'a> Call<'a> {
         Ok(replies.into_iter().map(|r| r.map(|_| ())).collect())
     }
 
-    /// See [`Client::batched_contains`].
+    /// See [`Client::batched_contains`](crate::Client::batched_contains).
     pub fn batched_contains<K: AsRef<[u8]>>(self, keys: &[K]) -> Result<usize> {
         let shared = self.shared.clone();
         let replies = self.run(Command::Exists, Priority::Peek, to_keys(keys), Vec::new())?;
@@ -187,14 +187,14 @@ impl<'a> Call<'a> {
         Ok(prefix.len())
     }
 
-    /// See [`Client::batched_get_non_blocking`].
+    /// See [`Client::batched_get_non_blocking`](crate::Client::batched_get_non_blocking).
     pub fn batched_get_non_blocking<K: AsRef<[u8]>>(self, keys: &[K]) -> PendingGet {
         let shared = self.shared.clone();
         let pending = self.submit(Command::Get, Priority::Prefetch, to_keys(keys), Vec::new());
         PendingGet::new(shared, pending)
     }
 
-    /// See [`Client::ping`].
+    /// See [`Client::ping`](crate::Client::ping).
     pub fn ping(self) -> Result<()> {
         self.run(Command::Ping, Priority::Peek, Vec::new(), Vec::new())?
             .into_iter()

@@ -29,37 +29,37 @@ use crate::worker;
 ///
 /// `Client` is `Clone + Send + Sync`; clones share one pool of worker threads, and calls from many threads are
 /// batched together. Each call blocks the calling thread until its answer arrives or its deadline passes (see
-/// [`Config::request_timeout`]); no call ever waits longer.
+/// [`Config::request_timeout`](crate::Config::request_timeout)); no call ever waits longer.
 ///
 /// # Threading
-/// [`Config::workers`] named threads (`kvcache-redis-worker-N`) each own one connection per node they talk to;
-/// no lock is held around a socket. A call is split into parts of at most [`Config::batch_max_keys`] keys and
-/// about [`Config::batch_max_bytes`] bytes, so several workers can share a large call. A worker takes what is
+/// [`Config::workers`](crate::Config::workers) named threads (`kvcache-redis-worker-N`) each own one connection per node they talk to;
+/// no lock is held around a socket. A call is split into parts of at most [`Config::batch_max_keys`](crate::Config::batch_max_keys) keys and
+/// about [`Config::batch_max_bytes`](crate::Config::batch_max_bytes) bytes, so several workers can share a large call. A worker takes what is
 /// queued, from any number of callers, and sends one pipeline per node: `GET`s of one slot become one `MGET`,
 /// `SET`s are pipelined, so a batch costs one round trip per node it touches.
 ///
 /// # Priorities
-/// Four levels, highest first: [`Priority::Peek`] (`exists`, `batched_contains`), [`Priority::Prefetch`]
-/// (`batched_get_non_blocking`), [`Priority::Get`] (`get`, `batched_get`), [`Priority::Put`] (`put`,
+/// Four levels, highest first: [`Priority::Peek`](crate::Priority::Peek) (`exists`, `batched_contains`), [`Priority::Prefetch`](crate::Priority::Prefetch)
+/// (`batched_get_non_blocking`), [`Priority::Get`](crate::Priority::Get) (`get`, `batched_get`), [`Priority::Put`](crate::Priority::Put) (`put`,
 /// `batched_put`, `remove`). Workers always take the highest queued level first; a level passed over for 8
 /// batches in a row goes first once, so writes are never starved. Never all workers stream writes at once, and a
-/// second one starts only while fewer than [`Config::write_bytes_in_flight`] bytes are being written, so a flood of
+/// second one starts only while fewer than [`Config::write_bytes_in_flight`](crate::Config::write_bytes_in_flight) bytes are being written, so a flood of
 /// writes never keeps a `Peek` waiting for a worker.
-/// [`Client::call`] overrides a call's priority.
+/// [`Client::call`](crate::Client::call) overrides a call's priority.
 ///
 /// # Partial failure
 /// A batch does not fail as a whole because one node or one key failed: batched calls return one `Result` per
 /// key. The outer `Result` is for what concerns the whole call: a closed client, invalid input, or nothing
 /// answered at all (every key timed out). The prefix calls ([`batched_contains`](Client::batched_contains),
-/// [`PendingGet::wait`]) stop their prefix at the first key that is missing *or* failed; a failure there is
-/// logged and counted in [`Stats::prefix_failures`], and is returned as the call's error only when it is the
+/// [`PendingGet::wait`](crate::PendingGet::wait)) stop their prefix at the first key that is missing *or* failed; a failure there is
+/// logged and counted in [`Stats::prefix_failures`](crate::Stats::prefix_failures), and is returned as the call's error only when it is the
 /// very first key (so "no prefix" and "could not tell" stay distinguishable).
 ///
 /// # Shutdown
 /// [`close`](Client::close) on any clone, or dropping the last clone, stops the workers: calls already queued
-/// are still executed until [`Config::drain_timeout`] has passed, and those still queued then are answered
-/// with [`Error::Closed`]. Every queued call is answered exactly once. Later calls on any clone fail at once with
-/// [`Error::Closed`]; outstanding [`PendingGet`] handles resolve.
+/// are still executed until [`Config::drain_timeout`](crate::Config::drain_timeout) has passed, and those still queued then are answered
+/// with [`Error::Closed`](crate::Error::Closed). Every queued call is answered exactly once. Later calls on any clone fail at once with
+/// [`Error::Closed`](crate::Error::Closed); outstanding [`PendingGet`](crate::PendingGet) handles resolve.
 #[derive(Clone)]
 pub struct Client {
     inner: Arc<Inner>,
@@ -105,7 +105,7 @@ impl std::fmt::Debug for Client {
 }
 
 impl Client {
-    /// Connects to the deployment at `url` (see [`Config`] for the syntax) with default settings, detecting
+    /// Connects to the deployment at `url` (see [`Config`](crate::Config) for the syntax) with default settings, detecting
     /// standalone or Cluster by itself.
     ///
     /// ```no_run
@@ -180,40 +180,40 @@ impl Client {
         Call::new(&self.inner.shared)
     }
 
-    /// The value of `key`, or `None` when it is missing. Priority [`Priority::Get`].
+    /// The value of `key`, or `None` when it is missing. Priority [`Priority::Get`](crate::Priority::Get).
     pub fn get(&self, key: impl AsRef<[u8]>) -> Result<Option<Bytes>> {
         self.call().get(key)
     }
 
-    /// Stores `value` under `key` (with the configured TTL, if any). Priority [`Priority::Put`].
+    /// Stores `value` under `key` (with the configured TTL, if any). Priority [`Priority::Put`](crate::Priority::Put).
     pub fn put(&self, key: impl AsRef<[u8]>, value: impl Into<Bytes>) -> Result<()> {
         self.call().put(key, value)
     }
 
-    /// Whether `key` exists. Priority [`Priority::Peek`].
+    /// Whether `key` exists. Priority [`Priority::Peek`](crate::Priority::Peek).
     pub fn exists(&self, key: impl AsRef<[u8]>) -> Result<bool> {
         self.call().exists(key)
     }
 
-    /// Deletes `key`; `true` when it existed. Priority [`Priority::Put`].
+    /// Deletes `key`; `true` when it existed. Priority [`Priority::Put`](crate::Priority::Put).
     pub fn remove(&self, key: impl AsRef<[u8]>) -> Result<bool> {
         self.call().remove(key)
     }
 
     /// Deletes every key in one pipeline per node; one result per key, in order: `true` when it existed (a key
-    /// given twice is deleted by the first). Priority [`Priority::Put`].
+    /// given twice is deleted by the first). Priority [`Priority::Put`](crate::Priority::Put).
     pub fn batched_remove<K: AsRef<[u8]>>(&self, keys: &[K]) -> Result<Vec<Result<bool>>> {
         self.call().batched_remove(keys)
     }
 
     /// One result per key, in the order of `keys`: `Ok(Some(value))`, `Ok(None)` when missing, or the key's
-    /// error. Duplicate keys are each answered. Priority [`Priority::Get`].
+    /// error. Duplicate keys are each answered. Priority [`Priority::Get`](crate::Priority::Get).
     pub fn batched_get<K: AsRef<[u8]>>(&self, keys: &[K]) -> Result<Vec<Result<Option<Bytes>>>> {
         self.call().batched_get(keys)
     }
 
     /// Stores `values[i]` under `keys[i]` with pipelined, non-transactional `SET`s; one result per key.
-    /// Values cross to the workers without being copied. Priority [`Priority::Put`].
+    /// Values cross to the workers without being copied. Priority [`Priority::Put`](crate::Priority::Put).
     pub fn batched_put<K, V, I>(&self, keys: &[K], values: I) -> Result<Vec<Result<()>>>
     where
         K: AsRef<[u8]>,
@@ -223,18 +223,18 @@ impl Client {
         self.call().batched_put(keys, values)
     }
 
-    /// The number of consecutive keys, from the first, that exist. Priority [`Priority::Peek`].
+    /// The number of consecutive keys, from the first, that exist. Priority [`Priority::Peek`](crate::Priority::Peek).
     pub fn batched_contains<K: AsRef<[u8]>>(&self, keys: &[K]) -> Result<usize> {
         self.call().batched_contains(keys)
     }
 
     /// Starts a batched get and returns at once; the handle yields the consecutive prefix of hits. Priority
-    /// [`Priority::Prefetch`].
+    /// [`Priority::Prefetch`](crate::Priority::Prefetch).
     pub fn batched_get_non_blocking<K: AsRef<[u8]>>(&self, keys: &[K]) -> PendingGet {
         self.call().batched_get_non_blocking(keys)
     }
 
-    /// Checks that every primary answers `PING`. Priority [`Priority::Peek`].
+    /// Checks that every primary answers `PING`. Priority [`Priority::Peek`](crate::Priority::Peek).
     pub fn ping(&self) -> Result<()> {
         self.call().ping()
     }
@@ -254,7 +254,7 @@ impl Client {
         self.inner.shared.topology.current().nodes.clone()
     }
 
-    /// A plain connection to `node` (`host:port`, as [`Client::primaries`] lists them) with this client's TLS,
+    /// A plain connection to `node` (`host:port`, as [`Client::primaries`](crate::Client::primaries) lists them) with this client's TLS,
     /// authentication and timeouts, for tools that need commands the client does not offer.
     pub fn connect_node(&self, node: &str) -> Result<NodeConnection> {
         admin::connect_node(self.shared(), node)
@@ -289,7 +289,7 @@ impl Client {
             .delete_orphans(owned(metadata_keys), owned(kv_keys), expected.to_vec())
     }
 
-    /// Counts a stored value that did not check out (see [`Stats::corrupt`]).
+    /// Counts a stored value that did not check out (see [`Stats::corrupt`](crate::Stats::corrupt)).
     pub(crate) fn count_corrupt(&self) {
         Counters::add(&self.inner.shared.stats.corrupt, 1);
     }

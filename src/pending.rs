@@ -83,7 +83,7 @@ impl Pending {
     }
 }
 
-/// The handle of a [`Client::batched_get_non_blocking`] call. It resolves by the call's deadline at the latest,
+/// The handle of a [`Client::batched_get_non_blocking`](crate::Client::batched_get_non_blocking) call. It resolves by the call's deadline at the latest,
 /// also when the client is closed meanwhile. Dropping it abandons the answer (the work may still be done).
 pub struct PendingGet {
     shared: Arc<Shared>,

@@ -87,6 +87,6 @@ pub struct FillResult<B> {
     /// writing into it (the worker drops it when done).
     pub buf: Option<B>,
     /// `Ok(Some(n))`: the chunk's payload, `n` bytes, fills the buffer; `Ok(None)`: missing (or damaged, counted);
-    /// `Err`: this chunk's error, e.g. [`Error::InvalidInput`] when the buffer is not the chunk's size.
+    /// `Err`: this chunk's error, e.g. [`Error::InvalidInput`](crate::Error::InvalidInput) when the buffer is not the chunk's size.
     pub result: Result<Option<usize>>,
 }

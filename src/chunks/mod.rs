@@ -1,5 +1,5 @@
 //! The chunk-level API: KV-cache chunks by [`ChunkKey`], stored in a chosen layout over the byte-level
-//! [`Client`], with LMCache's contract (positional batched get, prefix counts, prefix results).
+//! [`Client`](crate::Client), with LMCache's contract (positional batched get, prefix counts, prefix results).
 
 use std::time::Duration;
 
@@ -67,7 +67,7 @@ pub struct Chunk {
     pub meta: Option<ChunkMeta>,
 }
 
-/// KV-cache chunks over a [`Client`]. Cheap to clone; clones share the client.
+/// KV-cache chunks over a [`Client`](crate::Client). Cheap to clone; clones share the client.
 ///
 /// ```no_run
 /// use kvcache_redis::{ChunkKey, ChunkStore, Client, Dtype, Layout};
