@@ -86,17 +86,13 @@ pub(crate) fn encode(command: Command, args: &Args, out: &mut Outgoing) {
     }
 }
 
-/// What the replies look like, in order: `ASKING`'s when sent, then the command's.
-pub(crate) fn expect(command: Command, args: &Args) -> Vec<Expect> {
+/// What the replies look like: `ASKING`'s when it is sent, then the command's own.
+pub(crate) fn expect(command: Command, args: &Args) -> (Option<Expect>, Expect) {
     let own = match command {
         Command::Get => get::expect(args),
         Command::Exists | Command::Del | Command::DeleteOrphan | Command::Set { .. } | Command::Ping => Expect::Scalar,
     };
-    if args.asking {
-        vec![asking::EXPECT, own]
-    } else {
-        vec![own]
-    }
+    (args.asking.then_some(asking::EXPECT), own)
 }
 
 /// What a reply says about the keys of its command.
@@ -216,10 +212,13 @@ mod tests {
             encoded(Command::Get, &a),
             b"*1\r\n$6\r\nASKING\r\n*2\r\n$3\r\nGET\r\n$1\r\nk\r\n"
         );
-        assert_eq!(expect(Command::Get, &a).len(), 2);
         assert!(matches!(
-            expect(Command::Exists, &args(&[b"k"], None))[..],
-            [Expect::Scalar]
+            expect(Command::Get, &a),
+            (Some(Expect::Scalar), Expect::Bulk { .. })
+        ));
+        assert!(matches!(
+            expect(Command::Exists, &args(&[b"k"], None)),
+            (None, Expect::Scalar)
         ));
     }
 

@@ -103,9 +103,8 @@ impl Worker {
                 asking: step.asking,
             };
             command::encode(step.command, &args, &mut out);
-            let mut expects = command::expect(step.command, &args);
-            let own = expects.pop().expect("a command's own reply");
-            for expect in expects {
+            let (asking, own) = command::expect(step.command, &args);
+            if let Some(expect) = asking {
                 link.owed.push_back(Sent {
                     what: What::Asking,
                     expect,
