@@ -18,6 +18,30 @@ pub enum Mode {
     Cluster,
 }
 
+/// Where reads (`get`, `batched_get`, `exists`, `batched_contains`, non-blocking gets) go. Writes always go to
+/// primaries. KV-cache keys are content-addressed (a key's bytes never change), so a replica can at worst miss a
+/// chunk that was just written, never return other bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum ReadFrom {
+    /// Every read goes to the primary.
+    #[default]
+    Primary,
+    /// Reads go to the replicas (round robin) when any is up, else to the primary.
+    Replica,
+    /// Reads go round robin over the primary and its replicas.
+    Spread,
+}
+
+/// A Sentinel-managed deployment: the service (master) name, and the Sentinels' own credentials when they have
+/// some (the URL's credentials are the data nodes').
+#[derive(Clone, Default, PartialEq, Eq)]
+pub(crate) struct SentinelSettings {
+    pub(crate) service: String,
+    pub(crate) username: Option<String>,
+    pub(crate) password: Option<String>,
+}
+
 /// Client configuration. Build it from a URL with [`str::parse`] / [`Config::from_url`], then adjust it with the
 /// by-value setters, e.g. `Config::from_url("redis://127.0.0.1:6379")?.workers(4)`.
 ///
@@ -31,10 +55,15 @@ pub enum Mode {
 /// * A Unix socket: `unix:///path/to/socket` (also `redis+unix://`, `valkey+unix://`), with the database as a
 ///   `db=N` option; always standalone.
 /// * `DB` selects a database (standalone only).
+/// * Sentinel: `redis+sentinel://[USER[:PASSWORD]@]HOST[:PORT][,HOST[:PORT]...]/SERVICE[/DB][?OPTION=VALUE&...]`
+///   (also `valkey+sentinel`, and `rediss+sentinel` / `valkeys+sentinel` for TLS everywhere): the hosts are
+///   Sentinels (`PORT` defaults to 26379), `SERVICE` is the monitored master's name, the credentials are the data
+///   nodes'; Sentinels with credentials of their own take the options `sentinel_user` and `sentinel_password`.
 /// * Options: `mode` (`auto`, `standalone`, `cluster`), `workers`, `write_bytes_in_flight`, `timeout_ms`, `connect_timeout_ms`,
 ///   `stall_threshold_ms`, `silence_timeout_ms`, `drain_timeout_ms`, `batch_max_keys`, `batch_max_bytes`, `value_size_hint`, `ttl_secs`, `buffer_pool_bytes`,
 ///   `max_key_bytes`, `max_value_bytes`, `max_queued_parts`, `max_queued_bytes`, `fail_fast_when_full`, and for TLS `tls_ca`, `tls_cert`, `tls_key` (file paths,
-///   percent-encoded), `tls_server_name`, `tls_insecure_skip_verify` (`true`/`false`).
+///   percent-encoded), `tls_server_name`, `tls_insecure_skip_verify` (`true`/`false`), `read_from` (`primary`,
+///   `replica`, `spread`), `sentinel_user`, `sentinel_password` (percent-encoded).
 ///   Any other option is an error.
 #[derive(Clone)]
 pub struct Config {
@@ -65,6 +94,8 @@ pub struct Config {
     pub(crate) max_queued_parts: usize,
     pub(crate) max_queued_bytes: usize,
     pub(crate) fail_fast_when_full: bool,
+    pub(crate) read_from: ReadFrom,
+    pub(crate) sentinel: Option<SentinelSettings>,
 }
 
 impl Default for Config {
@@ -97,6 +128,8 @@ impl Default for Config {
             max_queued_parts: 65_536,
             max_queued_bytes: 1 << 30,
             fail_fast_when_full: false,
+            read_from: ReadFrom::Primary,
+            sentinel: None,
         }
     }
 }
@@ -131,6 +164,14 @@ impl fmt::Debug for Config {
             .field("max_queued_parts", &self.max_queued_parts)
             .field("max_queued_bytes", &self.max_queued_bytes)
             .field("fail_fast_when_full", &self.fail_fast_when_full)
+            .field("read_from", &self.read_from)
+            .field(
+                "sentinel",
+                &self.sentinel.as_ref().map(|s| {
+                    let password = s.password.as_ref().map(|_| "<redacted>");
+                    format!("service {:?}, user {:?}, password {:?}", s.service, s.username, password)
+                }),
+            )
             .finish()
     }
 }
@@ -366,7 +407,39 @@ impl Config {
         self
     }
 
-    /// The seed addresses, `host:port`.
+    /// Where reads go: the primary, its replicas, or both in turn. Replicas come from `CLUSTER SLOTS` (each Cluster
+    /// connection then sends `READONLY`) or from the Sentinels; a replica that is down, loading or not linked to its
+    /// primary is left out, and one that stops answering is avoided by the workers. Not for a plain standalone
+    /// server (no replicas known): opening fails with a configuration error. Defaults to [`ReadFrom::Primary`].
+    pub fn read_from(mut self, read_from: ReadFrom) -> Self {
+        self.read_from = read_from;
+        self
+    }
+
+    /// Makes this a Sentinel-managed deployment of the master named `service`: the seeds are the Sentinels, which
+    /// are asked for the primary and its replicas, and followed through failovers. (The `redis+sentinel://` URL
+    /// sets this.) Defaults to none.
+    pub fn sentinel(mut self, service: &str) -> Self {
+        let current = self.sentinel.take();
+        self.sentinel = Some(SentinelSettings {
+            service: service.to_string(),
+            username: current.as_ref().and_then(|s| s.username.clone()),
+            password: current.and_then(|s| s.password),
+        });
+        self
+    }
+
+    /// Credentials for Sentinels that have their own (`requirepass` or ACL users on the Sentinels); the data nodes
+    /// keep [`auth`](Self::auth)'s. Needs [`sentinel`](Self::sentinel) first. Defaults to none.
+    pub fn sentinel_auth(mut self, username: Option<&str>, password: &str) -> Self {
+        if let Some(s) = self.sentinel.as_mut() {
+            s.username = username.map(str::to_string);
+            s.password = Some(password.to_string());
+        }
+        self
+    }
+
+    /// The seed addresses, `host:port` (the Sentinels, for a Sentinel-managed deployment).
     pub fn seeds(&self) -> &[String] {
         &self.seeds
     }
@@ -406,6 +479,16 @@ impl Config {
         }
         if self.seeds.is_empty() {
             return Err(Error::Config("no seed address".into()));
+        }
+        if let Some(s) = &self.sentinel {
+            if s.service.is_empty() {
+                return Err(Error::Config("a Sentinel deployment needs a service (master) name".into()));
+            }
+            if self.mode != Mode::Auto {
+                return Err(Error::Config(
+                    "a Sentinel deployment is one primary with replicas: mode must stay auto".into(),
+                ));
+            }
         }
         if self.ttl_secs == Some(0) {
             return Err(Error::Config("ttl_secs must be positive".into()));

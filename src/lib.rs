@@ -43,7 +43,7 @@ pub use call::Call;
 pub use chunk_key::{ChunkKey, Dtype};
 pub use chunks::{Chunk, ChunkStore, FillResult, Layout, PendingChunks, SplitNaming};
 pub use client::Client;
-pub use config::{Config, Mode};
+pub use config::{Config, Mode, ReadFrom};
 pub use error::{Error, Result};
 pub use frame::{ChunkMeta, FRAME_HEADER};
 pub use latency::Latency;

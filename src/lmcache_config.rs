@@ -71,7 +71,10 @@ impl Config {
             }
         }
         let url = url.ok_or_else(|| bad("no remote_url".into()))?;
-        let mut config = Config::from_url(&url)?;
+        let mut config = match url.strip_prefix("redis-sentinel://") {
+            Some(rest) => Config::from_url(&sentinel_url(rest, std::env::var("REDIS_SERVICE_NAME").ok()))?,
+            None => Config::from_url(&url)?,
+        };
         if let Some(t) = blocking_timeout {
             config = config.request_timeout(t);
         }
@@ -208,9 +211,38 @@ fn seconds(v: &Yaml) -> Option<Duration> {
     (s > 0.0 && s.is_finite()).then(|| Duration::from_secs_f64(s))
 }
 
+/// LMCache's `redis-sentinel://[user:password@]h1:p1,h2:p2[/...]` as our own Sentinel URL: as in LMCache 0.5.6, the
+/// path is ignored, the service (master) name is `service` (the environment's `REDIS_SERVICE_NAME`), `redismaster`
+/// when unset, and the credentials are the data nodes' (Sentinels without credentials of their own).
+fn sentinel_url(rest: &str, service: Option<String>) -> String {
+    let authority = rest.split(['/', '?']).next().unwrap_or("");
+    let service = service.filter(|s| !s.is_empty()).unwrap_or_else(|| "redismaster".into());
+    let encoded: String = service
+        .bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            b => format!("%{b:02X}"),
+        })
+        .collect();
+    format!("redis+sentinel://{authority}/{encoded}")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn lmcache_sentinel_urls_take_the_service_from_the_environment() {
+        assert_eq!(sentinel_url("u:pw@h1:1,h2:2/ignored/0", None), "redis+sentinel://u:pw@h1:1,h2:2/redismaster");
+        assert_eq!(sentinel_url("h1:1", Some("my svc".into())), "redis+sentinel://h1:1/my%20svc");
+        assert_eq!(sentinel_url("h1:1?x=y", Some(String::new())), "redis+sentinel://h1:1/redismaster");
+        let c = Config::from_url(&sentinel_url("u:pw@h1:1,h2/ignored", None)).unwrap();
+        assert_eq!(c.seeds, ["h1:1", "h2:26379"]);
+        assert_eq!(c.sentinel.as_ref().map(|s| (s.service.as_str(), s.password.is_none())), Some(("redismaster", true)));
+        assert_eq!(c.password.as_deref(), Some("pw"));
+        let from_yaml = Config::from_lmcache_yaml("remote_url: redis-sentinel://h1:1,h2:2\n").unwrap();
+        assert!(from_yaml.config.sentinel.is_some());
+    }
 
     #[test]
     fn reads_the_valkey_connectors_settings() {

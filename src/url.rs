@@ -4,7 +4,7 @@
 use std::str::FromStr;
 use std::time::Duration;
 
-use crate::config::{Config, Mode};
+use crate::config::{Config, Mode, ReadFrom, SentinelSettings};
 use crate::error::{Error, Result};
 use crate::tls::TlsSettings;
 
@@ -29,8 +29,20 @@ fn parse_url(url: &str) -> Result<Config> {
             cfg.mode = Mode::Cluster;
         }
         "unix" | "redis+unix" | "valkey+unix" => cfg.mode = Mode::Standalone,
+        "redis+sentinel" | "valkey+sentinel" => cfg.sentinel = Some(SentinelSettings::default()),
+        "rediss+sentinel" | "valkeys+sentinel" => {
+            cfg.tls = Some(TlsSettings::default());
+            cfg.sentinel = Some(SentinelSettings::default());
+        }
+        "redis-sentinel" => {
+            return Err(bad(
+                "redis-sentinel:// is LMCache's spelling (read by Config::from_lmcache_yaml); here it is \
+                 redis+sentinel://host[:port][,host...]/SERVICE",
+            ));
+        }
         other => return Err(bad(&format!("unknown scheme {other:?}"))),
     }
+    let sentinel = cfg.sentinel.is_some();
     let unix = cfg.mode == Mode::Standalone;
     let (rest, query) = match rest.split_once('?') {
         Some((r, q)) => (r, Some(q)),
@@ -71,12 +83,25 @@ fn parse_url(url: &str) -> Result<Config> {
         let socket = percent_decode(path).ok_or_else(|| bad("bad percent-encoding"))?;
         cfg.seeds = vec![format!("unix:/{socket}")];
     } else {
+        let port = if sentinel { SENTINEL_PORT } else { 6379 };
         cfg.seeds = hosts
             .split(',')
-            .map(|h| parse_host(h).ok_or_else(|| bad(&format!("bad host {h:?}"))))
+            .map(|h| parse_host(h, port).ok_or_else(|| bad(&format!("bad host {h:?}"))))
             .collect::<Result<_>>()?;
-        if !path.is_empty() {
-            cfg.db = path.parse().map_err(|_| bad(&format!("bad database {path:?}")))?;
+        let db = if sentinel {
+            // /SERVICE[/DB]
+            let (service, db) = path.split_once('/').unwrap_or((path, ""));
+            let service = percent_decode(service).ok_or_else(|| bad("bad percent-encoding"))?;
+            if service.is_empty() {
+                return Err(bad("a Sentinel URL names the service: redis+sentinel://host[:port]/SERVICE"));
+            }
+            cfg.sentinel.as_mut().expect("set above").service = service;
+            db
+        } else {
+            path
+        };
+        if !db.is_empty() {
+            cfg.db = db.parse().map_err(|_| bad(&format!("bad database {db:?}")))?;
         }
     }
     for pair in query.into_iter().flat_map(|q| q.split('&')).filter(|p| !p.is_empty()) {
@@ -94,6 +119,7 @@ fn parse_url(url: &str) -> Result<Config> {
 
 /// Sets option `k` (of a URL's query) to `v`; the error says what was wrong. `unix`: the URL is a Unix socket's.
 fn apply_option(cfg: &mut Config, k: &str, v: &str, unix: bool) -> std::result::Result<(), String> {
+    let sentinel_only = || format!("{k} is for Sentinel URLs (redis+sentinel://...)");
     let num =
         |v: &str| -> std::result::Result<u64, String> { v.parse().map_err(|_| format!("bad number for {k}: {v:?}")) };
     let decoded = |v: &str| percent_decode(v).ok_or_else(|| "bad percent-encoding".to_string());
@@ -148,13 +174,26 @@ fn apply_option(cfg: &mut Config, k: &str, v: &str, unix: bool) -> std::result::
             "false" => {}
             _ => return Err(format!("bad boolean for {k}: {v:?}")),
         },
+        "read_from" => {
+            cfg.read_from = match v {
+                "primary" => ReadFrom::Primary,
+                "replica" => ReadFrom::Replica,
+                "spread" => ReadFrom::Spread,
+                _ => return Err(format!("bad read_from {v:?} (primary, replica or spread)")),
+            }
+        }
+        "sentinel_user" => cfg.sentinel.as_mut().ok_or_else(sentinel_only)?.username = Some(decoded(v)?),
+        "sentinel_password" => cfg.sentinel.as_mut().ok_or_else(sentinel_only)?.password = Some(decoded(v)?),
         _ => return Err(format!("unknown option {k:?}")),
     }
     Ok(())
 }
 
-/// `host[:port]` or `[v6]:port` to `host:port`; `None` when malformed.
-fn parse_host(h: &str) -> Option<String> {
+/// Sentinel's default port.
+const SENTINEL_PORT: u16 = 26379;
+
+/// `host[:port]` or `[v6]:port` to `host:port` (`default_port` when none is given); `None` when malformed.
+pub(crate) fn parse_host(h: &str, default_port: u16) -> Option<String> {
     let (host, port) = if let Some(v6) = h.strip_prefix('[') {
         let (host, after) = v6.split_once(']')?;
         let port = match after {
@@ -170,7 +209,7 @@ fn parse_host(h: &str) -> Option<String> {
     };
     let port: u16 = match port {
         Some(p) => p.parse().ok().filter(|&p| p != 0)?,
-        None => 6379,
+        None => default_port,
     };
     let valid = !host.is_empty()
         && host != "*"
@@ -257,6 +296,26 @@ mod tests {
     }
 
     #[test]
+    fn parses_sentinel_urls_and_read_from() {
+        let c: Config = "redis+sentinel://u:p%40ss@s1,s2:5000,[::1]/my%2Dsvc/3?sentinel_user=su&sentinel_password=sp&read_from=spread"
+            .parse()
+            .unwrap();
+        assert_eq!(c.seeds, ["s1:26379", "s2:5000", "[::1]:26379"]);
+        let s = c.sentinel.as_ref().unwrap();
+        assert_eq!((s.service.as_str(), s.username.as_deref(), s.password.as_deref()), ("my-svc", Some("su"), Some("sp")));
+        assert_eq!((c.username.as_deref(), c.password.as_deref(), c.db), (Some("u"), Some("p@ss"), 3));
+        assert_eq!(c.read_from, ReadFrom::Spread);
+        assert!(c.tls.is_none());
+        let c: Config = "valkeys+sentinel://s1/svc".parse().unwrap();
+        assert!(c.tls.is_some() && c.sentinel.as_ref().unwrap().password.is_none());
+        assert_eq!(c.db, 0);
+        let c: Config = "redis://h?read_from=replica".parse().unwrap();
+        assert_eq!((c.read_from, c.sentinel.is_none()), (ReadFrom::Replica, true));
+        let shown = format!("{:?}", "redis+sentinel://:dpw@s/svc?sentinel_password=spw".parse::<Config>().unwrap());
+        assert!(!shown.contains("dpw") && !shown.contains("spw"), "{shown}");
+    }
+
+    #[test]
     fn rejects_bad_urls_with_a_reason() {
         let cases: &[(&str, &str)] = &[
             ("127.0.0.1:6379", "no scheme"),
@@ -278,6 +337,13 @@ mod tests {
             ("unix:///tmp/r.sock?mode=cluster", "one standalone server"),
             ("unix:///tmp/r.sock?db=x", "bad database"),
             ("rediss://h?tls_insecure_skip_verify=maybe", "bad boolean"),
+            ("redis+sentinel://h:26379", "names the service"),
+            ("redis+sentinel://h/", "names the service"),
+            ("redis+sentinel://h/svc/x", "bad database"),
+            ("redis+sentinel://h/svc?mode=cluster", "mode must stay auto"),
+            ("redis://h?sentinel_password=x", "is for Sentinel URLs"),
+            ("redis://h?read_from=nearest", "bad read_from"),
+            ("redis-sentinel://h:1,h:2", "LMCache's spelling"),
         ];
         for (url, reason) in cases {
             match url.parse::<Config>() {
