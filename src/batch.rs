@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 
 use crate::command::Command;
+use crate::config::ReadFrom;
 use crate::error::Error;
 use crate::request::Part;
 use crate::slot_map::SlotMap;
@@ -40,6 +41,15 @@ pub(crate) struct Limits {
     pub(crate) mget_max_bytes: usize,
     /// Values expected larger than this get a `GET` each.
     pub(crate) mget_max_value_size: usize,
+    /// Where reads go.
+    pub(crate) read_from: ReadFrom,
+}
+
+/// How reads are spread over a shard's nodes: a rotation (kept by the caller from plan to plan) and which replicas
+/// may be used now.
+pub(crate) struct Spread<'a> {
+    pub(crate) next: &'a mut usize,
+    pub(crate) usable: &'a dyn Fn(&str) -> bool,
 }
 
 /// Where planning finds the part of a unit.
@@ -53,15 +63,32 @@ impl Parts for [Part] {
     }
 }
 
-/// Plans `units` (in the order given, which is priority order) against `map`.
-pub(crate) fn plan<P: Parts + ?Sized>(parts: &P, units: Vec<Unit>, map: &SlotMap, limits: Limits) -> Plan {
+/// Plans `units` (in the order given, which is priority order) against `map`. Writes go to primaries; reads go
+/// where `limits.read_from` says, a shard's node taken in turn per slot for keys that share an `MGET`, per key for
+/// the others.
+pub(crate) fn plan<P: Parts + ?Sized>(
+    parts: &P,
+    units: Vec<Unit>,
+    map: &SlotMap,
+    limits: Limits,
+    spread: Spread,
+) -> Plan {
     let mut out = Plan::default();
     // Map node index -> index in `out.nodes`, so routing a key costs no string work.
     let mut planned: Vec<Option<usize>> = vec![None; map.nodes.len()];
     // (node, slot) -> index of the open MGET step in that node's pipeline.
     let mut open_mget: HashMap<(usize, Option<u16>), usize> = HashMap::new();
+    // (shard, slot) -> the node this plan reads that slot's merged keys from.
+    let mut read_at: HashMap<(usize, Option<u16>), usize> = HashMap::new();
     for unit in units {
         let part = parts.part(unit.part);
+        // Keys of one slot share one command (`MGET`), bounded in keys and expected bytes; not when a key must go
+        // alone (ASK, a refused `MGET` being retried key by key), into a caller's buffer, or is expected large.
+        let merges = part.command.merges()
+            && !unit.asking
+            && !unit.alone
+            && part.dests.is_none()
+            && part.expected_value <= limits.mget_max_value_size;
         let (n, slot) = match &unit.to {
             // Rare (ASK targets, pings): found by name.
             Some(to) => match out.nodes.iter().position(|p| &p.node == to) {
@@ -69,6 +96,31 @@ pub(crate) fn plan<P: Parts + ?Sized>(parts: &P, units: Vec<Unit>, map: &SlotMap
                 None => (push_node(&mut out, to), None),
             },
             None => match map.route(&part.keys[unit.key]) {
+                Ok((i, slot)) if part.command.reads() && limits.read_from != ReadFrom::Primary => {
+                    let slot = slot.map(|s| s.get());
+                    let mut choose = || {
+                        let candidates = map.read_candidates(i, limits.read_from, spread.usable);
+                        let node = candidates[*spread.next % candidates.len()];
+                        *spread.next = spread.next.wrapping_add(1);
+                        match out.nodes.iter().position(|p| p.node == node) {
+                            Some(n) => n,
+                            None => push_node(&mut out, node),
+                        }
+                    };
+                    let n = if merges {
+                        match read_at.get(&(i, slot)) {
+                            Some(&n) => n,
+                            None => {
+                                let n = choose();
+                                read_at.insert((i, slot), n);
+                                n
+                            }
+                        }
+                    } else {
+                        choose()
+                    };
+                    (n, slot)
+                }
                 Ok((i, slot)) => {
                     let n = match planned[i] {
                         Some(n) => n,
@@ -93,13 +145,6 @@ pub(crate) fn plan<P: Parts + ?Sized>(parts: &P, units: Vec<Unit>, map: &SlotMap
             asking: unit.asking,
             units: Vec::new(),
         };
-        // Keys of one slot share one command (`MGET`), bounded in keys and expected bytes; not when a key must go
-        // alone (ASK, a refused `MGET` being retried key by key), into a caller's buffer, or is expected large.
-        let merges = part.command.merges()
-            && !unit.asking
-            && !unit.alone
-            && part.dests.is_none()
-            && part.expected_value <= limits.mget_max_value_size;
         if merges {
             let per_step = (limits.mget_max_bytes / part.expected_value.max(1)).clamp(1, limits.mget_max_keys);
             match open_mget.get(&(n, slot)).copied() {
@@ -164,7 +209,23 @@ mod tests {
         mget_max_keys: 100,
         mget_max_bytes: 1 << 20,
         mget_max_value_size: 128 << 10,
+        read_from: ReadFrom::Primary,
     };
+
+    /// Plans with every replica usable and a fresh rotation.
+    fn plan_all(parts: &[Part], units: Vec<Unit>, map: &SlotMap, limits: Limits) -> Plan {
+        let mut next = 0;
+        plan(
+            parts,
+            units,
+            map,
+            limits,
+            Spread {
+                next: &mut next,
+                usable: &|_| true,
+            },
+        )
+    }
 
     fn two_node_map() -> SlotMap {
         use redis::Value;
@@ -182,7 +243,7 @@ mod tests {
     fn standalone_gets_from_many_parts_share_one_mget() {
         let parts = vec![part(Command::Get, &["a", "b"], 100), part(Command::Get, &["c"], 100)];
         let map = SlotMap::standalone("h:1".into());
-        let plan = plan(&parts[..], units(&parts), &map, LIMITS);
+        let plan = plan_all(&parts[..], units(&parts), &map, LIMITS);
         assert_eq!(plan.nodes.len(), 1);
         let steps = &plan.nodes[0].steps;
         assert_eq!(steps.len(), 1);
@@ -197,17 +258,17 @@ mod tests {
         let refs: Vec<&str> = keys.iter().map(String::as_str).collect();
         let map = SlotMap::standalone("h:1".into());
         let parts = vec![part(Command::Get, &refs, 10)];
-        let p = plan(&parts[..], units(&parts), &map, LIMITS);
+        let p = plan_all(&parts[..], units(&parts), &map, LIMITS);
         let sizes: Vec<_> = p.nodes[0].steps.iter().map(|s| s.units.len()).collect();
         assert_eq!(sizes, vec![100, 100, 50]);
         // 64 KiB expected: 1 MiB / 64 KiB = 16 keys per MGET.
         let parts = vec![part(Command::Get, &refs[..40], 64 << 10)];
-        let p = plan(&parts[..], units(&parts), &map, LIMITS);
+        let p = plan_all(&parts[..], units(&parts), &map, LIMITS);
         let sizes: Vec<_> = p.nodes[0].steps.iter().map(|s| s.units.len()).collect();
         assert_eq!(sizes, vec![16, 16, 8]);
         // Large values: one GET each.
         let parts = vec![part(Command::Get, &refs[..3], 1 << 20)];
-        let p = plan(&parts[..], units(&parts), &map, LIMITS);
+        let p = plan_all(&parts[..], units(&parts), &map, LIMITS);
         assert!(
             p.nodes[0]
                 .steps
@@ -223,7 +284,7 @@ mod tests {
         let refs: Vec<&str> = keys.iter().map(String::as_str).collect();
         let parts = vec![part(Command::Get, &refs, 100)];
         let map = two_node_map();
-        let p = plan(&parts[..], units(&parts), &map, LIMITS);
+        let p = plan_all(&parts[..], units(&parts), &map, LIMITS);
         assert_eq!(p.nodes.len(), 2);
         let mut seen = 0;
         for node in &p.nodes {
@@ -249,7 +310,7 @@ mod tests {
             part(Command::Set { ttl_secs: None }, &["x", "y"], 0),
         ];
         let map = two_node_map();
-        let p = plan(&parts[..], units(&parts), &map, LIMITS);
+        let p = plan_all(&parts[..], units(&parts), &map, LIMITS);
         let mgets: Vec<_> = p
             .nodes
             .iter()
@@ -272,10 +333,45 @@ mod tests {
         let mut u = units(&parts);
         u[1].to = Some("other:9".into());
         u[1].asking = true;
-        let p = plan(&parts[..], u, &SlotMap::standalone("h:1".into()), LIMITS);
+        let p = plan_all(&parts[..], u, &SlotMap::standalone("h:1".into()), LIMITS);
         let other = p.nodes.iter().find(|n| n.node == "other:9").unwrap();
         assert_eq!(other.steps.len(), 1);
         assert!(other.steps[0].asking);
         assert_eq!(other.steps[0].command, Command::Get);
+    }
+
+    #[test]
+    fn reads_spread_over_replicas_and_writes_stay_on_the_primary() {
+        let map = SlotMap::sentinel("p:1".into(), vec!["r:1".into(), "r:2".into()]);
+        let spread = Limits {
+            read_from: ReadFrom::Spread,
+            ..LIMITS
+        };
+        let nodes = |p: &Plan| -> Vec<(String, usize)> {
+            p.nodes.iter().map(|n| (n.node.clone(), n.steps.iter().map(|s| s.units.len()).sum())).collect()
+        };
+        // Large values (a GET each): key by key over the three nodes.
+        let parts = vec![part(Command::Get, &["a", "b", "c", "d", "e", "f"], 1 << 20)];
+        let p = plan_all(&parts, units(&parts), &map, spread);
+        assert_eq!(nodes(&p), [("p:1".into(), 2), ("r:1".into(), 2), ("r:2".into(), 2)]);
+        // Small values: one MGET on one node per plan; the next plan takes the next node.
+        let parts = vec![part(Command::Get, &["a", "b", "c"], 100)];
+        let mut next = 0;
+        let mut run = || {
+            let usable: &dyn Fn(&str) -> bool = &|n| n != "r:2";
+            let sp = Spread { next: &mut next, usable };
+            nodes(&plan(&parts[..], units(&parts), &map, spread, sp))
+        };
+        assert_eq!(run(), [("p:1".to_string(), 3)]);
+        assert_eq!(run(), [("r:1".to_string(), 3)]);
+        assert_eq!(run(), [("p:1".to_string(), 3)], "an unusable replica is skipped");
+        // Replicas only; writes always on the primary.
+        let replica = Limits {
+            read_from: ReadFrom::Replica,
+            ..LIMITS
+        };
+        let parts = vec![part(Command::Exists, &["a"], 1), part(Command::Set { ttl_secs: None }, &["b"], 1)];
+        let p = plan_all(&parts, units(&parts), &map, replica);
+        assert_eq!(nodes(&p), [("r:1".into(), 1), ("p:1".into(), 1)]);
     }
 }

@@ -36,8 +36,14 @@ pub fn plan_gets(keys: &[Bytes], cluster: bool, value_size: usize) -> usize {
         mget_max_keys: 512,
         mget_max_bytes: 2 << 20,
         mget_max_value_size: 128 << 10,
+        read_from: crate::config::ReadFrom::Primary,
     };
-    let plan = batch::plan(&parts[..], units, &map, limits);
+    let mut next = 0;
+    let spread = batch::Spread {
+        next: &mut next,
+        usable: &|_| true,
+    };
+    let plan = batch::plan(&parts[..], units, &map, limits, spread);
     plan.nodes.iter().map(|n| n.steps.len()).sum()
 }
 

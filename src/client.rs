@@ -129,6 +129,7 @@ impl Client {
             username: config.username.clone(),
             password: config.password.clone(),
             db: config.db,
+            readonly: false,
         };
         let health: Arc<crate::health::Health> = Default::default();
         let topology = Topology::discover(&config.seeds, config.mode, connect.clone(), health.clone())?;

@@ -23,6 +23,8 @@ pub(crate) struct ConnectOptions {
     pub(crate) password: Option<String>,
     pub(crate) db: u32,
     pub(crate) tls: Option<TlsClient>,
+    /// Send `READONLY` (a Cluster connection that may read from replicas).
+    pub(crate) readonly: bool,
 }
 
 /// A connection to one node. Replies are matched to requests by order only: after an error, or once a reply is
@@ -74,6 +76,10 @@ impl Connection {
         }
         if opts.db != 0 {
             out.push(&[b"SELECT", opts.db.to_string().as_bytes()]);
+            expects.push(Expect::Scalar);
+        }
+        if opts.readonly {
+            out.push(&[b"READONLY"]);
             expects.push(Expect::Scalar);
         }
         if !expects.is_empty() {

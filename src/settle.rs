@@ -35,6 +35,8 @@ pub(crate) enum Decision {
     Ask { node: String },
     /// Resend to the same place after `after`.
     Retry { after: Duration },
+    /// The node is no longer the primary (`READONLY`): re-read the topology, resend by the map after `after`.
+    Demoted { after: Duration },
 }
 
 /// The limits a unit's resends are held to.
@@ -60,6 +62,10 @@ pub(crate) fn decide(answer: Answer, unit: &Unit, limits: Limits, node: &str) ->
     match redirect {
         Redirect::Retry if unit.retries >= limits.max_retries => Decision::Final(Err(e.into_error(node))),
         Redirect::Retry => Decision::Retry {
+            after: backoff(unit.retries),
+        },
+        Redirect::Demoted if unit.retries >= limits.max_retries => Decision::Final(Err(e.into_error(node))),
+        Redirect::Demoted => Decision::Demoted {
             after: backoff(unit.retries),
         },
         _ if unit.redirects >= limits.max_redirects => Decision::Final(Err(Error::TooManyRedirects {
@@ -91,6 +97,11 @@ pub(crate) fn resend(unit: &Unit, decision: &Decision) -> Unit {
             next.asking = true;
         }
         Decision::Retry { .. } => next.retries += 1,
+        Decision::Demoted { .. } => {
+            next.retries += 1;
+            next.to = None;
+            next.asking = false;
+        }
         Decision::Final(_) => unreachable!("a final answer is not resent"),
     }
     next
@@ -154,6 +165,11 @@ mod tests {
                 refused("MASTERDOWN", "x"),
                 unit(0, 0),
                 Decision::Retry { after: backoff(0) },
+            ),
+            (
+                refused("READONLY", "You can't write against a read only replica."),
+                unit(0, 1),
+                Decision::Demoted { after: backoff(1) },
             ),
         ];
         for (answer, unit, want) in cases {

@@ -3,11 +3,24 @@
 
 use redis::Value;
 
+use crate::config::ReadFrom;
 use crate::error::{Error, Result};
 use crate::slot::{SLOTS, Slot};
 
 /// Marks a slot no primary serves.
 const UNOWNED: u16 = u16::MAX;
+
+/// What kind of deployment a map describes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum MapKind {
+    /// One server serves every key; it never changes.
+    Standalone,
+    /// A Cluster: slots spread over primaries, which replicas replace in a failover.
+    Cluster,
+    /// One primary, named by Sentinels, which a replica replaces in a failover.
+    Sentinel,
+}
+
 /// An immutable snapshot of who serves what. Workers keep an `Arc` of it and look for a newer one every turn.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct SlotMap {
@@ -15,8 +28,9 @@ pub(crate) struct SlotMap {
     pub(crate) nodes: Vec<String>,
     /// The replicas of each primary, by index in `nodes`.
     pub(crate) replicas: Vec<Vec<String>>,
-    /// Node index per slot; empty in standalone mode, where node 0 serves everything.
+    /// Node index per slot; empty outside a Cluster, where node 0 serves everything.
     slots: Vec<u16>,
+    pub(crate) kind: MapKind,
 }
 
 impl SlotMap {
@@ -33,16 +47,54 @@ impl SlotMap {
             nodes: vec![node],
             replicas: vec![Vec::new()],
             slots: Vec::new(),
+            kind: MapKind::Standalone,
         }
     }
 
-    /// Whether `node` serves `key` as primary in this map.
-    pub(crate) fn owns(&self, node: &str, key: &[u8]) -> bool {
-        self.route(key).is_ok_and(|(i, _)| self.nodes[i] == node)
+    /// A Sentinel-managed primary and its usable replicas.
+    pub(crate) fn sentinel(primary: String, replicas: Vec<String>) -> SlotMap {
+        SlotMap {
+            nodes: vec![primary],
+            replicas: vec![replicas],
+            slots: Vec::new(),
+            kind: MapKind::Sentinel,
+        }
+    }
+
+    /// Whether the owner of a key can change under the client (a failover): then a silent node is watched for,
+    /// and what it says after a silence is checked against a newer map.
+    pub(crate) fn follows_failovers(&self) -> bool {
+        self.kind != MapKind::Standalone
+    }
+
+    /// Whether `node` is a replica in this map.
+    pub(crate) fn is_replica(&self, node: &str) -> bool {
+        self.replicas.iter().flatten().any(|r| r == node)
+    }
+
+    /// The nodes a read of a key of shard `i` may go to under `policy` (the primary first), of which `usable`
+    /// accepts the replicas; never empty.
+    pub(crate) fn read_candidates(&self, i: usize, policy: ReadFrom, usable: &dyn Fn(&str) -> bool) -> Vec<&str> {
+        let primary = self.nodes[i].as_str();
+        let replicas = self.replicas.get(i).into_iter().flatten().map(String::as_str).filter(|r| usable(r));
+        match policy {
+            ReadFrom::Primary => vec![primary],
+            ReadFrom::Replica => {
+                let r: Vec<&str> = replicas.collect();
+                if r.is_empty() { vec![primary] } else { r }
+            }
+            ReadFrom::Spread => std::iter::once(primary).chain(replicas).collect(),
+        }
+    }
+
+    /// Whether `node` may answer a read (`write` false) or a write of `key` under `policy`.
+    pub(crate) fn serves(&self, node: &str, key: &[u8], write: bool, policy: ReadFrom) -> bool {
+        let Ok((i, _)) = self.route(key) else { return false };
+        self.nodes[i] == node || (!write && policy != ReadFrom::Primary && self.replicas[i].iter().any(|r| r == node))
     }
 
     pub(crate) fn is_cluster(&self) -> bool {
-        !self.slots.is_empty()
+        self.kind == MapKind::Cluster
     }
 
     /// The node serving `key`, and the key's slot in cluster mode (multi-key commands must stay within one).
@@ -86,6 +138,7 @@ impl SlotMap {
             nodes: Vec::new(),
             replicas: Vec::new(),
             slots: vec![UNOWNED; SLOTS as usize],
+            kind: MapKind::Cluster,
         };
         for range in parse_cluster_slots(reply, asked)? {
             let node = map.node_index(&range.primary);
@@ -175,6 +228,9 @@ pub(crate) enum Redirect {
     Ask { node: String },
     /// TRYAGAIN, CLUSTERDOWN, LOADING, MASTERDOWN: back off, resend to the same place.
     Retry,
+    /// READONLY: a write reached a primary that was demoted to a replica: re-read the topology, back off, resend
+    /// by the map.
+    Demoted,
 }
 
 impl Redirect {
@@ -189,6 +245,7 @@ impl Redirect {
             "MOVED" => target().map(|(slot, node)| Redirect::Moved { slot, node }),
             "ASK" => target().map(|(_, node)| Redirect::Ask { node }),
             "TRYAGAIN" | "CLUSTERDOWN" | "LOADING" | "MASTERDOWN" => Some(Redirect::Retry),
+            "READONLY" => Some(Redirect::Demoted),
             _ => None,
         }
     }
@@ -252,6 +309,25 @@ mod tests {
         let moved = map.with_moved(Slot::of(key_low.as_bytes()), "127.0.0.1:7005");
         assert_eq!(moved.route(key_low.as_bytes()).unwrap().0, 2);
         assert_eq!(moved.nodes[2], "127.0.0.1:7005");
+    }
+
+    #[test]
+    fn reads_go_where_the_policy_says() {
+        let map = SlotMap::sentinel("p:1".into(), vec!["r:1".into(), "r:2".into()]);
+        let all = |_: &str| true;
+        assert_eq!(map.read_candidates(0, ReadFrom::Primary, &all), ["p:1"]);
+        assert_eq!(map.read_candidates(0, ReadFrom::Replica, &all), ["r:1", "r:2"]);
+        assert_eq!(map.read_candidates(0, ReadFrom::Spread, &all), ["p:1", "r:1", "r:2"]);
+        let not_r1 = |n: &str| n != "r:1";
+        assert_eq!(map.read_candidates(0, ReadFrom::Replica, &not_r1), ["r:2"]);
+        let none = |_: &str| false;
+        assert_eq!(map.read_candidates(0, ReadFrom::Replica, &none), ["p:1"]);
+        assert!(map.serves("r:1", b"k", false, ReadFrom::Spread));
+        assert!(!map.serves("r:1", b"k", true, ReadFrom::Spread), "writes go to the primary only");
+        assert!(!map.serves("r:1", b"k", false, ReadFrom::Primary));
+        assert!(map.serves("p:1", b"k", true, ReadFrom::Primary));
+        assert!(map.follows_failovers() && !map.is_cluster() && map.is_replica("r:2"));
+        assert!(!SlotMap::standalone("p:1".into()).follows_failovers());
     }
 
     #[test]

@@ -304,6 +304,7 @@ mod tests {
             .map(|i| i.to_string())
             .find(|k| Slot::of(k.as_bytes()).get() < 8192)
             .unwrap();
-        assert!(map.owns("h:1", key.as_bytes()) && !map.owns("h:2", key.as_bytes()));
+        let primary = crate::config::ReadFrom::Primary;
+        assert!(map.serves("h:1", key.as_bytes(), true, primary) && !map.serves("h:2", key.as_bytes(), true, primary));
     }
 }

@@ -42,6 +42,11 @@ impl Command {
         self == Command::Get
     }
 
+    /// Whether it only reads (and may be answered by a replica).
+    pub(crate) fn reads(self) -> bool {
+        matches!(self, Command::Get | Command::Exists)
+    }
+
     /// Whether each key comes with a value (the one to write, or the one to compare).
     pub(crate) fn takes_values(self) -> bool {
         matches!(self, Command::Set { .. } | Command::DeleteOrphan)

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use super::Worker;
 use super::link::{Link, Sent, What};
-use crate::batch::{self, Limits, NodePlan, Parts};
+use crate::batch::{self, Limits, NodePlan, Parts, Spread};
 use crate::command::{self, Answers, Args};
 use crate::error::{Error, Result};
 use crate::reader::{Expect, Reply};
@@ -33,8 +33,16 @@ impl Worker {
             mget_max_keys: config.batch_max_keys,
             mget_max_bytes: config.batch_max_bytes,
             mget_max_value_size: config.mget_max_value_size,
+            read_from: config.read_from,
         };
-        let plan = batch::plan(&self.active, units, &self.map, limits);
+        let now = Instant::now();
+        let (health, avoiding) = (&self.shared.health, &self.avoiding);
+        let usable = |n: &str| health.check(n).is_ok() && avoiding.get(n).is_none_or(|until| *until <= now);
+        let spread = Spread {
+            next: &mut self.pick,
+            usable: &usable,
+        };
+        let plan = batch::plan(&self.active, units, &self.map, limits, spread);
         for (unit, err) in plan.unroutable {
             self.shared.topology.request_refresh();
             self.finish(&unit, Err(err));
@@ -160,7 +168,7 @@ impl Worker {
 
     /// Reads and settles every reply link `i` has received so far.
     pub(super) fn read_link(&mut self, i: usize) {
-        let cluster = self.map.is_cluster();
+        let follows = self.map.follows_failovers();
         let node = self.links[i].node.clone();
         loop {
             let link = &mut self.links[i];
@@ -173,7 +181,7 @@ impl Worker {
                 // It speaks again after a silence: it may have been replaced meanwhile (a frozen primary still
                 // acknowledges writes the moment it wakes). Its answers wait for a slot map read from now on.
                 link.silent = false;
-                if cluster {
+                if follows {
                     log::info!("{node} answers again after a silence; its answers wait for a slot map check");
                     link.unconfirmed_since.get_or_insert_with(Instant::now);
                     self.shared.topology.request_refresh();
@@ -293,6 +301,11 @@ impl Worker {
             }
             Decision::Ask { .. } => Counters::add(&stats.asked, 1),
             Decision::Retry { .. } => Counters::add(&stats.retries, 1),
+            Decision::Demoted { .. } => {
+                log::info!("{node} refused a write as a replica (READONLY): re-reading the topology");
+                Counters::add(&stats.retries, 1);
+                self.shared.topology.request_refresh();
+            }
         }
         match decision {
             Decision::Final(result) => {
@@ -307,8 +320,8 @@ impl Worker {
                     _ => self.finish(&unit, result),
                 }
             }
-            Decision::Retry { after } => {
-                let next = settle::resend(&unit, &Decision::Retry { after });
+            retry @ (Decision::Retry { after } | Decision::Demoted { after }) => {
+                let next = settle::resend(&unit, &retry);
                 self.delayed.push((Instant::now() + after, next));
             }
             resend => {
@@ -335,6 +348,12 @@ impl Worker {
     /// Drops `node`'s connection after `err`; what it owed is resent once on a fresh connection when the failed
     /// one had been reused (it may simply have gone stale; every command sent is idempotent), else failed.
     pub(super) fn fail_link(&mut self, i: usize, err: Error) {
+        if self.map.is_replica(&self.links[i].node) && !self.links[i].owed.is_empty() {
+            // Reads need no particular replica: try the shard's other nodes rather than fail.
+            log::warn!("{err}; reading elsewhere");
+            let node = self.links[i].node.clone();
+            return self.avoid_replica(&node);
+        }
         let link = &mut self.links[i];
         let units: Vec<Unit> = link.units().cloned().collect();
         let reused = link.reused;

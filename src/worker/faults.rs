@@ -7,7 +7,7 @@ use std::collections::HashSet;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use super::{Connected, REPORT_EVERY, SLOW_CONNECT, Worker};
+use super::{AVOID_REPLICA, Connected, REPORT_EVERY, SLOW_CONNECT, Worker};
 use crate::batch::Parts;
 use crate::connection::Connection;
 use crate::error::Error;
@@ -128,8 +128,9 @@ impl Worker {
                 continue;
             }
             self.moved = true;
-            let key = &Parts::part(&self.active, c.unit.part).keys[c.unit.key];
-            if map.owns(&c.node, key) {
+            let part = Parts::part(&self.active, c.unit.part);
+            let (key, write) = (&part.keys[c.unit.key], !part.command.reads());
+            if map.serves(&c.node, key, write, self.shared.config.read_from) {
                 self.finish(&c.unit, c.result);
             } else {
                 log::info!("{} no longer serves a key it answered after a silence: resent", c.node);
@@ -156,22 +157,23 @@ impl Worker {
         self.epoch = epoch;
         self.replan = true;
         self.moved = true;
+        let read_from = self.shared.config.read_from;
         for link in &mut self.links {
-            let watched = link.silent || link.unconfirmed_since.is_some();
-            let moved = watched
-                && link.units().any(|u| {
-                    u.to.is_none()
-                        && self.active.live(u)
-                        && !self
-                            .map
-                            .owns(&link.node, &Parts::part(&self.active, u.part).keys[u.key])
-                });
+            // A key waiting on a node that no longer serves it (a replaced primary, a slot moved, a replica gone)
+            // is resent by the new map: whatever that node may still answer (a replaced primary acknowledges writes
+            // until it learns it was replaced) would be lost or stale.
+            let moved = link.units().any(|u| {
+                u.to.is_none() && self.active.live(u) && {
+                    let part = Parts::part(&self.active, u.part);
+                    !self.map.serves(&link.node, &part.keys[u.key], !part.command.reads(), read_from)
+                }
+            });
             if !moved {
                 continue;
             }
             let units: Vec<Unit> = link.units().filter(|u| self.active.live(u)).cloned().collect();
             log::info!(
-                "{} was silent and the slot map moved its keys: {} key(s) resent to the new owner",
+                "the map no longer has {} serve what it was sent: {} key(s) resent by the new map",
                 link.node,
                 units.len()
             );
@@ -184,10 +186,11 @@ impl Worker {
     /// Reports nodes silent past `silence_timeout`, or whose connect has hung that long (Cluster only): the slot
     /// map is then re-read from the others.
     pub(super) fn watch(&mut self, now: Instant) {
-        if !self.map.is_cluster() {
+        if !self.map.follows_failovers() {
             return;
         }
         let silence = self.shared.config.silence_timeout;
+        let mut silent_replicas = Vec::new();
         for link in &mut self.links {
             let node = &link.node;
             // A connect that hangs (a blackholed address) is silence too.
@@ -203,11 +206,18 @@ impl Worker {
                 Counters::add(&self.shared.stats.silences, 1);
                 log::warn!("{node} owes replies and has sent nothing for {quiet:?}: re-reading the slot map");
             }
+            if self.map.is_replica(node) {
+                silent_replicas.push(node.clone());
+            }
             if link.reported.is_none_or(|at| now.duration_since(at) >= REPORT_EVERY) {
                 link.reported = Some(now);
                 self.shared.health.report_silent(node);
                 self.shared.topology.request_refresh();
             }
+        }
+        // Reads need no particular replica: a silent one is avoided at once, its reads resent elsewhere.
+        for node in silent_replicas {
+            self.avoid_replica(&node);
         }
     }
 
@@ -217,6 +227,8 @@ impl Worker {
         let node = link.node.clone();
         link.connecting = Some(now);
         let mut opts = self.shared.connect.clone();
+        // Cluster replicas answer reads only on a connection that said READONLY (harmless on a primary).
+        opts.readonly = self.map.is_cluster() && self.shared.config.read_from != crate::config::ReadFrom::Primary;
         opts.timeout = opts
             .timeout
             .min(deadline.saturating_duration_since(now))
@@ -283,6 +295,11 @@ impl Worker {
 
     /// Fails the ready units that would go to `node`.
     pub(super) fn fail_waiting(&mut self, node: &str, err: &Error) {
+        if self.map.is_replica(node) {
+            // Reads need no particular replica: the waiting ones go to the shard's other nodes.
+            log::warn!("replica {node}: {err}");
+            return self.avoid_replica(node);
+        }
         let units = std::mem::take(&mut self.ready);
         for unit in units {
             if !self.active.live(&unit) {
@@ -311,5 +328,21 @@ impl Worker {
                 .upgrade()
                 .is_some_and(|t| t.current().nodes.iter().any(|n| n == node))
         })
+    }
+
+    /// Stops reading from replica `node` for a while (it is silent or refuses connections), and resends the reads
+    /// waiting on it to the shard's other nodes.
+    pub(super) fn avoid_replica(&mut self, node: &str) {
+        self.avoiding.insert(node.into(), Instant::now() + AVOID_REPLICA);
+        let Some(&i) = self.index.get(node) else { return };
+        let units: Vec<Unit> = self.links[i].units().filter(|u| self.active.live(u)).cloned().collect();
+        if !units.is_empty() {
+            log::info!("replica {node} is avoided for reads: {} read(s) resent elsewhere", units.len());
+            Counters::add(&self.shared.stats.rerouted, units.len() as u64);
+        }
+        self.links[i].reset();
+        self.ready.extend(units);
+        self.replan = true;
+        self.moved = true;
     }
 }

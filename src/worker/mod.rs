@@ -36,6 +36,8 @@ use link::Link;
 
 /// A failed connect that took this long marks its node down (see `health`).
 const SLOW_CONNECT: Duration = Duration::from_millis(100);
+/// How long a worker stops reading from a replica that went silent or refused a connection.
+const AVOID_REPLICA: Duration = Duration::from_secs(2);
 /// A silent node is reported (and a refresh asked for) at most this often by one worker.
 const REPORT_EVERY: Duration = Duration::from_millis(100);
 /// The longest a worker sleeps with nothing to wait for.
@@ -61,6 +63,8 @@ pub(crate) fn spawn(shared: Arc<Shared>, inbox: Inbox, wakeup: Wakeup, id: usize
                 connects: crossbeam_channel::unbounded(),
                 map,
                 epoch,
+                pick: id,
+                avoiding: HashMap::new(),
                 moved: false,
                 shared,
             }
@@ -90,6 +94,10 @@ struct Worker {
     connects: (Sender<Connected>, Receiver<Connected>),
     map: Arc<SlotMap>,
     epoch: u64,
+    /// Where the next read goes among a shard's nodes (see `batch::Spread`).
+    pick: usize,
+    /// Replicas not to read from until the instant given: silent, or refusing connections.
+    avoiding: HashMap<Arc<str>, Instant>,
     /// Something happened this turn that may let more happen at once (a reply, new work): look again before
     /// sleeping.
     moved: bool,
