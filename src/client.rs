@@ -21,7 +21,8 @@ use crate::queue::Queues;
 use crate::shared::Shared;
 use crate::stats::{Counters, Stats};
 use crate::tls::TlsSettings;
-use crate::topology::Topology;
+use crate::sentinel::Sentinels;
+use crate::topology::{Source, Topology};
 use crate::wake::Wakeup;
 use crate::worker;
 
@@ -132,7 +133,23 @@ impl Client {
             readonly: false,
         };
         let health: Arc<crate::health::Health> = Default::default();
-        let topology = Topology::discover(&config.seeds, config.mode, connect.clone(), health.clone())?;
+        let source = match &config.sentinel {
+            Some(s) => Source::Sentinel(Sentinels {
+                addrs: config.seeds.clone(),
+                service: s.service.clone(),
+                opts: ConnectOptions {
+                    username: s.username.clone(),
+                    password: s.password.clone(),
+                    db: 0,
+                    ..connect.clone()
+                },
+            }),
+            None => Source::Seeds {
+                seeds: config.seeds.clone(),
+                mode: config.mode,
+            },
+        };
+        let topology = Topology::discover(source, connect.clone(), health.clone(), config.read_from)?;
         let shared = Arc::new(Shared {
             learned_value_size: AtomicUsize::new(config.value_size_hint),
             pool: BufferPool::new(config.buffer_pool_bytes),

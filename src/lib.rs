@@ -24,6 +24,7 @@ mod queue;
 mod reader;
 mod request;
 mod resp;
+mod sentinel;
 mod settle;
 mod shared;
 mod slot;

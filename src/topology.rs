@@ -1,5 +1,6 @@
-//! The shared slot map: its discovery from the seeds, its patching from MOVED replies, and its refresh, asked for
-//! after MOVED and connection failures, and repeated by itself while a node is silent or down.
+//! The shared slot map: its discovery (from the seeds, or from the Sentinels), its patching from MOVED replies, and
+//! its refresh, asked for after MOVED, READONLY, connection failures and Sentinel announcements, repeated by itself
+//! while a node is silent or down, and every second for a Sentinel deployment.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
@@ -9,14 +10,15 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use parking_lot::{Mutex, RwLock};
 use redis::Value;
 
-use crate::config::Mode;
+use crate::config::{Mode, ReadFrom};
 use crate::connection::{ConnectOptions, Connection};
 use crate::error::{Error, Result};
 use crate::health::Health;
 use crate::reader::{Expect, Reply};
 use crate::resp::{Head, Outgoing};
 use crate::slot::Slot;
-use crate::slot_map::SlotMap;
+use crate::sentinel::{self, Sentinels};
+use crate::slot_map::{MapKind, SlotMap};
 use crate::wake::Waker;
 
 /// Refreshes are at least this far apart: a burst of MOVED replies causes one refresh, not hundreds. It is also
@@ -24,6 +26,19 @@ use crate::wake::Waker;
 const MIN_REFRESH_INTERVAL: Duration = Duration::from_millis(100);
 /// One refresh attempt on one node gives up after this (then the next candidate is asked).
 const REFRESH_ATTEMPT: Duration = Duration::from_secs(1);
+/// A Sentinel deployment is re-read this often by itself (a missed announcement, replicas coming and going), and a
+/// Cluster whose replicas are read from twice as seldom (replicas that fell behind).
+const PERIODIC_REFRESH: Duration = Duration::from_secs(1);
+/// A replica is checked for reads (`INFO replication`) within this.
+const REPLICA_CHECK: Duration = Duration::from_millis(500);
+
+/// Where the slot map comes from.
+pub(crate) enum Source {
+    /// Seeds: a Cluster's nodes, or one standalone server.
+    Seeds { seeds: Vec<String>, mode: Mode },
+    /// The Sentinels of a service.
+    Sentinel(Sentinels),
+}
 
 /// The shared slot map. Refreshes run on a thread of their own (`kvcache-redis-topology`), so that no worker ever
 /// waits for one: workers patch single slots from MOVED replies at once and ask for a full refresh; while a node
@@ -33,7 +48,8 @@ pub(crate) struct Topology {
     map: RwLock<Arc<SlotMap>>,
     /// Bumped whenever `map` is replaced: workers compare it every turn.
     epoch: AtomicU64,
-    seeds: Vec<String>,
+    source: Source,
+    read_from: ReadFrom,
     opts: ConnectOptions,
     health: Arc<Health>,
     /// Wakes the refresher; holds at most one request, so a burst of them costs one refresh.
@@ -47,45 +63,69 @@ pub(crate) struct Topology {
 }
 
 impl Topology {
-    /// Discovers the topology from the first seed that answers, and starts the refresher.
+    /// Discovers the topology (from the first seed that answers, or from the Sentinels), and starts the refresher
+    /// (and, for Sentinels, the watcher of their announcements) when the map can change.
     pub(crate) fn discover(
-        seeds: &[String],
-        mode: Mode,
+        source: Source,
         opts: ConnectOptions,
         health: Arc<Health>,
+        read_from: ReadFrom,
     ) -> Result<Arc<Topology>> {
-        let mut last_err = Error::Topology("no seed given".into());
-        for seed in seeds {
-            match discover_from(seed, mode, &opts) {
-                Ok(map) => {
-                    let (wake, woken) = crossbeam_channel::bounded(1);
-                    let topology = Arc::new(Topology {
-                        map: RwLock::new(Arc::new(map)),
-                        epoch: AtomicU64::new(0),
-                        seeds: seeds.to_vec(),
-                        opts,
-                        health,
-                        wake,
-                        refreshed: Mutex::new(None),
-                        refreshes: AtomicU64::new(0),
-                        listeners: Mutex::new(Vec::new()),
-                    });
-                    if topology.current().is_cluster() {
-                        let weak = Arc::downgrade(&topology);
-                        std::thread::Builder::new()
-                            .name("kvcache-redis-topology".into())
-                            .spawn(move || refresher(weak, woken))
-                            .map_err(|e| Error::io("local topology thread", e))?;
-                    }
-                    return Ok(topology);
-                }
-                Err(e) => {
-                    log::warn!("seed {seed}: {e}");
-                    last_err = e;
-                }
-            }
+        let map = match &source {
+            Source::Seeds { seeds, mode } => discover_seeds(seeds, *mode, &opts, read_from)?,
+            Source::Sentinel(sentinels) => sentinels.discover(&opts, opts.timeout)?,
+        };
+        if map.kind == MapKind::Standalone && read_from != ReadFrom::Primary {
+            return Err(Error::Config(format!(
+                "read_from={read_from:?} needs replicas, and a standalone server has none known: use a Sentinel URL \
+                 (redis+sentinel://) or a Cluster"
+            )));
         }
-        Err(last_err)
+        let (wake, woken) = crossbeam_channel::bounded(1);
+        let topology = Arc::new(Topology {
+            map: RwLock::new(Arc::new(map)),
+            epoch: AtomicU64::new(0),
+            source,
+            read_from,
+            opts,
+            health,
+            wake,
+            refreshed: Mutex::new(None),
+            refreshes: AtomicU64::new(0),
+            listeners: Mutex::new(Vec::new()),
+        });
+        if topology.current().follows_failovers() {
+            let weak = Arc::downgrade(&topology);
+            std::thread::Builder::new()
+                .name("kvcache-redis-topology".into())
+                .spawn(move || refresher(weak, woken))
+                .map_err(|e| Error::io("local topology thread", e))?;
+        }
+        if let Source::Sentinel(sentinels) = &topology.source {
+            let (on_switch, alive) = (Arc::downgrade(&topology), Arc::downgrade(&topology));
+            let sentinels = sentinels.clone();
+            std::thread::Builder::new()
+                .name("kvcache-redis-sentinel".into())
+                .spawn(move || {
+                    let switched = move || {
+                        if let Some(t) = on_switch.upgrade() {
+                            t.request_refresh();
+                        }
+                    };
+                    sentinel::watch(sentinels, switched, move || alive.strong_count() > 0)
+                })
+                .map_err(|e| Error::io("local sentinel thread", e))?;
+        }
+        Ok(topology)
+    }
+
+    /// How often the refresher re-reads the map by itself when nothing is wrong.
+    fn periodic(&self) -> Option<Duration> {
+        match &self.source {
+            Source::Sentinel(_) => Some(PERIODIC_REFRESH),
+            Source::Seeds { .. } if self.read_from != ReadFrom::Primary => Some(PERIODIC_REFRESH * 2),
+            Source::Seeds { .. } => None,
+        }
     }
 
     /// The current snapshot.
@@ -146,27 +186,42 @@ impl Topology {
     /// `REFRESH_ATTEMPT`. Returns whether a map was read.
     fn refresh(&self) -> bool {
         let started = Instant::now();
-        let troubled = self.health.troubled();
         let opts = ConnectOptions {
             timeout: self.opts.timeout.min(REFRESH_ATTEMPT),
             ..self.opts.clone()
         };
-        for node in candidates(&self.current(), &self.seeds, &troubled) {
-            match discover_from(&node, Mode::Cluster, &opts) {
-                Ok(map) => {
-                    self.replace(map);
-                    *self.refreshed.lock() = Some(started);
-                    self.refreshes.fetch_add(1, Ordering::Relaxed);
-                    for l in self.listeners.lock().iter() {
-                        l.wake();
+        let read = match &self.source {
+            Source::Sentinel(sentinels) => sentinels
+                .discover(&opts, REFRESH_ATTEMPT)
+                .inspect_err(|e| log::warn!("re-reading the Sentinels: {e}"))
+                .ok(),
+            Source::Seeds { seeds, .. } => self.refresh_cluster(seeds, &opts),
+        };
+        let Some(map) = read else { return false };
+        self.replace(map);
+        *self.refreshed.lock() = Some(started);
+        self.refreshes.fetch_add(1, Ordering::Relaxed);
+        for l in self.listeners.lock().iter() {
+            l.wake();
+        }
+        true
+    }
+
+    fn refresh_cluster(&self, seeds: &[String], opts: &ConnectOptions) -> Option<SlotMap> {
+        let troubled = self.health.troubled();
+        for node in candidates(&self.current(), seeds, &troubled) {
+            match discover_from(&node, Mode::Cluster, opts) {
+                Ok(mut map) => {
+                    if self.read_from != ReadFrom::Primary {
+                        keep_readable_replicas(&mut map, opts);
                     }
-                    return true;
+                    return Some(map);
                 }
                 Err(e) => log::debug!("slot map refresh from {node} failed: {e}"),
             }
         }
         log::warn!("slot map refresh failed on every known node");
-        false
+        None
     }
 }
 
@@ -208,18 +263,18 @@ fn candidates(map: &SlotMap, seeds: &[String], troubled: &[String]) -> Vec<Strin
 fn refresher(topology: Weak<Topology>, woken: Receiver<()>) {
     let mut last = Instant::now();
     loop {
-        let watching = match topology.upgrade() {
-            Some(t) => !t.health.troubled().is_empty(),
+        let (watching, periodic) = match topology.upgrade() {
+            Some(t) => (!t.health.troubled().is_empty(), t.periodic()),
             None => return,
         };
         let wait = if watching {
             MIN_REFRESH_INTERVAL
         } else {
-            Duration::from_secs(1)
+            periodic.unwrap_or(Duration::from_secs(1))
         };
         match woken.recv_timeout(wait) {
             Ok(()) => {}
-            Err(RecvTimeoutError::Timeout) if watching => {}
+            Err(RecvTimeoutError::Timeout) if watching || periodic.is_some() => {}
             Err(RecvTimeoutError::Timeout) => continue,
             Err(RecvTimeoutError::Disconnected) => return,
         }
@@ -232,6 +287,58 @@ fn refresher(topology: Weak<Topology>, woken: Receiver<()>) {
     }
 }
 
+/// The map from the first seed that answers; with replica reads, a Cluster's replicas are checked first.
+fn discover_seeds(seeds: &[String], mode: Mode, opts: &ConnectOptions, read_from: ReadFrom) -> Result<SlotMap> {
+    let mut last_err = Error::Topology("no seed given".into());
+    for seed in seeds {
+        match discover_from(seed, mode, opts) {
+            Ok(mut map) => {
+                if map.is_cluster() && read_from != ReadFrom::Primary {
+                    keep_readable_replicas(&mut map, opts);
+                }
+                return Ok(map);
+            }
+            Err(e) => {
+                log::warn!("seed {seed}: {e}");
+                last_err = e;
+            }
+        }
+    }
+    Err(last_err)
+}
+
+/// Leaves out of a Cluster map the replicas that should not be read from: unreachable, or not linked to their
+/// primary (`master_link_status` other than `up`: still syncing, or cut off).
+fn keep_readable_replicas(map: &mut SlotMap, opts: &ConnectOptions) {
+    let opts = ConnectOptions {
+        timeout: opts.timeout.min(REPLICA_CHECK),
+        db: 0,
+        readonly: false,
+        ..opts.clone()
+    };
+    for replicas in &mut map.replicas {
+        replicas.retain(|r| {
+            let linked = Connection::connect(r, &opts)
+                .and_then(|mut c| c.call(&[b"INFO", b"replication"], opts.timeout))
+                .map(|v| match v {
+                    Value::BulkString(b) => String::from_utf8_lossy(&b).contains("master_link_status:up"),
+                    _ => false,
+                });
+            match linked {
+                Ok(true) => true,
+                Ok(false) => {
+                    log::info!("replica {r} is not linked to its primary: not read from");
+                    false
+                }
+                Err(e) => {
+                    log::info!("replica {r}: {e}: not read from");
+                    false
+                }
+            }
+        });
+    }
+}
+
 fn discover_from(seed: &str, mode: Mode, opts: &ConnectOptions) -> Result<SlotMap> {
     // Without SELECT: whether a database may be selected depends on what this finds.
     let mut conn = Connection::connect(seed, &ConnectOptions { db: 0, ..opts.clone() })?;
@@ -240,7 +347,11 @@ fn discover_from(seed: &str, mode: Mode, opts: &ConnectOptions) -> Result<SlotMa
     } else {
         match conn.call(&[b"CLUSTER", b"SLOTS"], opts.timeout)? {
             Value::ServerError(e) => {
-                let disabled = e.details().is_some_and(|d| d.contains("cluster support disabled"));
+                // A server without cluster support, or one that does not know the command (a proxy in front of
+                // a standalone server, `CLUSTER` renamed away): standalone, unless a Cluster was asked for.
+                let disabled = e.details().is_some_and(|d| {
+                    d.contains("cluster support disabled") || d.contains("unknown command") || d.contains("unknown subcommand")
+                });
                 if !disabled {
                     // NOAUTH, NOPERM (a user without `cluster|slots`: grant it or set mode=standalone), ...
                     return Err(Error::Server {

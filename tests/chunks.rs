@@ -315,6 +315,11 @@ fn split_layout(d: &Deployment, naming: SplitNaming) {
             (kv.clone(), meta.clone()),
             (format!("{base}kv_bytes"), format!("{base}metadata"))
         ),
+        SplitNaming::Colon => assert_eq!(
+            (kv.clone(), meta.clone()),
+            (format!("{base}:kv_bytes"), format!("{base}:metadata"))
+        ),
+        other => panic!("no golden names for {other:?}"),
     }
     assert_eq!(
         d.raw_get(&kv).unwrap(),
@@ -363,6 +368,12 @@ fn standalone_split_hash_tagged(kind: Kind) {
 }
 fn standalone_split_plain(kind: Kind) {
     split_layout(&Deployment::of(kind, false), SplitNaming::Plain);
+}
+fn standalone_split_colon(kind: Kind) {
+    split_layout(&Deployment::of(kind, false), SplitNaming::Colon);
+}
+fn cluster_split_colon(kind: Kind) {
+    split_layout(&Deployment::of(kind, true), SplitNaming::Colon);
 }
 fn cluster_split_hash_tagged(kind: Kind) {
     split_layout(&Deployment::of(kind, true), SplitNaming::HashTagged);
@@ -474,6 +485,8 @@ per_kind!(
     cluster_namespaces_and_ttl,
     standalone_split_hash_tagged,
     standalone_split_plain,
+    standalone_split_colon,
+    cluster_split_colon,
     cluster_split_hash_tagged,
     cluster_split_plain
 );

@@ -49,13 +49,19 @@ pub enum Layout {
     },
 }
 
-/// The two key namings of LMCache's split layout.
+/// The key namings of LMCache's split layout.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum SplitNaming {
-    /// `{key}:kv_bytes` and `{key}:metadata`: a hash tag puts both keys in one slot, so one `MGET` reads both.
+    /// `{key}:kv_bytes` and `{key}:metadata`: a hash tag puts both keys in one slot, so one `MGET` reads both
+    /// (LMCache's `ValkeyClusterConnector`).
     HashTagged,
-    /// `key` + `kv_bytes` and `key` + `metadata`, no separator (LMCache's `RedisConnector`).
+    /// `key` + `kv_bytes` and `key` + `metadata`, no separator (LMCache 0.4-0.5's `RedisConnector`,
+    /// `RedisClusterConnector` and Sentinel connector).
     Plain,
+    /// `key` + `:kv_bytes` and `key` + `:metadata`, a colon and no braces (LMCache 0.3's standalone
+    /// `ValkeyConnector`).
+    Colon,
 }
 
 /// A chunk read back.
@@ -145,6 +151,7 @@ impl ChunkStore {
         match naming {
             SplitNaming::HashTagged => (format!("{{{k}}}:kv_bytes"), format!("{{{k}}}:metadata")),
             SplitNaming::Plain => (format!("{k}kv_bytes"), format!("{k}metadata")),
+            SplitNaming::Colon => (format!("{k}:kv_bytes"), format!("{k}:metadata")),
         }
     }
 

@@ -61,6 +61,8 @@ enum LayoutArg {
     Split,
     /// Two keys per chunk, `keykv_bytes` + `keymetadata` (LMCache's RedisConnector).
     SplitPlain,
+    /// Two keys per chunk, `key:kv_bytes` + `key:metadata` (LMCache 0.3's standalone ValkeyConnector).
+    SplitColon,
 }
 
 impl LayoutArg {
@@ -70,6 +72,7 @@ impl LayoutArg {
             LayoutArg::Raw => "raw",
             LayoutArg::Split => "split",
             LayoutArg::SplitPlain => "split-plain",
+            LayoutArg::SplitColon => "split-colon",
         }
     }
 }
@@ -142,6 +145,9 @@ impl<'a> Bench<'a> {
             },
             LayoutArg::SplitPlain => Layout::Split {
                 naming: SplitNaming::Plain,
+            },
+            LayoutArg::SplitColon => Layout::Split {
+                naming: SplitNaming::Colon,
             },
         };
         let ns = run_namespace("bench");

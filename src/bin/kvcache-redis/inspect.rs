@@ -98,6 +98,17 @@ fn classify(name: &str) -> Name {
             return split(base, SplitNaming::HashTagged, Part::Meta);
         }
     }
+    // Colon before plain: `K:kv_bytes` also ends in `kv_bytes`.
+    if let Some(base) = name.strip_suffix(":kv_bytes")
+        && let found @ Name::Split(..) = split(base, SplitNaming::Colon, Part::Kv)
+    {
+        return found;
+    }
+    if let Some(base) = name.strip_suffix(":metadata")
+        && let found @ Name::Split(..) = split(base, SplitNaming::Colon, Part::Meta)
+    {
+        return found;
+    }
     if let Some(base) = name.strip_suffix("kv_bytes") {
         return split(base, SplitNaming::Plain, Part::Kv);
     }
@@ -196,6 +207,8 @@ impl Inventory {
                     let kv = match naming {
                         SplitNaming::HashTagged => format!("{{{base}}}:kv_bytes"),
                         SplitNaming::Plain => format!("{base}kv_bytes"),
+                        SplitNaming::Colon => format!("{base}:kv_bytes"),
+                        _ => continue,
                     };
                     orphans.push((meta.clone(), kv.into_bytes()));
                 }
@@ -389,6 +402,14 @@ mod tests {
         assert!(matches!(
             classify(&format!("{k}metadata")),
             Name::Split(_, ref b, SplitNaming::Plain, Part::Meta) if b == k
+        ));
+        assert!(matches!(
+            classify(&format!("{k}:kv_bytes")),
+            Name::Split(_, ref b, SplitNaming::Colon, Part::Kv) if b == k
+        ));
+        assert!(matches!(
+            classify(&format!("{k}:metadata")),
+            Name::Split(_, ref b, SplitNaming::Colon, Part::Meta) if b == k
         ));
         assert!(matches!(classify("session:42"), Name::Other));
         assert!(matches!(classify("{x}:kv_bytes"), Name::Other));
