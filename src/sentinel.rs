@@ -108,8 +108,8 @@ impl Sentinels {
         Ok(SlotMap::sentinel(view.primary.clone(), replicas))
     }
 
-    /// The error when no Sentinel gave a view: an authentication error as it is (typed), else one that names the
-    /// service and what each Sentinel said.
+    /// The error when no Sentinel gave a view: an authentication error, or the refusal every Sentinel gave, as it
+    /// is (typed), else one that names the service and what each Sentinel said.
     fn no_answer(&self, answers: Vec<(String, Result<View>)>) -> Error {
         let auth = answers.iter().find_map(|(_, r)| match r {
             Err(e) if matches!(e.server_code(), Some("WRONGPASS" | "NOAUTH" | "NOPERM")) => Some(e.clone()),
@@ -117,6 +117,9 @@ impl Sentinels {
         });
         if let Some(e) = auth {
             return e;
+        }
+        if answers.iter().all(|(_, r)| matches!(r, Err(Error::Server { .. }))) {
+            return answers.into_iter().find_map(|(_, r)| r.err()).expect("one answer at least");
         }
         let unknown = answers
             .iter()

@@ -95,6 +95,7 @@ pub fn value(seed: &str, i: usize, len: usize) -> Vec<u8> {
 pub mod fake;
 pub mod load;
 pub mod netns;
+pub mod sentinel;
 pub mod soak;
 pub mod suite;
 pub mod tls;

@@ -88,6 +88,13 @@ pub struct Options {
     pub hosts: Vec<String>,
     /// A network namespace to run it in (see `support::netns`).
     pub netns: Option<String>,
+    /// A configuration file's text, written into the server's directory (kept across restarts: Sentinels rewrite
+    /// theirs) and given first on the command line.
+    pub config: Option<String>,
+    /// Run as a Sentinel (`--sentinel`).
+    pub sentinel: bool,
+    /// The password the admin connection authenticates with (the server's own `requirepass`, set by the caller).
+    pub password: Option<String>,
 }
 
 /// One server process.
@@ -132,7 +139,18 @@ impl Server {
         } else {
             self.options.hosts.join(" ")
         };
-        let mut args: Vec<String> = vec![
+        let mut args: Vec<String> = Vec::new();
+        if let Some(text) = &self.options.config {
+            let path = self.dir.join("server.conf");
+            if !path.exists() {
+                std::fs::write(&path, text).expect("write the server's configuration");
+            }
+            args.push(path.display().to_string());
+        }
+        if self.options.sentinel {
+            args.push("--sentinel".into());
+        }
+        args.extend([
             "--port".into(),
             self.port.to_string(),
             "--bind".into(),
@@ -149,7 +167,7 @@ impl Server {
             "no".into(),
             "--enable-debug-command".into(),
             "local".into(),
-        ];
+        ]);
         if self.options.cluster {
             args.extend(
                 [
@@ -202,7 +220,8 @@ impl Server {
             if let Ok(mut s) = TcpStream::connect((self.host.as_str(), self.port)) {
                 let _ = s.set_read_timeout(Some(Duration::from_millis(500)));
                 let mut buf = [0u8; 7];
-                if s.write_all(b"PING\r\n").is_ok() && s.read_exact(&mut buf).is_ok() && &buf == b"+PONG\r\n" {
+                // A password-protected server answers NOAUTH: it is up too.
+                if s.write_all(b"PING\r\n").is_ok() && s.read_exact(&mut buf).is_ok() && (&buf == b"+PONG\r\n" || &buf == b"-NOAUTH") {
                     return;
                 }
             }
@@ -220,12 +239,20 @@ impl Server {
         std::fs::read_to_string(self.dir.join("server.log")).unwrap_or_else(|e| format!("(no log: {e})"))
     }
 
+    /// The password the fixture authenticates with, if the server has one.
+    pub fn options_password(&self) -> Option<String> {
+        self.options.password.clone()
+    }
+
     pub fn addr(&self) -> String {
         format!("{}:{}", self.host, self.port)
     }
 
     pub fn url(&self) -> String {
-        format!("redis://{}:{}", self.host, self.port)
+        match &self.options.password {
+            Some(pw) => format!("redis://:{pw}@{}:{}", self.host, self.port),
+            None => format!("redis://{}:{}", self.host, self.port),
+        }
     }
 
     /// An admin connection (plain redis-rs), for setting up and checking from outside the client.

@@ -1,0 +1,153 @@
+//! Sentinel-managed deployments against real Sentinels (a primary, two replicas, three Sentinels, quorum 2):
+//! discovery, replica reads, and every way opening can go wrong, each a clear error in time. Failovers under load
+//! are in `tests/sentinel_failover.rs`.
+
+#[macro_use]
+mod support;
+
+use std::time::{Duration, Instant};
+
+use kvcache_redis::{Client, Config, Error, ReadFrom};
+use support::fake::{FakeNode, Reply};
+use support::sentinel::{SentinelOptions, SentinelSet};
+use support::{Kind, unique, value};
+
+fn set(kind: Kind) -> SentinelSet {
+    SentinelSet::start(
+        kind,
+        SentinelOptions {
+            replicas: 2,
+            sentinels: 3,
+            ..SentinelOptions::default()
+        },
+    )
+}
+
+/// The client finds the primary through the Sentinels, writes there, and reads from the replicas when asked.
+fn discovers_the_primary_and_reads_from_replicas(kind: Kind) {
+    let s = set(kind);
+    let client = Client::open(&s.url("redis+sentinel", "")).unwrap();
+    assert!(!client.is_cluster());
+    assert_eq!(client.primaries(), vec![s.nodes[0].addr()]);
+    let p = unique("sentinel");
+    let keys: Vec<String> = (0..50).map(|i| format!("{p}{i}")).collect();
+    let values: Vec<Vec<u8>> = (0..50).map(|i| value(&p, i, 3000)).collect();
+    assert!(client.batched_put(&keys, values.clone()).unwrap().iter().all(Result::is_ok));
+    let got = client.batched_get(&keys).unwrap();
+    assert!(got.iter().zip(&values).all(|(g, v)| g.as_ref().unwrap().as_deref() == Some(&v[..])));
+    // Replica reads: every value eventually read back from the replicas alone (replication is asynchronous: a miss
+    // is allowed right after the write, never other bytes).
+    let replicas = Client::with_config(s.url("redis+sentinel", "").parse::<Config>().unwrap().read_from(ReadFrom::Replica)).unwrap();
+    let reads_before: Vec<u64> = s.nodes.iter().map(|n| support::command_calls(n, "mget") + support::command_calls(n, "get")).collect();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let got = replicas.batched_get(&keys).unwrap();
+        for (g, v) in got.iter().zip(&values) {
+            if let Some(b) = g.as_ref().unwrap() {
+                assert_eq!(&b[..], &v[..], "a replica returned other bytes");
+            }
+        }
+        if got.iter().all(|g| matches!(g, Ok(Some(_)))) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "replicas never caught up");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    for _ in 0..10 {
+        replicas.batched_get(&keys).unwrap();
+    }
+    let reads: Vec<u64> = s
+        .nodes
+        .iter()
+        .zip(&reads_before)
+        .map(|(n, b)| support::command_calls(n, "mget") + support::command_calls(n, "get") - b)
+        .collect();
+    println!("{kind:?}: reads per node (primary first) with read_from=replica: {reads:?}");
+    assert_eq!(reads[0], 0, "read_from=replica read from the primary");
+    assert!(reads[1] > 0 && reads[2] > 0, "both replicas serve reads: {reads:?}");
+}
+
+/// Opening fails clearly, and in time, for each way the Sentinel side can be wrong.
+fn bad_sentinel_setups_fail_clearly(kind: Kind) {
+    let s = set(kind);
+    let timed = |url: &str| {
+        let config = url.parse::<Config>().unwrap().connect_timeout(Duration::from_millis(500));
+        let started = Instant::now();
+        let r = Client::with_config(config);
+        (r, started.elapsed())
+    };
+    // An unknown service: the error names it and the Sentinels asked.
+    let sentinels: Vec<String> = s.sentinels.iter().map(|n| n.addr()).collect();
+    let url = format!("redis+sentinel://{}/no-such-service", sentinels.join(","));
+    let (r, took) = timed(&url);
+    let err = r.unwrap_err();
+    assert!(matches!(&err, Error::Topology(m) if m.contains("no-such-service") && m.contains(&sentinels[0])), "{err}");
+    assert!(took < Duration::from_secs(3), "{took:?}");
+    // No Sentinel reachable: nothing listens on these ports.
+    let dead: Vec<String> = (0..2).map(|_| format!("127.0.0.1:{}", support::server::free_port())).collect();
+    let (r, took) = timed(&format!("redis+sentinel://{}/{}", dead.join(","), s.service));
+    let err = r.unwrap_err();
+    assert!(matches!(&err, Error::Topology(m) if m.contains("no Sentinel answered")), "{err}");
+    assert!(took < Duration::from_secs(3), "{took:?}");
+    // A password for Sentinels that have none: their refusal, typed.
+    let (r, _) = timed(&format!("{}?sentinel_password=nope", s.url("redis+sentinel", "")));
+    let err = r.unwrap_err();
+    assert!(err.server_code().is_some(), "{err:?}");
+    // read_from needs replicas: a plain standalone server has none known.
+    let plain = format!("redis://{}?read_from=spread", s.nodes[0].addr());
+    let err = Client::open(&plain).unwrap_err();
+    assert!(matches!(&err, Error::Config(m) if m.contains("needs replicas")), "{err}");
+}
+
+/// A Sentinel that names a node which is not a primary (here: a replica) is refused at open.
+fn a_sentinel_naming_a_replica_is_refused(kind: Kind) {
+    let s = set(kind);
+    let replica = s.nodes[1].port;
+    let fake = FakeNode::start(move |args, _| {
+        let cmd = |i: usize| args.get(i).map(|a| String::from_utf8_lossy(a).to_uppercase());
+        match (cmd(0).as_deref(), cmd(1).as_deref()) {
+            (Some("SENTINEL"), Some("MASTER")) => Reply::Bytes(
+                format!(
+                    "*6\r\n$4\r\nname\r\n$3\r\nsvc\r\n$2\r\nip\r\n$9\r\n127.0.0.1\r\n$4\r\nport\r\n${}\r\n{replica}\r\n",
+                    replica.to_string().len()
+                )
+                .into_bytes(),
+            ),
+            (Some("SENTINEL"), Some("REPLICAS")) => Reply::Bytes(b"*0\r\n".to_vec()),
+            _ => Reply::Bytes(b"-ERR unexpected\r\n".to_vec()),
+        }
+    });
+    let err = Client::open(&format!("redis+sentinel://127.0.0.1:{}/svc", fake.port)).unwrap_err();
+    assert!(matches!(&err, Error::Topology(m) if m.contains("says it is a slave")), "{err}");
+}
+
+/// Sentinels with their own password, data nodes with another: both kept apart, neither printed.
+fn sentinels_and_data_nodes_have_their_own_credentials(kind: Kind) {
+    let s = SentinelSet::start(
+        kind,
+        SentinelOptions {
+            replicas: 1,
+            sentinels: 3,
+            data_password: Some("data-pw".into()),
+            sentinel_password: Some("sentinel-pw".into()),
+            ..SentinelOptions::default()
+        },
+    );
+    let hosts: Vec<String> = s.sentinels.iter().map(|n| n.addr()).collect();
+    let url = format!("redis+sentinel://:data-pw@{}/{}?sentinel_password=sentinel-pw", hosts.join(","), s.service);
+    let client = Client::open(&url).unwrap();
+    client.put("creds", b"ok".to_vec()).unwrap();
+    assert_eq!(client.get("creds").unwrap().as_deref(), Some(&b"ok"[..]));
+    let shown = format!("{client:?}");
+    assert!(!shown.contains("data-pw") && !shown.contains("sentinel-pw"), "{shown}");
+    // Without the Sentinels' password: their refusal, typed, naming no password.
+    let err = Client::open(&format!("redis+sentinel://:data-pw@{}/{}", hosts.join(","), s.service)).unwrap_err();
+    assert!(err.server_code().is_some() && !err.to_string().contains("pw"), "{err:?}");
+}
+
+per_kind!(
+    discovers_the_primary_and_reads_from_replicas,
+    bad_sentinel_setups_fail_clearly,
+    a_sentinel_naming_a_replica_is_refused,
+    sentinels_and_data_nodes_have_their_own_credentials
+);
