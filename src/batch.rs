@@ -348,7 +348,10 @@ mod tests {
             ..LIMITS
         };
         let nodes = |p: &Plan| -> Vec<(String, usize)> {
-            p.nodes.iter().map(|n| (n.node.clone(), n.steps.iter().map(|s| s.units.len()).sum())).collect()
+            p.nodes
+                .iter()
+                .map(|n| (n.node.clone(), n.steps.iter().map(|s| s.units.len()).sum()))
+                .collect()
         };
         // Large values (a GET each): key by key over the three nodes.
         let parts = vec![part(Command::Get, &["a", "b", "c", "d", "e", "f"], 1 << 20)];
@@ -359,7 +362,10 @@ mod tests {
         let mut next = 0;
         let mut run = || {
             let usable: &dyn Fn(&str) -> bool = &|n| n != "r:2";
-            let sp = Spread { next: &mut next, usable };
+            let sp = Spread {
+                next: &mut next,
+                usable,
+            };
             nodes(&plan(&parts[..], units(&parts), &map, spread, sp))
         };
         assert_eq!(run(), [("p:1".to_string(), 3)]);
@@ -370,7 +376,10 @@ mod tests {
             read_from: ReadFrom::Replica,
             ..LIMITS
         };
-        let parts = vec![part(Command::Exists, &["a"], 1), part(Command::Set { ttl_secs: None }, &["b"], 1)];
+        let parts = vec![
+            part(Command::Exists, &["a"], 1),
+            part(Command::Set { ttl_secs: None }, &["b"], 1),
+        ];
         let p = plan_all(&parts, units(&parts), &map, replica);
         assert_eq!(nodes(&p), [("r:1".into(), 1), ("p:1".into(), 1)]);
     }

@@ -169,7 +169,10 @@ impl fmt::Debug for Config {
                 "sentinel",
                 &self.sentinel.as_ref().map(|s| {
                     let password = s.password.as_ref().map(|_| "<redacted>");
-                    format!("service {:?}, user {:?}, password {:?}", s.service, s.username, password)
+                    format!(
+                        "service {:?}, user {:?}, password {:?}",
+                        s.service, s.username, password
+                    )
                 }),
             )
             .finish()
@@ -482,7 +485,9 @@ impl Config {
         }
         if let Some(s) = &self.sentinel {
             if s.service.is_empty() {
-                return Err(Error::Config("a Sentinel deployment needs a service (master) name".into()));
+                return Err(Error::Config(
+                    "a Sentinel deployment needs a service (master) name".into(),
+                ));
             }
             if self.mode != Mode::Auto {
                 return Err(Error::Config(

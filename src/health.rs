@@ -32,7 +32,7 @@ pub(crate) type Wanted = Box<dyn Fn(&str) -> bool + Send>;
 /// A silence report counts for this long after it was made (workers renew theirs while the silence lasts).
 const SILENCE_REMEMBERED: Duration = Duration::from_secs(1);
 
-/// The down nodes, with why, and the silent ones.
+/// The down nodes, with why, the silent ones, and the replicas not to read from for now.
 #[derive(Default)]
 pub(crate) struct Health {
     down: Mutex<HashMap<String, Down>>,
@@ -40,6 +40,11 @@ pub(crate) struct Health {
     count: AtomicUsize,
     /// When each node was last reported silent.
     silent: Mutex<HashMap<String, Instant>>,
+    /// Replicas avoided for reads, until when: shared, so that every worker moves off a replica the moment one
+    /// finds it silent or refusing.
+    avoided: Mutex<HashMap<String, Instant>>,
+    /// How many entries `avoided` has: when none (the usual case), `avoided` takes no lock.
+    avoided_count: AtomicUsize,
 }
 
 struct Down {
@@ -86,6 +91,25 @@ impl Health {
         nodes.sort();
         nodes.dedup();
         nodes
+    }
+
+    /// Stops reads from going to replica `node` for `span`.
+    pub(crate) fn avoid(&self, node: &str, span: Duration) {
+        let mut avoided = self.avoided.lock();
+        avoided.insert(node.to_string(), Instant::now() + span);
+        self.avoided_count.store(avoided.len(), Ordering::Release);
+    }
+
+    /// Whether reads should stay off replica `node` for now.
+    pub(crate) fn avoided(&self, node: &str) -> bool {
+        if self.avoided_count.load(Ordering::Acquire) == 0 {
+            return false;
+        }
+        let mut avoided = self.avoided.lock();
+        let now = Instant::now();
+        avoided.retain(|_, until| *until > now);
+        self.avoided_count.store(avoided.len(), Ordering::Release);
+        avoided.contains_key(node)
     }
 
     /// The nodes down now, sorted.

@@ -216,7 +216,9 @@ fn seconds(v: &Yaml) -> Option<Duration> {
 /// when unset, and the credentials are the data nodes' (Sentinels without credentials of their own).
 fn sentinel_url(rest: &str, service: Option<String>) -> String {
     let authority = rest.split(['/', '?']).next().unwrap_or("");
-    let service = service.filter(|s| !s.is_empty()).unwrap_or_else(|| "redismaster".into());
+    let service = service
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "redismaster".into());
     let encoded: String = service
         .bytes()
         .map(|b| match b {
@@ -233,12 +235,24 @@ mod tests {
 
     #[test]
     fn lmcache_sentinel_urls_take_the_service_from_the_environment() {
-        assert_eq!(sentinel_url("u:pw@h1:1,h2:2/ignored/0", None), "redis+sentinel://u:pw@h1:1,h2:2/redismaster");
-        assert_eq!(sentinel_url("h1:1", Some("my svc".into())), "redis+sentinel://h1:1/my%20svc");
-        assert_eq!(sentinel_url("h1:1?x=y", Some(String::new())), "redis+sentinel://h1:1/redismaster");
+        assert_eq!(
+            sentinel_url("u:pw@h1:1,h2:2/ignored/0", None),
+            "redis+sentinel://u:pw@h1:1,h2:2/redismaster"
+        );
+        assert_eq!(
+            sentinel_url("h1:1", Some("my svc".into())),
+            "redis+sentinel://h1:1/my%20svc"
+        );
+        assert_eq!(
+            sentinel_url("h1:1?x=y", Some(String::new())),
+            "redis+sentinel://h1:1/redismaster"
+        );
         let c = Config::from_url(&sentinel_url("u:pw@h1:1,h2/ignored", None)).unwrap();
         assert_eq!(c.seeds, ["h1:1", "h2:26379"]);
-        assert_eq!(c.sentinel.as_ref().map(|s| (s.service.as_str(), s.password.is_none())), Some(("redismaster", true)));
+        assert_eq!(
+            c.sentinel.as_ref().map(|s| (s.service.as_str(), s.password.is_none())),
+            Some(("redismaster", true))
+        );
         assert_eq!(c.password.as_deref(), Some("pw"));
         let from_yaml = Config::from_lmcache_yaml("remote_url: redis-sentinel://h1:1,h2:2\n").unwrap();
         assert!(from_yaml.config.sentinel.is_some());

@@ -1,8 +1,8 @@
 //! Sentinel-managed deployments. Every Sentinel is asked for the primary of the service and its replicas; the
 //! answer of the highest config epoch wins, so as soon as any Sentinel names a new primary the client follows it,
 //! whatever the old primary still answers. The primary named is verified with `ROLE`; replicas flagged down,
-//! disconnected or not linked to their primary are left out. The Sentinels' `+switch-master` announcements are
-//! watched on a thread of their own, so a failover is learned the moment it is made.
+//! disconnected or not linked to their primary are left out. The Sentinels' announcements (`+promoted-slave`,
+//! `+switch-master`) are watched on a thread of their own, so a failover is learned the moment it is made.
 
 use std::time::{Duration, Instant};
 
@@ -44,7 +44,10 @@ pub(crate) struct ReplicaView {
 impl ReplicaView {
     /// Whether reads may go to it: up, connected, and linked to its primary.
     pub(crate) fn usable(&self) -> bool {
-        self.link_ok && !["s_down", "o_down", "disconnected"].iter().any(|f| self.flags.contains(f))
+        self.link_ok
+            && !["s_down", "o_down", "disconnected"]
+                .iter()
+                .any(|f| self.flags.contains(f))
     }
 }
 
@@ -53,10 +56,16 @@ impl Sentinels {
     pub(crate) fn ask_all(&self, timeout: Duration) -> Vec<(String, Result<View>)> {
         // All at once, so that unreachable Sentinels cost one timeout, not one each.
         std::thread::scope(|s| {
-            let asks: Vec<_> = self.addrs.iter().map(|a| (a, s.spawn(move || self.ask(a, timeout)))).collect();
+            let asks: Vec<_> = self
+                .addrs
+                .iter()
+                .map(|a| (a, s.spawn(move || self.ask(a, timeout))))
+                .collect();
             asks.into_iter()
                 .map(|(a, h)| {
-                    let r = h.join().unwrap_or_else(|_| Err(Error::Topology(format!("asking Sentinel {a} panicked"))));
+                    let r = h
+                        .join()
+                        .unwrap_or_else(|_| Err(Error::Topology(format!("asking Sentinel {a} panicked"))));
                     (a.clone(), r)
                 })
                 .collect()
@@ -73,13 +82,26 @@ impl Sentinels {
         let mut out = Outgoing::default();
         out.push(&[b"SENTINEL", b"MASTER", service]);
         out.push(&[b"SENTINEL", b"REPLICAS", service]);
-        let replies = conn.round_trip(out, &[Expect::Value, Expect::Value], Instant::now() + timeout)?;
+        // The Sentinel leading a failover names the promoted replica here as soon as it is promoted, while its
+        // `SENTINEL MASTER` still shows the old primary (with the new config epoch) until every replica follows.
+        out.push(&[b"SENTINEL", b"GET-MASTER-ADDR-BY-NAME", service]);
+        let replies = conn.round_trip(
+            out,
+            &[Expect::Value, Expect::Value, Expect::Value],
+            Instant::now() + timeout,
+        )?;
         let mut replies = replies.into_iter().map(|r| match r {
             Reply::Value(v) => v,
             other => unreachable!("Value asked, got {other:?}"),
         });
-        let (master, replicas) = (replies.next().expect("two"), replies.next().expect("two"));
-        parse_view(&master, &replicas, addr)
+        let mut next = || replies.next().expect("three replies");
+        let (master, replicas, current) = (next(), next(), next());
+        let mut view = parse_view(&master, &replicas, addr)?;
+        if let Some(primary) = address(&current) {
+            view.primary = primary;
+        }
+        view.replicas.retain(|r| r.addr != view.primary);
+        Ok(view)
     }
 
     /// The map of the service: the primary of the highest config epoch any Sentinel reports, verified with `ROLE`
@@ -104,7 +126,12 @@ impl Sentinels {
                 view.primary, self.service
             )));
         }
-        let replicas = view.replicas.iter().filter(|r| r.usable()).map(|r| r.addr.clone()).collect();
+        let replicas = view
+            .replicas
+            .iter()
+            .filter(|r| r.usable())
+            .map(|r| r.addr.clone())
+            .collect();
         Ok(SlotMap::sentinel(view.primary.clone(), replicas))
     }
 
@@ -119,7 +146,10 @@ impl Sentinels {
             return e;
         }
         if answers.iter().all(|(_, r)| matches!(r, Err(Error::Server { .. }))) {
-            return answers.into_iter().find_map(|(_, r)| r.err()).expect("one answer at least");
+            return answers
+                .into_iter()
+                .find_map(|(_, r)| r.err())
+                .expect("one answer at least");
         }
         let unknown = answers
             .iter()
@@ -168,16 +198,25 @@ fn primary_role(node: &str, data: &ConnectOptions, timeout: Duration) -> Result<
     }
 }
 
+/// A string, or number, reply as text.
+fn text(v: &Value) -> Option<String> {
+    match v {
+        Value::BulkString(b) => Some(String::from_utf8_lossy(b).into_owned()),
+        Value::SimpleString(s) => Some(s.clone()),
+        Value::Int(i) => Some(i.to_string()),
+        _ => None,
+    }
+}
+
 /// A flat field / value list (`SENTINEL MASTER`, one entry of `SENTINEL REPLICAS`) as pairs.
 fn fields(v: &Value) -> Vec<(String, String)> {
-    let text = |v: &Value| match v {
-        Value::BulkString(b) => String::from_utf8_lossy(b).into_owned(),
-        Value::SimpleString(s) => s.clone(),
-        Value::Int(i) => i.to_string(),
-        _ => String::new(),
-    };
+    let text = |v: &Value| text(v).unwrap_or_default();
     match v {
-        Value::Array(items) => items.chunks(2).filter(|c| c.len() == 2).map(|c| (text(&c[0]), text(&c[1]))).collect(),
+        Value::Array(items) => items
+            .chunks(2)
+            .filter(|c| c.len() == 2)
+            .map(|c| (text(&c[0]), text(&c[1])))
+            .collect(),
         Value::Map(pairs) => pairs.iter().map(|(k, v)| (text(k), text(v))).collect(),
         _ => Vec::new(),
     }
@@ -196,12 +235,23 @@ fn endpoint(host: &str, port: &str) -> String {
     }
 }
 
+/// The `[ip, port]` reply of `SENTINEL GET-MASTER-ADDR-BY-NAME` as `host:port`.
+fn address(reply: &Value) -> Option<String> {
+    let Value::Array(items) = reply else { return None };
+    match items.as_slice() {
+        [ip, port] => Some(endpoint(&text(ip)?, &text(port)?)),
+        _ => None,
+    }
+}
+
 /// Reads the replies of `SENTINEL MASTER` and `SENTINEL REPLICAS` from Sentinel `addr`.
 fn parse_view(master: &Value, replicas: &Value, addr: &str) -> Result<View> {
     if let Value::ServerError(e) = master {
         let detail = e.details().unwrap_or("");
         if detail.contains("No such master") {
-            return Err(Error::Topology(format!("Sentinel {addr} knows no service by that name")));
+            return Err(Error::Topology(format!(
+                "Sentinel {addr} knows no service by that name"
+            )));
         }
         return Err(Error::Server {
             node: addr.to_string(),
@@ -211,7 +261,10 @@ fn parse_view(master: &Value, replicas: &Value, addr: &str) -> Result<View> {
     }
     let m = fields(master);
     let (Some(ip), Some(port)) = (field(&m, "ip"), field(&m, "port")) else {
-        return Err(Error::protocol(addr, format!("SENTINEL MASTER without ip and port: {master:?}")));
+        return Err(Error::protocol(
+            addr,
+            format!("SENTINEL MASTER without ip and port: {master:?}"),
+        ));
     };
     let replicas = match replicas {
         Value::Array(items) => items
@@ -235,7 +288,7 @@ fn parse_view(master: &Value, replicas: &Value, addr: &str) -> Result<View> {
     })
 }
 
-/// Watches `+switch-master` on every Sentinel: calls `switched()` when the service's primary changes; reconnects
+/// Watches the announcements of new primaries on every Sentinel: calls `switched()` when the service's primary changes; reconnects
 /// to Sentinels that go away (every second); returns once `alive()` is false (the client is gone).
 pub(crate) fn watch(sentinels: Sentinels, switched: impl Fn(), alive: impl Fn() -> bool) {
     use rustix::event::{PollFd, PollFlags, poll};
@@ -248,7 +301,9 @@ pub(crate) fn watch(sentinels: Sentinels, switched: impl Fn(), alive: impl Fn() 
         if Instant::now() >= retry_at {
             for (addr, sub) in sentinels.addrs.iter().zip(subs.iter_mut()) {
                 if sub.is_none() {
-                    *sub = subscribe(addr, &sentinels.opts).inspect_err(|e| log::debug!("{e}")).ok();
+                    *sub = subscribe(addr, &sentinels.opts)
+                        .inspect_err(|e| log::debug!("{e}"))
+                        .ok();
                 }
             }
             retry_at = Instant::now() + Duration::from_secs(1);
@@ -271,7 +326,11 @@ pub(crate) fn watch(sentinels: Sentinels, switched: impl Fn(), alive: impl Fn() 
                 match conn.read(&Expect::Value) {
                     Ok(Some(Reply::Value(message))) => {
                         if is_switch(&message, &sentinels.service) {
-                            log::info!("Sentinel {}: +switch-master for {:?}", sentinels.addrs[i], sentinels.service);
+                            log::info!(
+                                "Sentinel {}: a new primary for {:?}",
+                                sentinels.addrs[i],
+                                sentinels.service
+                            );
                             switched();
                         }
                     }
@@ -287,7 +346,7 @@ pub(crate) fn watch(sentinels: Sentinels, switched: impl Fn(), alive: impl Fn() 
     }
 }
 
-/// A connection subscribed to `+switch-master` on Sentinel `addr`.
+/// A connection subscribed to the announcements of new primaries on Sentinel `addr`.
 fn subscribe(addr: &str, opts: &ConnectOptions) -> Result<Connection> {
     let opts = ConnectOptions {
         timeout: opts.timeout.min(Duration::from_secs(1)),
@@ -295,22 +354,31 @@ fn subscribe(addr: &str, opts: &ConnectOptions) -> Result<Connection> {
     };
     let mut conn = Connection::connect(addr, &opts)?;
     let mut out = Outgoing::default();
-    out.push(&[b"SUBSCRIBE", b"+switch-master"]);
-    conn.round_trip(out, &[Expect::Value], Instant::now() + opts.timeout)?;
+    out.push(&[b"SUBSCRIBE", b"+switch-master", b"+promoted-slave"]);
+    conn.round_trip(out, &[Expect::Value, Expect::Value], Instant::now() + opts.timeout)?;
     Ok(conn)
 }
 
-/// Whether `message` is a `+switch-master` announcement for `service` (`NAME old-ip old-port new-ip new-port`).
+/// Whether `message` announces a new primary for `service`: `+promoted-slave` (`slave NAME IP PORT @ SERVICE ...`,
+/// published by the Sentinel leading a failover the moment the replica it promoted says it is a primary), or
+/// `+switch-master` (`SERVICE old-ip old-port new-ip new-port`, published by every Sentinel as it learns it).
 fn is_switch(message: &Value, service: &str) -> bool {
     let Value::Array(items) = message else { return false };
-    let text = |v: &Value| match v {
-        Value::BulkString(b) => String::from_utf8_lossy(b).into_owned(),
-        _ => String::new(),
+    let [kind, channel, body] = items.as_slice() else {
+        return false;
     };
-    items.len() == 3
-        && text(&items[0]) == "message"
-        && text(&items[1]) == "+switch-master"
-        && text(&items[2]).split(' ').next() == Some(service)
+    let (kind, channel, body) = (
+        text(kind).unwrap_or_default(),
+        text(channel).unwrap_or_default(),
+        text(body).unwrap_or_default(),
+    );
+    let mut words = body.split(' ');
+    kind == "message"
+        && match channel.as_str() {
+            "+switch-master" => words.next() == Some(service),
+            "+promoted-slave" => words.skip_while(|w| *w != "@").nth(1) == Some(service),
+            _ => false,
+        }
 }
 
 #[cfg(test)]
@@ -327,29 +395,88 @@ mod tests {
 
     #[test]
     fn reads_what_a_sentinel_says() {
-        let master = flat(&[("name", "svc"), ("ip", "10.0.0.1"), ("port", "6379"), ("flags", "master"), ("config-epoch", "7")]);
+        let master = flat(&[
+            ("name", "svc"),
+            ("ip", "10.0.0.1"),
+            ("port", "6379"),
+            ("flags", "master"),
+            ("config-epoch", "7"),
+        ]);
         let replicas = Value::Array(vec![
-            flat(&[("ip", "10.0.0.2"), ("port", "6380"), ("flags", "slave"), ("master-link-status", "ok")]),
-            flat(&[("ip", "10.0.0.3"), ("port", "6381"), ("flags", "s_down,slave,disconnected"), ("master-link-status", "err")]),
-            flat(&[("ip", "::1"), ("port", "6382"), ("flags", "slave"), ("master-link-status", "err")]),
+            flat(&[
+                ("ip", "10.0.0.2"),
+                ("port", "6380"),
+                ("flags", "slave"),
+                ("master-link-status", "ok"),
+            ]),
+            flat(&[
+                ("ip", "10.0.0.3"),
+                ("port", "6381"),
+                ("flags", "s_down,slave,disconnected"),
+                ("master-link-status", "err"),
+            ]),
+            flat(&[
+                ("ip", "::1"),
+                ("port", "6382"),
+                ("flags", "slave"),
+                ("master-link-status", "err"),
+            ]),
         ]);
         let v = parse_view(&master, &replicas, "s:1").unwrap();
         assert_eq!((v.primary.as_str(), v.epoch), ("10.0.0.1:6379", 7));
-        let usable: Vec<&str> = v.replicas.iter().filter(|r| r.usable()).map(|r| r.addr.as_str()).collect();
+        let usable: Vec<&str> = v
+            .replicas
+            .iter()
+            .filter(|r| r.usable())
+            .map(|r| r.addr.as_str())
+            .collect();
         assert_eq!(usable, ["10.0.0.2:6380"]);
         assert_eq!(v.replicas[2].addr, "[::1]:6382");
+        assert_eq!(
+            address(&Value::Array(vec![bulk("10.0.0.2"), bulk("6380")])).as_deref(),
+            Some("10.0.0.2:6380")
+        );
+        assert_eq!(address(&Value::Nil), None);
         let unknown = redis::parse_redis_value(b"-ERR No such master with that name\r\n").unwrap();
-        assert!(matches!(parse_view(&unknown, &Value::Nil, "s:1"), Err(Error::Topology(m)) if m.contains("knows no service")));
+        assert!(
+            matches!(parse_view(&unknown, &Value::Nil, "s:1"), Err(Error::Topology(m)) if m.contains("knows no service"))
+        );
         let denied = redis::parse_redis_value(b"-NOPERM this user has no permissions\r\n").unwrap();
-        assert_eq!(parse_view(&denied, &Value::Nil, "s:1").unwrap_err().server_code(), Some("NOPERM"));
+        assert_eq!(
+            parse_view(&denied, &Value::Nil, "s:1").unwrap_err().server_code(),
+            Some("NOPERM")
+        );
     }
 
     #[test]
     fn recognises_switch_announcements() {
         let msg = |channel: &str, body: &str| Value::Array(vec![bulk("message"), bulk(channel), bulk(body)]);
-        assert!(is_switch(&msg("+switch-master", "svc 10.0.0.1 6379 10.0.0.2 6380"), "svc"));
-        assert!(!is_switch(&msg("+switch-master", "other 10.0.0.1 6379 10.0.0.2 6380"), "svc"));
+        assert!(is_switch(
+            &msg("+switch-master", "svc 10.0.0.1 6379 10.0.0.2 6380"),
+            "svc"
+        ));
+        assert!(!is_switch(
+            &msg("+switch-master", "other 10.0.0.1 6379 10.0.0.2 6380"),
+            "svc"
+        ));
         assert!(!is_switch(&msg("+sdown", "svc"), "svc"));
-        assert!(!is_switch(&Value::Array(vec![bulk("subscribe"), bulk("+switch-master"), Value::Int(1)]), "svc"));
+        assert!(is_switch(
+            &msg(
+                "+promoted-slave",
+                "slave 10.0.0.2:6380 10.0.0.2 6380 @ svc 10.0.0.1 6379"
+            ),
+            "svc"
+        ));
+        assert!(!is_switch(
+            &msg(
+                "+promoted-slave",
+                "slave 10.0.0.2:6380 10.0.0.2 6380 @ other 10.0.0.1 6379"
+            ),
+            "svc"
+        ));
+        assert!(!is_switch(
+            &Value::Array(vec![bulk("subscribe"), bulk("+switch-master"), Value::Int(1)]),
+            "svc"
+        ));
     }
 }

@@ -76,7 +76,13 @@ impl SlotMap {
     /// accepts the replicas; never empty.
     pub(crate) fn read_candidates(&self, i: usize, policy: ReadFrom, usable: &dyn Fn(&str) -> bool) -> Vec<&str> {
         let primary = self.nodes[i].as_str();
-        let replicas = self.replicas.get(i).into_iter().flatten().map(String::as_str).filter(|r| usable(r));
+        let replicas = self
+            .replicas
+            .get(i)
+            .into_iter()
+            .flatten()
+            .map(String::as_str)
+            .filter(|r| usable(r));
         match policy {
             ReadFrom::Primary => vec![primary],
             ReadFrom::Replica => {
@@ -323,7 +329,10 @@ mod tests {
         let none = |_: &str| false;
         assert_eq!(map.read_candidates(0, ReadFrom::Replica, &none), ["p:1"]);
         assert!(map.serves("r:1", b"k", false, ReadFrom::Spread));
-        assert!(!map.serves("r:1", b"k", true, ReadFrom::Spread), "writes go to the primary only");
+        assert!(
+            !map.serves("r:1", b"k", true, ReadFrom::Spread),
+            "writes go to the primary only"
+        );
         assert!(!map.serves("r:1", b"k", false, ReadFrom::Primary));
         assert!(map.serves("p:1", b"k", true, ReadFrom::Primary));
         assert!(map.follows_failovers() && !map.is_cluster() && map.is_replica("r:2"));

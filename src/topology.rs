@@ -16,8 +16,8 @@ use crate::error::{Error, Result};
 use crate::health::Health;
 use crate::reader::{Expect, Reply};
 use crate::resp::{Head, Outgoing};
-use crate::slot::Slot;
 use crate::sentinel::{self, Sentinels};
+use crate::slot::Slot;
 use crate::slot_map::{MapKind, SlotMap};
 use crate::wake::Waker;
 
@@ -350,7 +350,9 @@ fn discover_from(seed: &str, mode: Mode, opts: &ConnectOptions) -> Result<SlotMa
                 // A server without cluster support, or one that does not know the command (a proxy in front of
                 // a standalone server, `CLUSTER` renamed away): standalone, unless a Cluster was asked for.
                 let disabled = e.details().is_some_and(|d| {
-                    d.contains("cluster support disabled") || d.contains("unknown command") || d.contains("unknown subcommand")
+                    d.contains("cluster support disabled")
+                        || d.contains("unknown command")
+                        || d.contains("unknown subcommand")
                 });
                 if !disabled {
                     // NOAUTH, NOPERM (a user without `cluster|slots`: grant it or set mode=standalone), ...

@@ -93,7 +93,9 @@ fn parse_url(url: &str) -> Result<Config> {
             let (service, db) = path.split_once('/').unwrap_or((path, ""));
             let service = percent_decode(service).ok_or_else(|| bad("bad percent-encoding"))?;
             if service.is_empty() {
-                return Err(bad("a Sentinel URL names the service: redis+sentinel://host[:port]/SERVICE"));
+                return Err(bad(
+                    "a Sentinel URL names the service: redis+sentinel://host[:port]/SERVICE",
+                ));
             }
             cfg.sentinel.as_mut().expect("set above").service = service;
             db
@@ -302,8 +304,14 @@ mod tests {
             .unwrap();
         assert_eq!(c.seeds, ["s1:26379", "s2:5000", "[::1]:26379"]);
         let s = c.sentinel.as_ref().unwrap();
-        assert_eq!((s.service.as_str(), s.username.as_deref(), s.password.as_deref()), ("my-svc", Some("su"), Some("sp")));
-        assert_eq!((c.username.as_deref(), c.password.as_deref(), c.db), (Some("u"), Some("p@ss"), 3));
+        assert_eq!(
+            (s.service.as_str(), s.username.as_deref(), s.password.as_deref()),
+            ("my-svc", Some("su"), Some("sp"))
+        );
+        assert_eq!(
+            (c.username.as_deref(), c.password.as_deref(), c.db),
+            (Some("u"), Some("p@ss"), 3)
+        );
         assert_eq!(c.read_from, ReadFrom::Spread);
         assert!(c.tls.is_none());
         let c: Config = "valkeys+sentinel://s1/svc".parse().unwrap();
@@ -311,7 +319,12 @@ mod tests {
         assert_eq!(c.db, 0);
         let c: Config = "redis://h?read_from=replica".parse().unwrap();
         assert_eq!((c.read_from, c.sentinel.is_none()), (ReadFrom::Replica, true));
-        let shown = format!("{:?}", "redis+sentinel://:dpw@s/svc?sentinel_password=spw".parse::<Config>().unwrap());
+        let shown = format!(
+            "{:?}",
+            "redis+sentinel://:dpw@s/svc?sentinel_password=spw"
+                .parse::<Config>()
+                .unwrap()
+        );
         assert!(!shown.contains("dpw") && !shown.contains("spw"), "{shown}");
     }
 

@@ -32,13 +32,33 @@ fn discovers_the_primary_and_reads_from_replicas(kind: Kind) {
     let p = unique("sentinel");
     let keys: Vec<String> = (0..50).map(|i| format!("{p}{i}")).collect();
     let values: Vec<Vec<u8>> = (0..50).map(|i| value(&p, i, 3000)).collect();
-    assert!(client.batched_put(&keys, values.clone()).unwrap().iter().all(Result::is_ok));
+    assert!(
+        client
+            .batched_put(&keys, values.clone())
+            .unwrap()
+            .iter()
+            .all(Result::is_ok)
+    );
     let got = client.batched_get(&keys).unwrap();
-    assert!(got.iter().zip(&values).all(|(g, v)| g.as_ref().unwrap().as_deref() == Some(&v[..])));
+    assert!(
+        got.iter()
+            .zip(&values)
+            .all(|(g, v)| g.as_ref().unwrap().as_deref() == Some(&v[..]))
+    );
     // Replica reads: every value eventually read back from the replicas alone (replication is asynchronous: a miss
     // is allowed right after the write, never other bytes).
-    let replicas = Client::with_config(s.url("redis+sentinel", "").parse::<Config>().unwrap().read_from(ReadFrom::Replica)).unwrap();
-    let reads_before: Vec<u64> = s.nodes.iter().map(|n| support::command_calls(n, "mget") + support::command_calls(n, "get")).collect();
+    let replicas = Client::with_config(
+        s.url("redis+sentinel", "")
+            .parse::<Config>()
+            .unwrap()
+            .read_from(ReadFrom::Replica),
+    )
+    .unwrap();
+    let reads_before: Vec<u64> = s
+        .nodes
+        .iter()
+        .map(|n| support::command_calls(n, "mget") + support::command_calls(n, "get"))
+        .collect();
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
         let got = replicas.batched_get(&keys).unwrap();
@@ -71,7 +91,10 @@ fn discovers_the_primary_and_reads_from_replicas(kind: Kind) {
 fn bad_sentinel_setups_fail_clearly(kind: Kind) {
     let s = set(kind);
     let timed = |url: &str| {
-        let config = url.parse::<Config>().unwrap().connect_timeout(Duration::from_millis(500));
+        let config = url
+            .parse::<Config>()
+            .unwrap()
+            .connect_timeout(Duration::from_millis(500));
         let started = Instant::now();
         let r = Client::with_config(config);
         (r, started.elapsed())
@@ -81,13 +104,21 @@ fn bad_sentinel_setups_fail_clearly(kind: Kind) {
     let url = format!("redis+sentinel://{}/no-such-service", sentinels.join(","));
     let (r, took) = timed(&url);
     let err = r.unwrap_err();
-    assert!(matches!(&err, Error::Topology(m) if m.contains("no-such-service") && m.contains(&sentinels[0])), "{err}");
+    assert!(
+        matches!(&err, Error::Topology(m) if m.contains("no-such-service") && m.contains(&sentinels[0])),
+        "{err}"
+    );
     assert!(took < Duration::from_secs(3), "{took:?}");
     // No Sentinel reachable: nothing listens on these ports.
-    let dead: Vec<String> = (0..2).map(|_| format!("127.0.0.1:{}", support::server::free_port())).collect();
+    let dead: Vec<String> = (0..2)
+        .map(|_| format!("127.0.0.1:{}", support::server::free_port()))
+        .collect();
     let (r, took) = timed(&format!("redis+sentinel://{}/{}", dead.join(","), s.service));
     let err = r.unwrap_err();
-    assert!(matches!(&err, Error::Topology(m) if m.contains("no Sentinel answered")), "{err}");
+    assert!(
+        matches!(&err, Error::Topology(m) if m.contains("no Sentinel answered")),
+        "{err}"
+    );
     assert!(took < Duration::from_secs(3), "{took:?}");
     // A password for Sentinels that have none: their refusal, typed.
     let (r, _) = timed(&format!("{}?sentinel_password=nope", s.url("redis+sentinel", "")));
@@ -96,7 +127,10 @@ fn bad_sentinel_setups_fail_clearly(kind: Kind) {
     // read_from needs replicas: a plain standalone server has none known.
     let plain = format!("redis://{}?read_from=spread", s.nodes[0].addr());
     let err = Client::open(&plain).unwrap_err();
-    assert!(matches!(&err, Error::Config(m) if m.contains("needs replicas")), "{err}");
+    assert!(
+        matches!(&err, Error::Config(m) if m.contains("needs replicas")),
+        "{err}"
+    );
 }
 
 /// A Sentinel that names a node which is not a primary (here: a replica) is refused at open.
@@ -118,7 +152,10 @@ fn a_sentinel_naming_a_replica_is_refused(kind: Kind) {
         }
     });
     let err = Client::open(&format!("redis+sentinel://127.0.0.1:{}/svc", fake.port)).unwrap_err();
-    assert!(matches!(&err, Error::Topology(m) if m.contains("says it is a slave")), "{err}");
+    assert!(
+        matches!(&err, Error::Topology(m) if m.contains("says it is a slave")),
+        "{err}"
+    );
 }
 
 /// Sentinels with their own password, data nodes with another: both kept apart, neither printed.
@@ -134,7 +171,11 @@ fn sentinels_and_data_nodes_have_their_own_credentials(kind: Kind) {
         },
     );
     let hosts: Vec<String> = s.sentinels.iter().map(|n| n.addr()).collect();
-    let url = format!("redis+sentinel://:data-pw@{}/{}?sentinel_password=sentinel-pw", hosts.join(","), s.service);
+    let url = format!(
+        "redis+sentinel://:data-pw@{}/{}?sentinel_password=sentinel-pw",
+        hosts.join(","),
+        s.service
+    );
     let client = Client::open(&url).unwrap();
     client.put("creds", b"ok".to_vec()).unwrap();
     assert_eq!(client.get("creds").unwrap().as_deref(), Some(&b"ok"[..]));
@@ -142,7 +183,10 @@ fn sentinels_and_data_nodes_have_their_own_credentials(kind: Kind) {
     assert!(!shown.contains("data-pw") && !shown.contains("sentinel-pw"), "{shown}");
     // Without the Sentinels' password: their refusal, typed, naming no password.
     let err = Client::open(&format!("redis+sentinel://:data-pw@{}/{}", hosts.join(","), s.service)).unwrap_err();
-    assert!(err.server_code().is_some() && !err.to_string().contains("pw"), "{err:?}");
+    assert!(
+        err.server_code().is_some() && !err.to_string().contains("pw"),
+        "{err:?}"
+    );
 }
 
 per_kind!(

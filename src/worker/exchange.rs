@@ -35,9 +35,8 @@ impl Worker {
             mget_max_value_size: config.mget_max_value_size,
             read_from: config.read_from,
         };
-        let now = Instant::now();
-        let (health, avoiding) = (&self.shared.health, &self.avoiding);
-        let usable = |n: &str| health.check(n).is_ok() && avoiding.get(n).is_none_or(|until| *until <= now);
+        let health = &self.shared.health;
+        let usable = |n: &str| health.check(n).is_ok() && !health.avoided(n);
         let spread = Spread {
             next: &mut self.pick,
             usable: &usable,

@@ -165,7 +165,9 @@ impl Worker {
             let moved = link.units().any(|u| {
                 u.to.is_none() && self.active.live(u) && {
                     let part = Parts::part(&self.active, u.part);
-                    !self.map.serves(&link.node, &part.keys[u.key], !part.command.reads(), read_from)
+                    !self
+                        .map
+                        .serves(&link.node, &part.keys[u.key], !part.command.reads(), read_from)
                 }
             });
             if !moved {
@@ -189,12 +191,19 @@ impl Worker {
         if !self.map.follows_failovers() {
             return;
         }
-        let silence = self.shared.config.silence_timeout;
         let mut silent_replicas = Vec::new();
-        for link in &mut self.links {
+        for i in 0..self.links.len() {
+            let silence = self.silence_for(&self.links[i].node);
+            let replica = self.map.is_replica(&self.links[i].node);
+            let link = &mut self.links[i];
             let node = &link.node;
             // A connect that hangs (a blackholed address) is silence too.
             if !link.busy() {
+                continue;
+            }
+            if replica && self.shared.health.avoided(node) {
+                // Another worker found it silent or refusing.
+                silent_replicas.push(node.clone());
                 continue;
             }
             let quiet = now.duration_since(link.last_progress());
@@ -206,7 +215,7 @@ impl Worker {
                 Counters::add(&self.shared.stats.silences, 1);
                 log::warn!("{node} owes replies and has sent nothing for {quiet:?}: re-reading the slot map");
             }
-            if self.map.is_replica(node) {
+            if replica {
                 silent_replicas.push(node.clone());
             }
             if link.reported.is_none_or(|at| now.duration_since(at) >= REPORT_EVERY) {
@@ -333,11 +342,14 @@ impl Worker {
     /// Stops reading from replica `node` for a while (it is silent or refuses connections), and resends the reads
     /// waiting on it to the shard's other nodes.
     pub(super) fn avoid_replica(&mut self, node: &str) {
-        self.avoiding.insert(node.into(), Instant::now() + AVOID_REPLICA);
+        self.shared.health.avoid(node, AVOID_REPLICA);
         let Some(&i) = self.index.get(node) else { return };
         let units: Vec<Unit> = self.links[i].units().filter(|u| self.active.live(u)).cloned().collect();
         if !units.is_empty() {
-            log::info!("replica {node} is avoided for reads: {} read(s) resent elsewhere", units.len());
+            log::info!(
+                "replica {node} is avoided for reads: {} read(s) resent elsewhere",
+                units.len()
+            );
             Counters::add(&self.shared.stats.rerouted, units.len() as u64);
         }
         self.links[i].reset();

@@ -36,8 +36,12 @@ use link::Link;
 
 /// A failed connect that took this long marks its node down (see `health`).
 const SLOW_CONNECT: Duration = Duration::from_millis(100);
-/// How long a worker stops reading from a replica that went silent or refused a connection.
+/// How long reads stay off a replica that went silent, refused a connection or failed.
 const AVOID_REPLICA: Duration = Duration::from_secs(2);
+/// A replica owing replies that sends nothing for this long (or `silence_timeout`, if shorter) is avoided for reads
+/// and its reads resent to the shard's other nodes: reads need no particular node, so there is no reason to wait
+/// as long as for a primary.
+const REPLICA_SILENCE: Duration = Duration::from_millis(100);
 /// A silent node is reported (and a refresh asked for) at most this often by one worker.
 const REPORT_EVERY: Duration = Duration::from_millis(100);
 /// The longest a worker sleeps with nothing to wait for.
@@ -64,7 +68,6 @@ pub(crate) fn spawn(shared: Arc<Shared>, inbox: Inbox, wakeup: Wakeup, id: usize
                 map,
                 epoch,
                 pick: id,
-                avoiding: HashMap::new(),
                 moved: false,
                 shared,
             }
@@ -96,8 +99,6 @@ struct Worker {
     epoch: u64,
     /// Where the next read goes among a shard's nodes (see `batch::Spread`).
     pick: usize,
-    /// Replicas not to read from until the instant given: silent, or refusing connections.
-    avoiding: HashMap<Arc<str>, Instant>,
     /// Something happened this turn that may let more happen at once (a reply, new work): look again before
     /// sleeping.
     moved: bool,
@@ -285,6 +286,16 @@ impl Worker {
         }
     }
 
+    /// How long `node` may owe replies without a byte before it counts as silent.
+    fn silence_for(&self, node: &str) -> Duration {
+        let silence = self.shared.config.silence_timeout;
+        if self.map.is_replica(node) {
+            silence.min(REPLICA_SILENCE)
+        } else {
+            silence
+        }
+    }
+
     /// The next instant something is due without any socket or wake-up: a deadline, a back-off, a link crossing
     /// a silence threshold, a silent node's next report, or a look at the slot map for held answers.
     fn next_timer(&self, now: Instant, accepting: bool) -> Instant {
@@ -302,11 +313,11 @@ impl Worker {
             if !accepting && self.map.nodes.len() > 1 {
                 consider(since + config.stall_threshold);
             }
-            if self.map.is_cluster() {
+            if self.map.follows_failovers() {
                 consider(if link.silent {
                     link.reported.map_or(now, |r| r + REPORT_EVERY)
                 } else {
-                    since + config.silence_timeout
+                    since + self.silence_for(&link.node)
                 });
             }
         }

@@ -48,6 +48,9 @@ pub struct LoadOptions {
     /// Record when each successful key operation completed (`GroupReport::oks`); grows with the load, so off for
     /// long runs.
     pub track_oks: bool,
+    /// Every put of a key writes the same bytes (a KV cache's keys are content-addressed): a read can miss, never be
+    /// stale, so replicas can be read from.
+    pub content_addressed: bool,
 }
 
 impl LoadOptions {
@@ -65,6 +68,7 @@ impl LoadOptions {
             slow: Duration::from_millis(250),
             pinned: Vec::new(),
             track_oks: false,
+            content_addressed: false,
         }
     }
 }
@@ -324,7 +328,7 @@ impl ThreadState {
         let deadline = Instant::now() + Duration::from_secs(20);
         for i in 0..self.keys.len() {
             loop {
-                let v = self.tried[i] + 1;
+                let v = self.next_version(i);
                 self.tried[i] = v;
                 match self.client.put(&self.keys[i], encode(&self.keys[i], v, self.size(i))) {
                     Ok(()) => {
@@ -338,6 +342,15 @@ impl ThreadState {
                     }
                 }
             }
+        }
+    }
+
+    /// The version the next put of key `i` writes.
+    fn next_version(&self, i: usize) -> u64 {
+        if self.opts.content_addressed {
+            1
+        } else {
+            self.tried[i] + 1
         }
     }
 
@@ -355,7 +368,7 @@ impl ThreadState {
         let mut failed = false;
         if round.is_multiple_of(2) {
             let keys: Vec<&str> = batch.iter().map(|&i| self.keys[i].as_str()).collect();
-            let versions: Vec<u64> = batch.iter().map(|&i| self.tried[i] + 1).collect();
+            let versions: Vec<u64> = batch.iter().map(|&i| self.next_version(i)).collect();
             let values: Vec<Vec<u8>> = batch
                 .iter()
                 .zip(&versions)
@@ -412,7 +425,7 @@ impl ThreadState {
         self.single(i, took);
         failed |= self.check(i, r, start, took);
         let i = (round * 13 + 5 + self.t) % n;
-        let v = self.tried[i] + 1;
+        let v = self.next_version(i);
         self.tried[i] = v;
         let t0 = Instant::now();
         let r = self.client.put(&self.keys[i], encode(&self.keys[i], v, self.size(i)));

@@ -84,7 +84,11 @@ impl SentinelSet {
             set.sentinels.iter().all(|s| {
                 let field = |cmd: &str| -> usize {
                     let mut admin = s.admin();
-                    let v: Vec<redis::Value> = redis::cmd("SENTINEL").arg(cmd).arg(&set.service).query(&mut admin).unwrap_or_default();
+                    let v: Vec<redis::Value> = redis::cmd("SENTINEL")
+                        .arg(cmd)
+                        .arg(&set.service)
+                        .query(&mut admin)
+                        .unwrap_or_default();
                     v.len()
                 };
                 field("REPLICAS") == set.nodes.len() - 1 && field("SENTINELS") == set.sentinels.len() - 1
@@ -95,7 +99,12 @@ impl SentinelSet {
 
     /// The client's URL for this deployment.
     pub fn url(&self, scheme: &str, query: &str) -> String {
-        let hosts: Vec<String> = self.sentinels.iter().filter(|s| s.is_running()).map(Server::addr).collect();
+        let hosts: Vec<String> = self
+            .sentinels
+            .iter()
+            .filter(|s| s.is_running())
+            .map(Server::addr)
+            .collect();
         let cred = match &self.nodes[0].options_password() {
             Some(pw) => format!(":{pw}@"),
             None => String::new(),
@@ -131,7 +140,10 @@ impl SentinelSet {
     pub fn wait_synced(&self) {
         self.wait_until("every replica synced", || {
             self.nodes.iter().filter(|n| n.is_running()).all(|n| {
-                let info: String = redis::cmd("INFO").arg("replication").query(&mut n.admin()).unwrap_or_default();
+                let info: String = redis::cmd("INFO")
+                    .arg("replication")
+                    .query(&mut n.admin())
+                    .unwrap_or_default();
                 info.contains("role:master") || info.contains("master_link_status:up")
             })
         });
@@ -141,8 +153,12 @@ impl SentinelSet {
         let until = Instant::now() + Duration::from_secs(30);
         while !ok() {
             if Instant::now() > until {
-                let logs: Vec<String> =
-                    self.sentinels.iter().chain(&self.nodes).map(|n| format!("--- {}\n{}", n.addr(), n.log())).collect();
+                let logs: Vec<String> = self
+                    .sentinels
+                    .iter()
+                    .chain(&self.nodes)
+                    .map(|n| format!("--- {}\n{}", n.addr(), n.log()))
+                    .collect();
                 panic!("never {what}\n{}", logs.join("\n"));
             }
             std::thread::sleep(Duration::from_millis(100));
