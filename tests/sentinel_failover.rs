@@ -215,12 +215,24 @@ fn frozen_primary_woken_after(kind: Kind) {
     std::thread::sleep(Duration::from_millis(300));
     let (as_primary, watched) = writes_while_primary(&s.nodes[0], Duration::from_millis(2700));
     let r = load.finish();
-    row(kind, "primary frozen (SIGSTOP), replaced, then woken", &r, fault, Some(switch), &client);
-    println!("  SETs the woken old primary ran while it still said it was the primary: {as_primary} (watched {watched:?})");
+    row(
+        kind,
+        "primary frozen (SIGSTOP), replaced, then woken",
+        &r,
+        fault,
+        Some(switch),
+        &client,
+    );
+    println!(
+        "  SETs the woken old primary ran while it still said it was the primary: {as_primary} (watched {watched:?})"
+    );
     assert_sound("frozen primary", &r, Some(switch));
     assert_followed("frozen primary", &r, switch);
     assert_eq!(as_primary, 0, "writes reached the old primary after the switch");
-    assert!(watched > Duration::from_millis(500), "the old primary was converted too soon to tell: {watched:?}");
+    assert!(
+        watched > Duration::from_millis(500),
+        "the old primary was converted too soon to tell: {watched:?}"
+    );
 }
 
 /// SETs `node` runs while it says it is a primary, over `span` (or until it stops saying so); and how long it did.
@@ -340,7 +352,11 @@ fn spread_reads_survive_a_replica(kind: Kind, kill: bool) {
     }
     assert!(g.last_ok > Some(fault + Duration::from_secs(2)), "reads stopped");
     // Reads waiting on a silent replica are resent elsewhere long before a primary would be suspected.
-    assert!(r.max_call < Duration::from_secs(1), "a call waited {:?} on the replica", r.max_call);
+    assert!(
+        r.max_call < Duration::from_secs(1),
+        "a call waited {:?} on the replica",
+        r.max_call
+    );
 }
 
 fn replica_killed_under_spread_reads(kind: Kind) {
