@@ -4,7 +4,7 @@
 #   scripts/bench.sh            # full run (about 5 minutes here)
 #   scripts/bench.sh --quick    # fewer rounds
 #   scripts/bench.sh --write    # also rewrite BENCHMARKS.md's results and the plot
-# Extra arguments name one workload group: small, large, put, threads, peek, memory, sweep, growth, cluster.
+# Extra arguments name one workload group: small, large, put, threads, peek, memory, sweep, growth, cluster, replicas.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-servers.sh

@@ -18,7 +18,7 @@ use crate::error::{Error, Result};
 use crate::pending::PendingGet;
 use crate::pool::BufferPool;
 use crate::queue::Queues;
-use crate::sentinel::Sentinels;
+use crate::sentinel::{SentinelAnswer, Sentinels};
 use crate::shared::Shared;
 use crate::stats::{Counters, Stats};
 use crate::tls::TlsSettings;
@@ -265,6 +265,15 @@ impl Client {
     /// Whether the client talks to a Cluster.
     pub fn is_cluster(&self) -> bool {
         self.inner.shared.topology.current().is_cluster()
+    }
+
+    /// For a Sentinel-managed deployment, what each Sentinel says of the service now (its primary, config epoch
+    /// and replicas with their link status, or why it did not answer), each asked within the connect timeout;
+    /// `None` for any other deployment. The client itself follows the highest config epoch.
+    pub fn sentinels(&self) -> Option<Vec<SentinelAnswer>> {
+        let shared = &self.inner.shared;
+        let sentinels = shared.topology.sentinels()?;
+        Some(sentinels.answers(shared.config.connect_timeout))
     }
 
     /// The primaries the client currently routes to, `host:port`.

@@ -4,43 +4,10 @@
 use std::fmt;
 use std::time::Duration;
 
+pub(crate) use crate::deployment::SentinelSettings;
+pub use crate::deployment::{Mode, ReadFrom};
 use crate::error::{Error, Result};
 use crate::tls::TlsSettings;
-
-/// How the client finds out whether it talks to a Cluster.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Mode {
-    /// Ask the first reachable seed (`CLUSTER SLOTS`); a server without cluster support means standalone.
-    Auto,
-    /// One server owns every key.
-    Standalone,
-    /// A Redis / Valkey Cluster; the slot map is discovered from the seeds.
-    Cluster,
-}
-
-/// Where reads (`get`, `batched_get`, `exists`, `batched_contains`, non-blocking gets) go. Writes always go to
-/// primaries. KV-cache keys are content-addressed (a key's bytes never change), so a replica can at worst miss a
-/// chunk that was just written, never return other bytes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-#[non_exhaustive]
-pub enum ReadFrom {
-    /// Every read goes to the primary.
-    #[default]
-    Primary,
-    /// Reads go to the replicas (round robin) when any is up, else to the primary.
-    Replica,
-    /// Reads go round robin over the primary and its replicas.
-    Spread,
-}
-
-/// A Sentinel-managed deployment: the service (master) name, and the Sentinels' own credentials when they have
-/// some (the URL's credentials are the data nodes').
-#[derive(Clone, Default, PartialEq, Eq)]
-pub(crate) struct SentinelSettings {
-    pub(crate) service: String,
-    pub(crate) username: Option<String>,
-    pub(crate) password: Option<String>,
-}
 
 /// Client configuration. Build it from a URL with [`str::parse`] / [`Config::from_url`], then adjust it with the
 /// by-value setters, e.g. `Config::from_url("redis://127.0.0.1:6379")?.workers(4)`.
@@ -237,15 +204,17 @@ impl Config {
         self
     }
 
-    /// How long a Cluster node may owe replies without sending a byte before it is suspected to have failed (a
-    /// frozen process, a partition, a blackholed address). While any node is silent this long, or marked down, the
-    /// slot map is re-read from the other nodes (its replicas first) every 100 ms, so calls waiting on it move to
-    /// a promoted replica as soon as the Cluster shows one, each within its own deadline; and what a node
+    /// How long a Cluster or Sentinel-managed node may owe replies without sending a byte before it is suspected
+    /// to have failed (a frozen process, a partition, a blackholed address). While any node is silent this long,
+    /// or marked down, the slot map is re-read every 100 ms (in a Cluster from the other nodes, the silent
+    /// primary's replicas first; under Sentinel from the Sentinels), so calls waiting on it move to a promoted
+    /// replica as soon as the Cluster or a Sentinel names one, each within its own deadline; and what a node
     /// answers after such a silence is used only once a slot map read after the answer confirms that the node
     /// still serves those keys (a primary that was replaced while it was frozen can still acknowledge writes the
     /// moment it wakes, and they would be lost). A call whose deadline passes while its node is silent this long
     /// marks that node down (see [`Stats::nodes_down`](crate::Stats::nodes_down)). Shorter pauses (a fork, a
-    /// `DEBUG SLEEP`, a slow command) cause nothing. Defaults to 500 ms.
+    /// `DEBUG SLEEP`, a slow command) cause nothing. Reads waiting on a *replica* are given up sooner (after
+    /// 100 ms of silence, or this timeout if shorter; see [`ReadFrom`]). Defaults to 500 ms.
     pub fn silence_timeout(mut self, d: Duration) -> Self {
         self.silence_timeout = d;
         self
@@ -350,6 +319,11 @@ impl Config {
     pub fn tls(mut self, on: bool) -> Self {
         self.tls = on.then(|| self.tls.take().unwrap_or_default());
         self
+    }
+
+    /// Where reads go (see [`read_from`](Self::read_from)).
+    pub fn reads_from(&self) -> ReadFrom {
+        self.read_from
     }
 
     /// Whether connections use TLS.

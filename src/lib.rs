@@ -13,6 +13,7 @@ mod client;
 mod command;
 mod config;
 mod connection;
+mod deployment;
 mod error;
 mod frame;
 mod health;
@@ -51,6 +52,7 @@ pub use latency::Latency;
 pub use lmcache_config::LmcacheConfig;
 pub use pending::PendingGet;
 pub use request::Priority;
+pub use sentinel::{SentinelAnswer, SentinelReplica, SentinelView};
 pub use slot::{SLOTS, Slot, hash_tag};
 pub use stats::{NodeStats, Stats};
 

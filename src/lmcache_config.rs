@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use yaml_rust2::{Yaml, YamlLoader};
 
-use crate::config::{Config, Mode};
+use crate::config::{Config, Mode, ReadFrom};
 use crate::error::{Error, Result};
 
 /// Top-level LMCache keys that concern the engine, not the remote store: accepted, and listed as not applied.
@@ -72,7 +72,9 @@ impl Config {
         }
         let url = url.ok_or_else(|| bad("no remote_url".into()))?;
         let mut config = match url.strip_prefix("redis-sentinel://") {
-            Some(rest) => Config::from_url(&sentinel_url(rest, std::env::var("REDIS_SERVICE_NAME").ok()))?,
+            // LMCache's Sentinel connector reads from a replica (`slave_for`) and writes to the primary.
+            Some(rest) => Config::from_url(&sentinel_url(rest, std::env::var("REDIS_SERVICE_NAME").ok()))?
+                .read_from(ReadFrom::Replica),
             None => Config::from_url(&url)?,
         };
         if let Some(t) = blocking_timeout {
@@ -256,6 +258,7 @@ mod tests {
         assert_eq!(c.password.as_deref(), Some("pw"));
         let from_yaml = Config::from_lmcache_yaml("remote_url: redis-sentinel://h1:1,h2:2\n").unwrap();
         assert!(from_yaml.config.sentinel.is_some());
+        assert_eq!(from_yaml.config.read_from, ReadFrom::Replica);
     }
 
     #[test]

@@ -129,6 +129,14 @@ impl Topology {
     }
 
     /// The current snapshot.
+    /// The Sentinels the map comes from, if it does.
+    pub(crate) fn sentinels(&self) -> Option<&Sentinels> {
+        match &self.source {
+            Source::Sentinel(s) => Some(s),
+            Source::Seeds { .. } => None,
+        }
+    }
+
     pub(crate) fn current(&self) -> Arc<SlotMap> {
         // Read lock held only to clone the Arc.
         self.map.read().clone()

@@ -90,7 +90,7 @@ fn check_passes_and_cleans_up(kind: Kind) {
         .exec(&mut admin)
         .unwrap();
     let text = stdout(&tool(&["check", &server.url()], None));
-    assert!(text.contains("11 passed, 0 failed, 0 warnings"), "{text}");
+    assert!(text.contains("12 passed, 0 failed, 0 warnings"), "{text}");
     assert!(text.contains("maxmemory 524288000 bytes, policy allkeys-lru"), "{text}");
     redis::cmd("CONFIG")
         .arg(&["SET", "maxmemory-policy", "noeviction"])

@@ -5,7 +5,7 @@ mod support;
 
 use std::collections::{HashMap, HashSet};
 
-use kvcache_redis::{Client, Config, Slot};
+use kvcache_redis::{Client, Config, ReadFrom, Slot};
 use support::{Cluster, Kind, command_calls, shared_cluster, unique};
 
 fn client(kind: Kind) -> Client {
@@ -23,7 +23,8 @@ contract_tests!(
     detects_the_cluster_and_its_primaries,
     slots_agree_with_cluster_keyslot,
     a_batch_over_hundreds_of_slots_is_one_pipeline_per_node,
-    database_numbers_are_refused
+    database_numbers_are_refused,
+    replica_reads
 );
 
 fn detects_the_cluster_and_its_primaries(kind: Kind) {
@@ -155,5 +156,74 @@ fn one_pipeline_per_node(cluster: &Cluster) {
         );
         let rt = |s: &kvcache_redis::Stats| s.node(&n.addr()).map_or(0, |x| x.round_trips);
         assert_eq!(rt(&stats_after) - rt(&stats_before), 1, "{}: one round trip", n.addr());
+    }
+}
+
+/// Reads from Cluster replicas: `read_from=replica` reads every value back from the replicas alone (each replica
+/// said `READONLY` and served some), `spread` from primaries and replicas both; writes stay on the primaries.
+fn replica_reads(kind: Kind) {
+    let cluster = Cluster::start(kind, 3, 1);
+    cluster.wait_synced();
+    let reads = |n: &support::Server| command_calls(n, "get") + command_calls(n, "mget");
+    let writer = Client::open(&cluster.url()).unwrap();
+    let p = unique("replica-read");
+    let keys: Vec<String> = (0..300).map(|i| format!("{p}{i}")).collect();
+    let values: Vec<Vec<u8>> = (0..300).map(|i| support::value(&p, i, 2000)).collect();
+    assert!(
+        writer
+            .batched_put(&keys, values.clone())
+            .unwrap()
+            .iter()
+            .all(Result::is_ok)
+    );
+    for (read_from, name) in [(ReadFrom::Replica, "replica"), (ReadFrom::Spread, "spread")] {
+        let config: Config = cluster.url().parse().unwrap();
+        let client = Client::with_config(config.read_from(read_from)).unwrap();
+        let before: Vec<u64> = cluster.nodes.iter().map(reads).collect();
+        // Replication is asynchronous: a miss right after the write is allowed, other bytes never.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        loop {
+            let got = client.batched_get(&keys).unwrap();
+            for (g, v) in got.iter().zip(&values) {
+                if let Some(b) = g.as_ref().unwrap() {
+                    assert_eq!(&b[..], &v[..], "{name}: other bytes");
+                }
+            }
+            if got.iter().all(|g| matches!(g, Ok(Some(_)))) {
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "{name}: replicas never caught up");
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        for k in &keys[..30] {
+            assert!(client.get(k).unwrap().is_some(), "{name}: {k} missing");
+        }
+        let served: Vec<u64> = cluster.nodes.iter().zip(&before).map(|(n, b)| reads(n) - b).collect();
+        println!("{kind:?} read_from={name}: reads per node (primaries, then replicas) {served:?}");
+        let (primaries, replicas) = served.split_at(cluster.primaries);
+        assert!(
+            replicas.iter().all(|&r| r > 0),
+            "{name}: a replica served nothing: {served:?}"
+        );
+        match read_from {
+            ReadFrom::Replica => assert!(primaries.iter().all(|&r| r == 0), "{name}: {served:?}"),
+            _ => assert!(primaries.iter().all(|&r| r > 0), "{name}: {served:?}"),
+        }
+        // Writes through a replica-reading client still go to the primaries.
+        client.put(&keys[0], values[0].clone()).unwrap();
+    }
+    for n in &cluster.nodes[cluster.primaries..] {
+        assert!(
+            command_calls(n, "readonly") > 0,
+            "replica {} never said READONLY",
+            n.addr()
+        );
+        // (A replica counts the SETs it replicates; a write sent to it would be refused with READONLY.)
+        let errors: String = redis::cmd("INFO").arg("errorstats").query(&mut n.admin()).unwrap();
+        assert!(
+            !errors.contains("errorstat_READONLY"),
+            "a write reached replica {}: {errors}",
+            n.addr()
+        );
     }
 }

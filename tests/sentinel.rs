@@ -189,7 +189,51 @@ fn sentinels_and_data_nodes_have_their_own_credentials(kind: Kind) {
     );
 }
 
+/// The CLI takes Sentinel URLs: `check` shows what each Sentinel says and passes with replica reads, `bench`
+/// and `inspect` run against the service.
+fn the_cli_takes_sentinel_urls(kind: Kind) {
+    let s = set(kind);
+    let url = s.url("redis+sentinel", "");
+    let tool = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_kvcache-redis"))
+            .args(args)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+        (out.status.code(), text)
+    };
+    let (code, out) = tool(&["check", &url, "--read-from", "spread"]);
+    println!("{out}");
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("Sentinel-managed"), "{out}");
+    assert!(
+        out.contains(&format!("service {:?}: 3 of 3 Sentinels answered", s.service)),
+        "{out}"
+    );
+    let primary = format!("primary {} (epoch", s.nodes[0].addr());
+    assert_eq!(out.matches(&primary).count(), 3, "{out}");
+    for replica in &s.nodes[1..] {
+        assert!(out.contains(&format!("{} (up; link ok", replica.addr())), "{out}");
+    }
+    let (code, out) = tool(&[
+        "bench",
+        &url,
+        "--read-from",
+        "replica",
+        "--count",
+        "200",
+        "--keys",
+        "20",
+        "--value-size",
+        "4KiB",
+    ]);
+    assert_eq!(code, Some(0), "{out}");
+    let (code, out) = tool(&["inspect", &url]);
+    assert_eq!(code, Some(0), "{out}");
+}
+
 per_kind!(
+    the_cli_takes_sentinel_urls,
     discovers_the_primary_and_reads_from_replicas,
     bad_sentinel_setups_fail_clearly,
     a_sentinel_naming_a_replica_is_refused,

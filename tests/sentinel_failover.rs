@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use kvcache_redis::{Client, Config, ReadFrom};
 use support::load::{Load, LoadOptions, Report};
-use support::sentinel::{SentinelOptions, SentinelSet};
+use support::sentinel::{SentinelOptions, SentinelSet, Switches};
 use support::{Kind, serial, unique};
 
 const HANG_BOUND: Duration = Duration::from_secs(7);
@@ -44,19 +44,12 @@ fn client(s: &SentinelSet, read_from: ReadFrom) -> Arc<Client> {
     Arc::new(Client::with_config(config.read_from(read_from)).unwrap())
 }
 
-/// Waits until any Sentinel names a primary other than `old`; returns it and when, on the load's clock.
-fn wait_switch(s: &SentinelSet, load: &Load, old: &str) -> (String, Duration) {
-    let until = Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Some(new) = s.primary_seen().into_iter().flatten().find(|p| p != old) {
-            return (new, load.now());
-        }
-        assert!(Instant::now() < until, "no Sentinel ever named a new primary");
-        std::thread::sleep(Duration::from_millis(10));
-    }
+fn row(kind: Kind, scenario: &str, r: &Report, fault: Duration, switches: &[Duration], client: &Client) {
+    row_labelled(&format!("{kind:?}"), scenario, r, fault, switches, client);
 }
 
-fn row(kind: Kind, scenario: &str, r: &Report, fault: Duration, switch: Option<Duration>, client: &Client) {
+fn row_labelled(label: &str, scenario: &str, r: &Report, fault: Duration, switches: &[Duration], client: &Client) {
+    let switch = switches.first().copied();
     let g = &r.groups[0];
     let ms = |d: Duration| format!("{} ms", d.as_millis());
     let (first_ok, last_error) = match switch {
@@ -80,7 +73,7 @@ fn row(kind: Kind, scenario: &str, r: &Report, fault: Duration, switch: Option<D
     };
     let s = client.stats();
     println!(
-        "ROW | {kind:?} | {scenario} | switch {} after the fault | errors {} | wrong {} / stale {} / lost {} | from the \
+        "ROW | {label} | {scenario} | switch {} after the fault | errors {} | wrong {} / stale {} / lost {} | from the \
          switch: first success {first_ok}, last error {last_error} | slowest call {} ms | {} calls | refreshes {}, \
          rerouted {}, retries {}",
         switch.map_or("-".into(), |sw| ms(sw.saturating_sub(fault))),
@@ -98,11 +91,18 @@ fn row(kind: Kind, scenario: &str, r: &Report, fault: Duration, switch: Option<D
         "  errors: first {:?}, last {:?}; {:?}",
         g.first_error, g.last_error, g.samples
     );
+    if switches.len() > 1 {
+        println!(
+            "  the Sentinels failed over again: new primaries named at {:?} after the first",
+            switches[1..].iter().map(|t| *t - switches[0]).collect::<Vec<_>>()
+        );
+    }
 }
 
 /// No wrong bytes, no hung call, typed errors, a real load; and no write lost that was acknowledged more than the
-/// bound after the switch (writes acknowledged by the old primary in between may be lost: counted).
-fn assert_sound(what: &str, r: &Report, switch: Option<Duration>) {
+/// bound after the last switch (writes acknowledged by a replaced primary before the client learned of its
+/// replacement may be lost: counted; a failover can be followed by another).
+fn assert_sound(what: &str, r: &Report, switches: &[Duration]) {
     assert_eq!(r.wrong, 0, "{what}: wrong values {:?}", r.wrong_samples);
     assert_eq!(r.hung, 0, "{what}: calls over {HANG_BOUND:?} (max {:?})", r.max_call);
     assert!(r.untyped.is_empty(), "{what}: untyped errors {:?}", r.untyped);
@@ -111,21 +111,21 @@ fn assert_sound(what: &str, r: &Report, switch: Option<Duration>) {
         "{what}: too little load to mean anything: {}",
         r.key_ops
     );
-    if let Some(sw) = switch {
+    if let (Some(&first), Some(&last)) = (switches.first(), switches.last()) {
         let between = r
             .losses
             .iter()
-            .filter(|at| **at >= sw && **at < sw + RECOVERY_BOUND)
+            .filter(|at| **at >= first && **at < last + RECOVERY_BOUND)
             .count();
-        let late: Vec<&Duration> = r.losses.iter().filter(|at| **at >= sw + RECOVERY_BOUND).collect();
+        let late: Vec<&Duration> = r.losses.iter().filter(|at| **at >= last + RECOVERY_BOUND).collect();
         let latest = r
             .losses
             .iter()
             .max()
-            .map(|at| at.as_millis() as i128 - sw.as_millis() as i128);
+            .map(|at| at.as_millis() as i128 - last.as_millis() as i128);
         println!(
-            "  stale or lost reads: {} (of writes acknowledged within {RECOVERY_BOUND:?} after the switch: {between}; \
-             latest acknowledged {latest:?} ms from the switch)",
+            "  stale or lost reads: {} (of writes acknowledged from the switch to {RECOVERY_BOUND:?} after the last: \
+             {between}; latest acknowledged {latest:?} ms from the last switch)",
             r.losses.len()
         );
         assert!(
@@ -135,7 +135,9 @@ fn assert_sound(what: &str, r: &Report, switch: Option<Duration>) {
     }
 }
 
-fn assert_followed(what: &str, r: &Report, switch: Duration) {
+/// Calls succeed within the bound of the first switch, and fail no later than the bound after the last.
+fn assert_followed(what: &str, r: &Report, switches: &[Duration]) {
+    let (switch, last_switch) = (switches[0], *switches.last().expect("a switch"));
     let g = &r.groups[0];
     let first = g.first_ok_after(switch);
     assert!(
@@ -145,11 +147,15 @@ fn assert_followed(what: &str, r: &Report, switch: Duration) {
     );
     if let Some(last) = g.last_error {
         assert!(
-            last <= switch + RECOVERY_BOUND,
+            last <= last_switch + RECOVERY_BOUND,
             "{what}: an error {:?} after the switch",
-            last.saturating_sub(switch)
+            last.saturating_sub(last_switch)
         );
     }
+}
+
+fn times(switches: Vec<(String, Duration)>) -> Vec<Duration> {
+    switches.into_iter().map(|(_, t)| t).collect()
 }
 
 /// `SENTINEL FAILOVER`: the client follows at once; errors, if any, only within the switch.
@@ -157,7 +163,41 @@ fn manual_failover(kind: Kind) {
     let _serial = serial();
     let s = set(kind);
     let client = client(&s, ReadFrom::Primary);
-    let load = Load::start(client.clone(), load_opts(&unique("sfail"), false), HANG_BOUND);
+    failover_on(&s, client, load_opts(&unique("sfail"), false), &format!("{kind:?}"));
+}
+
+/// The same over TLS everywhere (Redis 7: clients, replication and Sentinels' links), with reads spread over the
+/// primary and the replicas, so every kind of connection the client makes is a TLS one.
+#[test]
+fn redis7_tls_failover_with_spread_reads() {
+    let _serial = serial();
+    let s = SentinelSet::start(
+        Kind::Redis,
+        SentinelOptions {
+            replicas: 2,
+            sentinels: 3,
+            tls: true,
+            ..SentinelOptions::default()
+        },
+    );
+    let ca = support::tls::Certs::get().path("ca.crt");
+    let config: Config = s
+        .url("rediss+sentinel", &format!("?tls_ca={}", ca.display()))
+        .parse()
+        .unwrap();
+    let client = Arc::new(Client::with_config(config.read_from(ReadFrom::Spread)).unwrap());
+    assert_eq!(client.primaries(), vec![s.known_addr(0)]);
+    failover_on(
+        &s,
+        client,
+        load_opts(&unique("stls"), true),
+        "Redis over TLS, spread reads",
+    );
+}
+
+fn failover_on(s: &SentinelSet, client: Arc<Client>, opts: LoadOptions, label: &str) {
+    let load = Load::start(client.clone(), opts, HANG_BOUND);
+    let watch = Switches::watch(s, s.known_addr(0), load.started);
     std::thread::sleep(Duration::from_millis(800));
     let fault = load.now();
     redis::cmd("SENTINEL")
@@ -165,19 +205,21 @@ fn manual_failover(kind: Kind) {
         .arg(&s.service)
         .exec(&mut s.sentinels[0].admin())
         .unwrap();
-    let (new, switch) = wait_switch(&s, &load, &s.nodes[0].addr());
+    watch.first();
     std::thread::sleep(Duration::from_millis(3000));
     let r = load.finish();
-    row(kind, "SENTINEL FAILOVER", &r, fault, Some(switch), &client);
-    assert_sound("manual failover", &r, Some(switch));
-    assert_followed("manual failover", &r, switch);
-    let now: Vec<Option<String>> = s.primary_seen();
-    println!("  first named {new}; now {now:?}; client {:?}", client.primaries());
-    for n in &s.nodes {
-        let role: redis::Value = redis::cmd("ROLE").query(&mut n.admin()).unwrap();
-        println!("  {} {:?}", n.addr(), role);
-    }
-    assert_eq!(client.primaries(), vec![new]);
+    let switches = watch.finish();
+    let last = switches.last().expect("a switch").0.clone();
+    let switches = times(switches);
+    row_labelled(label, "SENTINEL FAILOVER", &r, fault, &switches, &client);
+    assert_sound("manual failover", &r, &switches);
+    assert_followed("manual failover", &r, &switches);
+    println!(
+        "  last named {last}; now {:?}; client {:?}",
+        s.primary_seen(),
+        client.primaries()
+    );
+    assert_eq!(client.primaries(), vec![last]);
 }
 
 /// The primary killed: its calls fail until the Sentinels promote a replica, then succeed within the bound.
@@ -187,15 +229,16 @@ fn killed_primary(kind: Kind) {
     let client = client(&s, ReadFrom::Primary);
     let load = Load::start(client.clone(), load_opts(&unique("skill"), false), HANG_BOUND);
     std::thread::sleep(Duration::from_millis(800));
-    let old = s.nodes[0].addr();
+    let watch = Switches::watch(&s, s.known_addr(0), load.started);
     let fault = load.now();
     s.nodes[0].kill();
-    let (_, switch) = wait_switch(&s, &load, &old);
+    watch.first();
     std::thread::sleep(Duration::from_millis(3000));
     let r = load.finish();
-    row(kind, "primary killed (SIGKILL)", &r, fault, Some(switch), &client);
-    assert_sound("killed primary", &r, Some(switch));
-    assert_followed("killed primary", &r, switch);
+    let switches = times(watch.finish());
+    row(kind, "primary killed (SIGKILL)", &r, fault, &switches, &client);
+    assert_sound("killed primary", &r, &switches);
+    assert_followed("killed primary", &r, &switches);
 }
 
 /// The primary frozen, replaced, then woken: the client follows the switch, and sends no write to the old primary,
@@ -206,28 +249,29 @@ fn frozen_primary_woken_after(kind: Kind) {
     let client = client(&s, ReadFrom::Primary);
     let load = Load::start(client.clone(), load_opts(&unique("sfrozen"), false), HANG_BOUND);
     std::thread::sleep(Duration::from_millis(800));
-    let old = s.nodes[0].addr();
+    let watch = Switches::watch(&s, s.known_addr(0), load.started);
     let fault = load.now();
     s.nodes[0].freeze();
-    let (_, switch) = wait_switch(&s, &load, &old);
+    watch.first();
     s.nodes[0].thaw();
     // What was sent to it before the switch runs as it wakes; nothing sent later may.
     std::thread::sleep(Duration::from_millis(300));
     let (as_primary, watched) = writes_while_primary(&s.nodes[0], Duration::from_millis(2700));
     let r = load.finish();
+    let switches = times(watch.finish());
     row(
         kind,
         "primary frozen (SIGSTOP), replaced, then woken",
         &r,
         fault,
-        Some(switch),
+        &switches,
         &client,
     );
     println!(
         "  SETs the woken old primary ran while it still said it was the primary: {as_primary} (watched {watched:?})"
     );
-    assert_sound("frozen primary", &r, Some(switch));
-    assert_followed("frozen primary", &r, switch);
+    assert_sound("frozen primary", &r, &switches);
+    assert_followed("frozen primary", &r, &switches);
     assert_eq!(as_primary, 0, "writes reached the old primary after the switch");
     assert!(
         watched > Duration::from_millis(500),
@@ -269,25 +313,27 @@ fn one_sentinel_down(kind: Kind) {
     let load = Load::start(client.clone(), load_opts(&unique("sone"), false), HANG_BOUND);
     std::thread::sleep(Duration::from_millis(500));
     s.sentinels[2].kill();
+    let watch = Switches::watch(&s, s.known_addr(0), load.started);
     let fault = load.now();
     redis::cmd("SENTINEL")
         .arg("FAILOVER")
         .arg(&s.service)
         .exec(&mut s.sentinels[0].admin())
         .unwrap();
-    let (_, switch) = wait_switch(&s, &load, &s.nodes[0].addr());
+    watch.first();
     std::thread::sleep(Duration::from_millis(2500));
     let r = load.finish();
+    let switches = times(watch.finish());
     row(
         kind,
         "one Sentinel killed, then SENTINEL FAILOVER",
         &r,
         fault,
-        Some(switch),
+        &switches,
         &client,
     );
-    assert_sound("one Sentinel down", &r, Some(switch));
-    assert_followed("one Sentinel down", &r, switch);
+    assert_sound("one Sentinel down", &r, &switches);
+    assert_followed("one Sentinel down", &r, &switches);
 }
 
 /// Every Sentinel down while the primary is healthy: data calls go on untouched.
@@ -303,8 +349,8 @@ fn every_sentinel_down(kind: Kind) {
     }
     std::thread::sleep(Duration::from_millis(3000));
     let r = load.finish();
-    row(kind, "every Sentinel killed, primary healthy", &r, fault, None, &client);
-    assert_sound("every Sentinel down", &r, None);
+    row(kind, "every Sentinel killed, primary healthy", &r, fault, &[], &client);
+    assert_sound("every Sentinel down", &r, &[]);
     assert_eq!(
         r.errors(),
         0,
@@ -338,7 +384,7 @@ fn spread_reads_survive_a_replica(kind: Kind, kill: bool) {
     } else {
         "read_from=spread, a replica frozen 3 s"
     };
-    row(kind, scenario, &r, fault, None, &client);
+    row(kind, scenario, &r, fault, &[], &client);
     assert_eq!(r.wrong, 0, "wrong values {:?}", r.wrong_samples);
     assert_eq!(r.stale, 0, "content-addressed values cannot be stale");
     assert!(r.untyped.is_empty() && r.hung == 0, "{:?}", r.untyped);

@@ -7,14 +7,21 @@
 //! Files: `runner` (the table's rows, alternation, medians, the markdown), `support` (baseline connections, keys
 //! and values, the raw reader, CPU and memory probes), and one file per workload group.
 
+#[path = "../../tests/support/sentinel.rs"]
+#[allow(dead_code)]
+mod sentinel;
 #[path = "../../tests/support/server.rs"]
 mod server;
+#[path = "../../tests/support/tls.rs"]
+#[allow(dead_code)]
+mod tls;
 
 mod chunks;
 mod cluster;
 mod large;
 mod memory;
 mod peek;
+mod replicas;
 mod runner;
 mod small;
 mod support;
@@ -105,6 +112,9 @@ fn main() {
         drop(server);
         if want("cluster") {
             r.cluster(name, kind);
+        }
+        if want("replicas") {
+            r.replica_reads(name, kind);
         }
     }
     println!("ran in {:.0} s", started.elapsed().as_secs_f64());

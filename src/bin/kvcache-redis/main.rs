@@ -20,6 +20,7 @@ macro_rules! say_part {
 mod bench;
 mod bench_caller;
 mod check;
+mod check_steps;
 mod inspect;
 mod target;
 

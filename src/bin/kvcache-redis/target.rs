@@ -5,13 +5,13 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use kvcache_redis::{Client, Config, Error};
+use kvcache_redis::{Client, Config, Error, ReadFrom};
 
 /// Where to connect, and how.
 #[derive(clap::Args, Clone, Debug)]
 pub struct Target {
-    /// The deployment: redis://, valkey://, rediss:// (TLS), redis-cluster://, unix:// ... with options after
-    /// `?` as in the library's README.
+    /// The deployment: redis://, valkey://, rediss:// (TLS), redis-cluster://, redis+sentinel://HOST,HOST/SERVICE,
+    /// unix:// ... with options after `?` as in the library's README.
     #[arg(env = "KVCACHE_URL")]
     pub url: String,
     /// ACL user name (overrides the URL's).
@@ -35,9 +35,21 @@ pub struct Target {
     /// Do not verify the servers' certificates (testing only).
     #[arg(long)]
     pub tls_insecure: bool,
+    /// Where reads go: primary, replica (replicas when any is up) or spread (primary and replicas in turn);
+    /// overrides the URL's `read_from`. Needs replicas (a Cluster with replicas, or a Sentinel URL).
+    #[arg(long, value_enum)]
+    pub read_from: Option<ReadFromArg>,
     /// Deadline of every request, in milliseconds.
     #[arg(long, default_value_t = 5000)]
     pub timeout_ms: u64,
+}
+
+/// `--read-from` values.
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+pub enum ReadFromArg {
+    Primary,
+    Replica,
+    Spread,
 }
 
 /// A failure that ends the command, with its exit code.
@@ -89,6 +101,13 @@ impl Target {
         if self.tls_insecure {
             config = config.tls_insecure_skip_verify(true);
         }
+        if let Some(read_from) = self.read_from {
+            config = config.read_from(match read_from {
+                ReadFromArg::Primary => ReadFrom::Primary,
+                ReadFromArg::Replica => ReadFrom::Replica,
+                ReadFromArg::Spread => ReadFrom::Spread,
+            });
+        }
         Ok(config
             .request_timeout(Duration::from_millis(self.timeout_ms.max(1)))
             .connect_timeout(Duration::from_millis(self.timeout_ms.clamp(1, 5000))))
@@ -96,7 +115,11 @@ impl Target {
 
     /// Connects, turning each kind of failure into a message that says what to look at.
     pub fn connect(&self) -> Result<Client, Failure> {
-        let config = self.config()?;
+        self.connect_with(self.config()?)
+    }
+
+    /// Connects with `config` (this target's, adjusted), failures explained as by [`Target::connect`].
+    pub fn connect_with(&self, config: Config) -> Result<Client, Failure> {
         let tls = config.uses_tls();
         Client::with_config(config).map_err(|e| {
             let mut failure = describe(&self.redacted(), &e);
@@ -113,8 +136,25 @@ impl Target {
     }
 }
 
-/// `scheme://user:secret@host` -> `scheme://user:***@host`.
+/// `scheme://user:secret@host?sentinel_password=secret` -> `scheme://user:***@host?sentinel_password=***`.
 pub fn redact(url: &str) -> String {
+    match url.split_once('?') {
+        Some((base, query)) => {
+            let options: Vec<String> = query
+                .split('&')
+                .map(|o| match o.split_once('=') {
+                    Some((name, _)) if name.contains("password") => format!("{name}=***"),
+                    _ => o.to_string(),
+                })
+                .collect();
+            format!("{}?{}", redact_userinfo(base), options.join("&"))
+        }
+        None => redact_userinfo(url),
+    }
+}
+
+/// The password in a URL's user information replaced by `***`.
+fn redact_userinfo(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
         return url.to_string();
     };
@@ -199,6 +239,10 @@ mod tests {
         assert_eq!(redact("redis://u:p%40ss@h:1/0"), "redis://u:***@h:1/0");
         assert_eq!(redact("rediss://secret@h:1"), "rediss://***@h:1");
         assert_eq!(redact("redis://h:1"), "redis://h:1");
+        assert_eq!(
+            redact("redis+sentinel://u:p@h:1,h:2/svc?sentinel_password=s3&read_from=spread"),
+            "redis+sentinel://u:***@h:1,h:2/svc?sentinel_password=***&read_from=spread"
+        );
     }
 
     #[test]

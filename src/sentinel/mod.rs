@@ -1,0 +1,190 @@
+//! Sentinel-managed deployments. Every Sentinel is asked for the primary of the service and its replicas; the
+//! answer of the highest config epoch wins, so as soon as any Sentinel names a new primary the client follows it,
+//! whatever the old primary still answers. The primary named is verified with `ROLE`; replicas flagged down,
+//! disconnected or not linked to their primary are left out. The Sentinels' announcements (`+promoted-slave`,
+//! `+switch-master`) are watched on a thread of their own, so a failover is learned the moment it is made.
+
+use std::time::{Duration, Instant};
+
+use redis::Value;
+
+use crate::connection::{ConnectOptions, Connection};
+use crate::error::{Error, Result};
+use crate::reader::{Expect, Reply};
+use crate::resp::Outgoing;
+use crate::slot_map::SlotMap;
+
+mod view;
+mod watch;
+
+pub use view::{SentinelAnswer, SentinelReplica, SentinelView};
+use view::{address, parse_view};
+pub(crate) use watch::watch;
+
+/// The Sentinels of one service, and how to reach them.
+#[derive(Clone)]
+pub(crate) struct Sentinels {
+    pub(crate) addrs: Vec<String>,
+    pub(crate) service: String,
+    /// The Sentinels' own credentials and the deployment's TLS.
+    pub(crate) opts: ConnectOptions,
+}
+
+impl Sentinels {
+    /// What every Sentinel says now (each asked within `timeout`), for tools to show.
+    pub(crate) fn answers(&self, timeout: Duration) -> Vec<SentinelAnswer> {
+        self.ask_all(timeout)
+            .into_iter()
+            .map(|(sentinel, view)| SentinelAnswer {
+                sentinel,
+                service: self.service.clone(),
+                view,
+            })
+            .collect()
+    }
+
+    /// Asks every Sentinel (each within `timeout`) for the service; their answers, in order.
+    pub(crate) fn ask_all(&self, timeout: Duration) -> Vec<(String, Result<SentinelView>)> {
+        // All at once, so that unreachable Sentinels cost one timeout, not one each.
+        std::thread::scope(|s| {
+            let asks: Vec<_> = self
+                .addrs
+                .iter()
+                .map(|a| (a, s.spawn(move || self.ask(a, timeout))))
+                .collect();
+            asks.into_iter()
+                .map(|(a, h)| {
+                    let r = h
+                        .join()
+                        .unwrap_or_else(|_| Err(Error::Topology(format!("asking Sentinel {a} panicked"))));
+                    (a.clone(), r)
+                })
+                .collect()
+        })
+    }
+
+    fn ask(&self, addr: &str, timeout: Duration) -> Result<SentinelView> {
+        let opts = ConnectOptions {
+            timeout,
+            ..self.opts.clone()
+        };
+        let mut conn = Connection::connect(addr, &opts)?;
+        let service = self.service.as_bytes();
+        let mut out = Outgoing::default();
+        out.push(&[b"SENTINEL", b"MASTER", service]);
+        out.push(&[b"SENTINEL", b"REPLICAS", service]);
+        // The Sentinel leading a failover names the promoted replica here as soon as it is promoted, while its
+        // `SENTINEL MASTER` still shows the old primary (with the new config epoch) until every replica follows.
+        out.push(&[b"SENTINEL", b"GET-MASTER-ADDR-BY-NAME", service]);
+        let replies = conn.round_trip(
+            out,
+            &[Expect::Value, Expect::Value, Expect::Value],
+            Instant::now() + timeout,
+        )?;
+        let mut replies = replies.into_iter().map(|r| match r {
+            Reply::Value(v) => v,
+            other => unreachable!("Value asked, got {other:?}"),
+        });
+        let mut next = || replies.next().expect("three replies");
+        let (master, replicas, current) = (next(), next(), next());
+        let mut view = parse_view(&master, &replicas, addr)?;
+        if let Some(primary) = address(&current) {
+            view.primary = primary;
+        }
+        view.replicas.retain(|r| r.addr != view.primary);
+        Ok(view)
+    }
+
+    /// The map of the service: the primary of the highest config epoch any Sentinel reports, verified with `ROLE`
+    /// over `data` (the data nodes' settings), and its usable replicas. The error says which Sentinels were asked
+    /// and what each answered.
+    pub(crate) fn discover(&self, data: &ConnectOptions, timeout: Duration) -> Result<SlotMap> {
+        let answers = self.ask_all(timeout);
+        let best = answers
+            .iter()
+            .filter_map(|(a, r)| r.as_ref().ok().map(|v| (a, v)))
+            .fold(None::<(&String, &SentinelView)>, |best, (a, v)| match best {
+                Some((_, b)) if b.epoch >= v.epoch => best,
+                _ => Some((a, v)),
+            });
+        let Some((from, view)) = best else {
+            return Err(self.no_answer(answers));
+        };
+        let role = primary_role(&view.primary, data, timeout)?;
+        if role != "master" {
+            return Err(Error::Topology(format!(
+                "Sentinel {from} names {} as the primary of {:?}, but it says it is a {role}",
+                view.primary, self.service
+            )));
+        }
+        let replicas = view
+            .replicas
+            .iter()
+            .filter(|r| r.usable())
+            .map(|r| r.addr.clone())
+            .collect();
+        Ok(SlotMap::sentinel(view.primary.clone(), replicas))
+    }
+
+    /// The error when no Sentinel gave a view: an authentication error, or the refusal every Sentinel gave, as it
+    /// is (typed), else one that names the service and what each Sentinel said.
+    fn no_answer(&self, answers: Vec<(String, Result<SentinelView>)>) -> Error {
+        let auth = answers.iter().find_map(|(_, r)| match r {
+            Err(e) if matches!(e.server_code(), Some("WRONGPASS" | "NOAUTH" | "NOPERM")) => Some(e.clone()),
+            _ => None,
+        });
+        if let Some(e) = auth {
+            return e;
+        }
+        if answers.iter().all(|(_, r)| matches!(r, Err(Error::Server { .. }))) {
+            return answers
+                .into_iter()
+                .find_map(|(_, r)| r.err())
+                .expect("one answer at least");
+        }
+        let unknown = answers
+            .iter()
+            .all(|(_, r)| matches!(r, Err(Error::Topology(m)) if m.contains("knows no service")));
+        let asked: Vec<String> = answers
+            .into_iter()
+            .map(|(a, r)| format!("{a}: {}", r.err().map_or_else(String::new, |e| e.to_string())))
+            .collect();
+        if unknown {
+            Error::Topology(format!(
+                "no Sentinel knows a service named {:?} (asked {})",
+                self.service,
+                asked.join("; ")
+            ))
+        } else {
+            Error::Topology(format!(
+                "no Sentinel answered for service {:?}: {}",
+                self.service,
+                asked.join("; ")
+            ))
+        }
+    }
+}
+
+/// The first element of `ROLE` on `node`: `master`, `slave` (Redis and Valkey still say so), `sentinel`.
+fn primary_role(node: &str, data: &ConnectOptions, timeout: Duration) -> Result<String> {
+    let opts = ConnectOptions {
+        timeout,
+        db: 0,
+        readonly: false,
+        ..data.clone()
+    };
+    let mut conn = Connection::connect(node, &opts)?;
+    match conn.call(&[b"ROLE"], timeout)? {
+        Value::Array(items) => match items.first() {
+            Some(Value::BulkString(b)) => Ok(String::from_utf8_lossy(b).into_owned()),
+            Some(Value::SimpleString(s)) => Ok(s.clone()),
+            _ => Err(Error::protocol(node, "ROLE without a role")),
+        },
+        Value::ServerError(e) => Err(Error::Server {
+            node: node.to_string(),
+            code: e.code().to_string(),
+            detail: e.details().unwrap_or("").to_string(),
+        }),
+        other => Err(Error::protocol(node, format!("ROLE: {other:?}"))),
+    }
+}
