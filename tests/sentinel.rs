@@ -232,7 +232,54 @@ fn the_cli_takes_sentinel_urls(kind: Kind) {
     assert_eq!(code, Some(0), "{out}");
 }
 
+/// The split layouts read from replicas stay consistent: read right after the write and until every replica has
+/// them, a chunk is either a miss or its exact bytes and metadata (both keys are needed for a hit, whichever
+/// nodes they are read from); values large enough to be read with a `GET` each take the other read path.
+fn split_chunks_read_from_replicas(kind: Kind) {
+    use kvcache_redis::{ChunkKey, ChunkMeta, ChunkStore, Dtype, Layout, SplitNaming};
+    let s = set(kind);
+    let config: Config = s.url("redis+sentinel", "").parse().unwrap();
+    let client = Client::with_config(config.read_from(ReadFrom::Spread)).unwrap();
+    let meta = ChunkMeta {
+        fmt: 1,
+        dtype: 3,
+        shape: [2, 32, 256, 1024],
+    };
+    for naming in [SplitNaming::HashTagged, SplitNaming::Plain, SplitNaming::Colon] {
+        let store = ChunkStore::new(client.clone(), Layout::Split { naming }).with_namespace(unique("split-replica"));
+        let keys: Vec<ChunkKey> = (0..20)
+            .map(|i| ChunkKey::new("m", 1, 0, &ChunkKey::hash_of_int(i), Dtype::Bfloat16).unwrap())
+            .collect();
+        let payloads: Vec<bytes::Bytes> = (0..20)
+            .map(|i| value("split-replica", i as usize, if i % 2 == 0 { 3000 } else { 300_000 }).into())
+            .collect();
+        let put = store.batched_put(&keys, payloads.clone(), Some(meta)).unwrap();
+        assert!(put.iter().all(Result::is_ok), "{put:?}");
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let got = store.batched_get(&keys).unwrap();
+            let mut hits = 0;
+            for (g, want) in got.iter().zip(&payloads) {
+                if let Some(chunk) = g.as_ref().unwrap() {
+                    assert_eq!(&chunk.payload[..], &want[..], "{naming:?}: other bytes");
+                    assert_eq!(chunk.meta, Some(meta), "{naming:?}: other metadata");
+                    hits += 1;
+                }
+            }
+            if hits == keys.len() && store.batched_contains(&keys).unwrap() == keys.len() {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{naming:?}: replicas never caught up ({hits} hits)"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
 per_kind!(
+    split_chunks_read_from_replicas,
     the_cli_takes_sentinel_urls,
     discovers_the_primary_and_reads_from_replicas,
     bad_sentinel_setups_fail_clearly,
