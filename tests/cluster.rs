@@ -24,7 +24,8 @@ contract_tests!(
     slots_agree_with_cluster_keyslot,
     a_batch_over_hundreds_of_slots_is_one_pipeline_per_node,
     database_numbers_are_refused,
-    replica_reads
+    replica_reads,
+    an_unlinked_replica_is_not_read
 );
 
 fn detects_the_cluster_and_its_primaries(kind: Kind) {
@@ -226,4 +227,73 @@ fn replica_reads(kind: Kind) {
             n.addr()
         );
     }
+}
+
+/// A Cluster replica whose link to its primary is down (here: it cannot authenticate to it, so it keeps its stale
+/// data and keeps retrying) is not read from: its reads go to the shard's primary, the other replicas still serve.
+fn an_unlinked_replica_is_not_read(kind: Kind) {
+    let cluster = Cluster::start(kind, 3, 1);
+    cluster.wait_synced();
+    let lagging = &cluster.nodes[cluster.primaries];
+    let reads = |n: &support::Server| command_calls(n, "get") + command_calls(n, "mget");
+    redis::cmd("CONFIG")
+        .arg(&["SET", "masterauth", "not-the-password"])
+        .exec(&mut lagging.admin())
+        .unwrap();
+    redis::cmd("CLIENT")
+        .arg(&["KILL", "TYPE", "master"])
+        .exec(&mut lagging.admin())
+        .unwrap();
+    let link_down = || {
+        let info: String = redis::cmd("INFO")
+            .arg("replication")
+            .query(&mut lagging.admin())
+            .unwrap();
+        info.contains("master_link_status:down")
+    };
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !link_down() {
+        assert!(std::time::Instant::now() < until, "the replica's link never went down");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let config: Config = cluster.url().parse().unwrap();
+    let client = Client::with_config(config.read_from(ReadFrom::Replica)).unwrap();
+    let p = unique("unlinked");
+    let keys: Vec<String> = (0..300).map(|i| format!("{p}{i}")).collect();
+    let values: Vec<Vec<u8>> = (0..300).map(|i| support::value(&p, i, 1000)).collect();
+    assert!(
+        client
+            .batched_put(&keys, values.clone())
+            .unwrap()
+            .iter()
+            .all(Result::is_ok)
+    );
+    let before: Vec<u64> = cluster.nodes.iter().map(reads).collect();
+    // Written after the link went down: the unlinked replica does not have them, so reading it would miss.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let got = client.batched_get(&keys).unwrap();
+        for (g, v) in got.iter().zip(&values) {
+            if let Some(b) = g.as_ref().unwrap() {
+                assert_eq!(&b[..], &v[..], "other bytes");
+            }
+        }
+        if got.iter().all(|g| matches!(g, Ok(Some(_)))) {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "reads kept missing");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    for _ in 0..5 {
+        let got = client.batched_get(&keys).unwrap();
+        assert!(got.iter().all(|g| matches!(g, Ok(Some(_)))), "a read missed");
+    }
+    let served: Vec<u64> = cluster.nodes.iter().zip(&before).map(|(n, b)| reads(n) - b).collect();
+    println!("{kind:?}: reads per node (primaries, then replicas; the first replica unlinked) {served:?}");
+    assert_eq!(
+        served[cluster.primaries], 0,
+        "the unlinked replica was read: {served:?}"
+    );
+    assert!(served[0] > 0, "its primary served its reads: {served:?}");
+    assert!(served[cluster.primaries + 1..].iter().all(|&r| r > 0), "{served:?}");
 }
