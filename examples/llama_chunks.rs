@@ -9,7 +9,7 @@ mod server;
 use std::time::Instant;
 
 use bytes::Bytes;
-use kvcache_redis::{ChunkKey, ChunkMeta, ChunkStore, Client, Dtype, Layout};
+use kvcache_redis::{ChunkKey, ChunkMeta, ChunkStore, Client, Dtype, Layout, MemoryFormat};
 
 const MODEL: &str = "meta-llama/Meta-Llama-3-8B-Instruct";
 /// 256 tokens x 32 layers x (K, V) x 8 KV heads x 128 dims x 2 bytes (bf16) = 32 MiB.
@@ -51,11 +51,11 @@ fn main() -> Result<(), kvcache_redis::Error> {
         }
     };
     let store = ChunkStore::new(Client::open(&url)?, Layout::Framed).with_namespace("llama-example:");
-    let meta = ChunkMeta {
-        fmt: 1,   // KV_2LTD
-        dtype: 3, // bfloat16
-        shape: [2, LAYERS as u32, TOKENS as u32, HIDDEN as u32],
-    };
+    let meta = ChunkMeta::new(
+        MemoryFormat::Kv2Ltd,
+        Dtype::Bfloat16,
+        &[2, LAYERS as u32, TOKENS as u32, HIDDEN as u32],
+    )?;
 
     // Prompt A: 6 chunks of 256 tokens.
     let prompt_a: Vec<u32> = (0..6 * TOKENS as u32).collect();

@@ -101,12 +101,23 @@ impl Active {
         match &result {
             Ok(KeyReply::Value(Some(v))) => {
                 Counters::add(&stats.hits, 1);
+                Counters::add(&stats.bytes_read, v.len() as u64);
                 shared.learn_value_size(v.len());
             }
+            Ok(KeyReply::Filled(len)) => {
+                Counters::add(&stats.hits, 1);
+                Counters::add(&stats.bytes_read, *len as u64);
+            }
             Ok(KeyReply::Value(None)) => Counters::add(&stats.misses, 1),
-            Ok(_) => {}
+            Ok(KeyReply::Done) => {
+                let part = &self.slots[unit.part].entry.as_ref().expect("live").part;
+                if let Some(v) = part.values.get(unit.key) {
+                    Counters::add(&stats.bytes_written, v.len() as u64);
+                }
+            }
+            Ok(KeyReply::Flag(_)) => {}
             Err(e) => {
-                Counters::add(&stats.key_errors, 1);
+                stats.key_error(e);
                 if e.is_timeout() {
                     Counters::add(&stats.timeouts, 1);
                 }

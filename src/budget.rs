@@ -8,6 +8,7 @@ use std::time::Instant;
 use parking_lot::{Condvar, Mutex};
 
 use crate::error::{Error, Result};
+use crate::telemetry;
 
 /// What is queued or in flight, against the limits.
 pub(crate) struct Budget {
@@ -46,6 +47,7 @@ impl Budget {
             let (parts, queued) = *used;
             if parts == 0 || (parts < self.max_parts && queued + bytes <= self.max_bytes) {
                 *used = (parts + 1, queued + bytes);
+                telemetry::in_flight(parts + 1, queued + bytes);
                 return Ok(Ticket {
                     budget: self.clone(),
                     bytes,
@@ -77,6 +79,7 @@ impl Drop for Ticket {
         let mut used = self.budget.used.lock();
         used.0 -= 1;
         used.1 -= self.bytes;
+        telemetry::in_flight(used.0, used.1);
         drop(used);
         if self.budget.waiting.load(Ordering::SeqCst) > 0 {
             self.budget.room.notify_all();

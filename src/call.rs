@@ -245,7 +245,7 @@ impl<'a> Call<'a> {
         if self.shared.is_closed() {
             return Err(Error::Closed);
         }
-        Counters::add(&stats.requests[priority.index()], 1);
+        stats.call(command.op(), priority, keys.len());
         let expected = self.size_hint.unwrap_or_else(|| shared.expected_value_size()).max(1);
         let mut pending = Pending::new(shared.clone(), deadline, priority);
         let fill = dests.as_ref().map(|(_, fill)| *fill);

@@ -133,6 +133,7 @@ impl Client {
             readonly: false,
         };
         let health: Arc<crate::health::Health> = Default::default();
+        crate::telemetry::nodes_down(0);
         let source = match &config.sentinel {
             Some(s) => Source::Sentinel(Sentinels {
                 addrs: config.seeds.clone(),
@@ -161,7 +162,7 @@ impl Client {
             config,
             connect,
             topology,
-            stats: Counters::default(),
+            stats: Counters::new(),
             drain_deadline: OnceLock::new(),
             health,
             queues: RwLock::new(None),

@@ -17,21 +17,13 @@
 
 use bytes::Bytes;
 
+use crate::chunk_meta::{ChunkMeta, DtypeCode, MemoryFormat};
+use crate::error::{Error, Result as CrateResult};
+
 /// Length of the header before the payload.
 pub const FRAME_HEADER: usize = 40;
 const MAGIC: &[u8; 4] = b"KVCR";
 const VERSION: u8 = 1;
-
-/// What a chunk's tensors look like, in LMCache's metadata codes (its `MemoryFormat` and dtype numbering).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct ChunkMeta {
-    /// LMCache `MemoryFormat` code (e.g. 1 = KV_2LTD, 4 = BINARY).
-    pub fmt: u8,
-    /// LMCache metadata dtype code (e.g. 3 = bfloat16, 2 = float16).
-    pub dtype: u8,
-    /// Shape, up to 4 dimensions; unused ones are 0.
-    pub shape: [u32; 4],
-}
 
 /// Why a stored value was not accepted as a chunk.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -61,6 +53,19 @@ impl std::fmt::Display for Corrupt {
     }
 }
 
+/// Whether `meta` fits the header, whose codes are one byte each (LMCache's codes are 0-8 today; a code from
+/// another writer outside 0-255 can be stored by the split layout, not this one).
+pub(crate) fn fits(meta: &ChunkMeta) -> CrateResult<()> {
+    for (what, code) in [("MemoryFormat", meta.fmt.code()), ("dtype", meta.dtype.0)] {
+        if !(0..=255).contains(&code) {
+            return Err(Error::InvalidInput(format!(
+                "the framed layout stores {what} codes 0-255, not {code}"
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// The header for `payload`.
 pub(crate) fn encode(payload: &[u8], meta: Option<ChunkMeta>) -> Bytes {
     let mut h = [0u8; FRAME_HEADER];
@@ -69,8 +74,9 @@ pub(crate) fn encode(payload: &[u8], meta: Option<ChunkMeta>) -> Bytes {
     h[5] = u8::from(meta.is_some());
     h[8..16].copy_from_slice(&(payload.len() as u64).to_le_bytes());
     let m = meta.unwrap_or_default();
-    h[20] = m.fmt;
-    h[21] = m.dtype;
+    // `fits` was checked before: each code is one byte here.
+    h[20] = m.fmt.code() as u8;
+    h[21] = m.dtype.0 as u8;
     for (i, d) in m.shape.iter().enumerate() {
         h[24 + 4 * i..28 + 4 * i].copy_from_slice(&d.to_le_bytes());
     }
@@ -150,8 +156,8 @@ pub(crate) fn decode_verified(value: Bytes) -> Result<(Bytes, Option<ChunkMeta>)
 fn split(value: Bytes) -> (Bytes, Option<ChunkMeta>) {
     let h = &value[..FRAME_HEADER];
     let meta = (h[5] & 1 == 1).then(|| ChunkMeta {
-        fmt: h[20],
-        dtype: h[21],
+        fmt: MemoryFormat::from_code(h[20].into()),
+        dtype: DtypeCode(h[21].into()),
         shape: std::array::from_fn(|i| u32::from_le_bytes(h[24 + 4 * i..28 + 4 * i].try_into().expect("4 bytes"))),
     });
     (value.slice(FRAME_HEADER..), meta)
@@ -185,11 +191,14 @@ mod tests {
 
     #[test]
     fn round_trips_with_and_without_metadata() {
-        let meta = ChunkMeta {
-            fmt: 1,
-            dtype: 3,
-            shape: [2, 32, 256, 1024],
+        let meta = ChunkMeta::new(MemoryFormat::Kv2Ltd, crate::Dtype::Bfloat16, &[2, 32, 256, 1024]).unwrap();
+        assert_eq!((meta.fmt.code(), meta.dtype.0), (1, 3));
+        assert!(fits(&meta).is_ok());
+        let foreign = ChunkMeta {
+            fmt: MemoryFormat::Other(300),
+            ..meta
         };
+        assert!(matches!(fits(&foreign), Err(Error::InvalidInput(m)) if m.contains("300")));
         let (p, m) = decode(framed(b"kv bytes", Some(meta))).unwrap();
         assert_eq!((&p[..], m), (&b"kv bytes"[..], Some(meta)));
         let (p, m) = decode(framed(b"", None)).unwrap();

@@ -140,6 +140,7 @@ impl Health {
             },
         );
         self.count.store(down.len(), Ordering::Release);
+        crate::telemetry::nodes_down(down.len());
         drop(down);
         let health = Arc::downgrade(self);
         let (node, opts) = (node.to_string(), opts.clone());
@@ -159,6 +160,7 @@ impl Health {
         let mut down = self.down.lock();
         down.remove(node);
         self.count.store(down.len(), Ordering::Release);
+        crate::telemetry::nodes_down(down.len());
     }
 }
 

@@ -71,7 +71,7 @@ impl Pending {
 
     /// Every key's reply in order; the whole call's error when nothing at all was answered.
     pub(crate) fn into_replies(self) -> Result<Vec<Result<KeyReply>>> {
-        self.shared.stats.latency[self.priority.index()].record(self.started.elapsed());
+        self.shared.stats.call_done(self.priority, self.started.elapsed());
         let replies: Vec<Result<KeyReply>> = self.parts.into_iter().flat_map(|p| p.got.unwrap_or_default()).collect();
         if let Some(Err(first)) = replies.first() {
             let whole = matches!(first, Error::Timeout { .. } | Error::Closed | Error::WorkerLost);

@@ -2,12 +2,12 @@
 //! the wire to which node, and what went wrong.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 use parking_lot::Mutex;
 
 use crate::latency::{Histogram, Latency};
 use crate::request::Priority;
+use crate::telemetry::{self, Stat};
 
 /// A snapshot of the client's counters since it was opened. Counters only grow.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -64,6 +64,10 @@ pub struct Stats {
     pub queued: u64,
     /// Bytes of the parts queued or in flight right now (a gauge; bounded by `max_queued_bytes`).
     pub in_flight_bytes: u64,
+    /// Value bytes read (hits; values read into caller buffers included).
+    pub bytes_read: u64,
+    /// Value bytes written.
+    pub bytes_written: u64,
     /// Per-node wire counters, sorted by node address.
     pub nodes: Vec<NodeStats>,
     /// Latency of whole calls, submission to answer, per priority level (index = [`Priority`] as usize).
@@ -97,24 +101,34 @@ impl Stats {
 }
 
 macro_rules! counters {
-    ($($name:ident),*) => {
+    ($($name:ident => $metric:literal),* $(,)?) => {
         /// Live counters shared by the client and its workers.
-        #[derive(Default)]
         pub(crate) struct Counters {
-            pub(crate) requests: [AtomicU64; 4],
-            $(pub(crate) $name: AtomicU64,)*
+            pub(crate) requests: [Stat; 4],
+            $(pub(crate) $name: Stat,)*
             /// Locked once per round trip, never around I/O.
             nodes: Mutex<HashMap<String, NodeStats>>,
             pub(crate) latency: [Histogram; 4],
         }
 
         impl Counters {
+            /// Counters at zero, registered with the `metrics` recorder installed now (if the feature is on).
+            pub(crate) fn new() -> Counters {
+                Counters {
+                    // Reported with the operation as well, by `call`.
+                    requests: std::array::from_fn(|_| Stat::new("", &[])),
+                    $($name: Stat::new($metric, &[]),)*
+                    nodes: Mutex::default(),
+                    latency: Default::default(),
+                }
+            }
+
             pub(crate) fn snapshot(&self, queued: u64) -> Stats {
                 let mut nodes: Vec<NodeStats> = self.nodes.lock().values().cloned().collect();
                 nodes.sort_by(|a, b| a.node.cmp(&b.node));
                 Stats {
-                    requests: std::array::from_fn(|i| self.requests[i].load(Relaxed)),
-                    $($name: self.$name.load(Relaxed),)*
+                    requests: std::array::from_fn(|i| self.requests[i].get()),
+                    $($name: self.$name.get(),)*
                     queued,
                     refreshes: 0,
                     in_flight_bytes: 0,
@@ -128,29 +142,57 @@ macro_rules! counters {
 }
 
 counters!(
-    parts,
-    keys,
-    hits,
-    misses,
-    key_errors,
-    corrupt,
-    prefix_failures,
-    moved,
-    asked,
-    retries,
-    io_retries,
-    connects,
-    timeouts,
-    overloads,
-    round_trips,
-    marked_down,
-    silences,
-    rerouted
+    parts => "kvcache_parts_total",
+    keys => "kvcache_keys_total",
+    hits => "kvcache_hits_total",
+    misses => "kvcache_misses_total",
+    // Reported by kind, by `key_error`.
+    key_errors => "",
+    corrupt => "kvcache_corrupt_chunks_total",
+    prefix_failures => "kvcache_prefix_failures_total",
+    moved => "kvcache_moved_total",
+    asked => "kvcache_asked_total",
+    retries => "kvcache_retries_total",
+    io_retries => "kvcache_io_retries_total",
+    connects => "kvcache_connects_total",
+    timeouts => "kvcache_timeouts_total",
+    overloads => "kvcache_overloads_total",
+    round_trips => "kvcache_round_trips_total",
+    marked_down => "kvcache_nodes_marked_down_total",
+    silences => "kvcache_silences_total",
+    rerouted => "kvcache_rerouted_keys_total",
+    bytes_read => "kvcache_read_bytes_total",
+    bytes_written => "kvcache_written_bytes_total",
 );
 
 impl Counters {
-    pub(crate) fn add(counter: &AtomicU64, n: u64) {
-        counter.fetch_add(n, Relaxed);
+    pub(crate) fn add(counter: &Stat, n: u64) {
+        counter.add(n);
+    }
+
+    /// A call of `op` at `priority` with `keys` keys was submitted.
+    pub(crate) fn call(&self, op: &'static str, priority: Priority, keys: usize) {
+        self.requests[priority.index()].add(1);
+        #[cfg(feature = "metrics")]
+        {
+            let p = telemetry::priority_label(priority);
+            ::metrics::counter!("kvcache_calls_total", "op" => op, "priority" => p).increment(1);
+            ::metrics::counter!("kvcache_call_keys_total", "op" => op, "priority" => p).increment(keys as u64);
+        }
+        #[cfg(not(feature = "metrics"))]
+        let _ = (op, keys);
+    }
+
+    /// A whole call of `priority` took `took`.
+    pub(crate) fn call_done(&self, priority: Priority, took: std::time::Duration) {
+        self.latency[priority.index()].record(took);
+        telemetry::call_duration(priority, took);
+    }
+
+    /// A key was answered with `e`.
+    pub(crate) fn key_error(&self, e: &crate::error::Error) {
+        self.key_errors.add(1);
+        telemetry::key_error(e);
     }
 
     pub(crate) fn round_trip(&self, node: &str, commands: u64, keys: u64) {

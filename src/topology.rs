@@ -19,6 +19,7 @@ use crate::resp::{Head, Outgoing};
 use crate::sentinel::{self, Sentinels};
 use crate::slot::Slot;
 use crate::slot_map::{MapKind, SlotMap};
+use crate::telemetry::Stat;
 use crate::wake::Waker;
 
 /// Refreshes are at least this far apart: a burst of MOVED replies causes one refresh, not hundreds. It is also
@@ -57,7 +58,7 @@ pub(crate) struct Topology {
     /// When the last successful refresh started.
     refreshed: Mutex<Option<Instant>>,
     /// Successful refreshes so far.
-    refreshes: AtomicU64,
+    refreshes: Stat,
     /// Woken after every refresh (workers waiting to know whether a node still owns what it answered).
     listeners: Mutex<Vec<Waker>>,
 }
@@ -91,7 +92,7 @@ impl Topology {
             health,
             wake,
             refreshed: Mutex::new(None),
-            refreshes: AtomicU64::new(0),
+            refreshes: Stat::new("kvcache_slot_map_refreshes_total", &[]),
             listeners: Mutex::new(Vec::new()),
         });
         if topology.current().follows_failovers() {
@@ -160,7 +161,7 @@ impl Topology {
 
     /// Successful slot-map refreshes so far.
     pub(crate) fn refreshes(&self) -> u64 {
-        self.refreshes.load(Ordering::Relaxed)
+        self.refreshes.get()
     }
 
     /// Wakes `waker` after every refresh.
@@ -208,7 +209,7 @@ impl Topology {
         let Some(map) = read else { return false };
         self.replace(map);
         *self.refreshed.lock() = Some(started);
-        self.refreshes.fetch_add(1, Ordering::Relaxed);
+        self.refreshes.add(1);
         for l in self.listeners.lock().iter() {
             l.wake();
         }

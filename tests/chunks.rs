@@ -5,7 +5,9 @@
 mod support;
 
 use bytes::Bytes;
-use kvcache_redis::{ChunkKey, ChunkMeta, ChunkStore, Client, Config, Dtype, Error, Layout, Slot, SplitNaming};
+use kvcache_redis::{
+    ChunkKey, ChunkMeta, ChunkStore, Client, Config, Dtype, Error, Layout, MemoryFormat, Slot, SplitNaming,
+};
 use support::{Kind, shared_cluster, shared_standalone, unique, value};
 
 /// Where the test reads and writes raw values behind the client's back.
@@ -65,11 +67,10 @@ fn keys(n: usize, model: &str) -> Vec<ChunkKey> {
         .collect()
 }
 
-const META: ChunkMeta = ChunkMeta {
-    fmt: 1,
-    dtype: 3,
-    shape: [2, 32, 256, 1024],
-};
+/// LMCache's metadata of a Llama-3-8B chunk: KV_2LTD, bfloat16.
+fn lmcache_meta() -> ChunkMeta {
+    ChunkMeta::new(MemoryFormat::Kv2Ltd, Dtype::Bfloat16, &[2, 32, 256, 1024]).unwrap()
+}
 
 fn framed_chunks_round_trip(d: &Deployment) {
     let store = d.store(Layout::Framed);
@@ -86,7 +87,7 @@ fn framed_chunks_round_trip(d: &Deployment) {
         .batched_put(
             &stored.iter().map(|&i| ks[i].clone()).collect::<Vec<_>>(),
             stored.iter().map(|&i| payloads[i].clone()).collect(),
-            Some(META),
+            Some(lmcache_meta()),
         )
         .unwrap();
     assert!(put.iter().all(Result::is_ok), "{put:?}");
@@ -109,7 +110,7 @@ fn framed_chunks_round_trip(d: &Deployment) {
         } else {
             let c = r.as_ref().expect("stored");
             assert!(c.payload[..] == payloads[i][..], "chunk {i}");
-            assert_eq!(c.meta, Some(META));
+            assert_eq!(c.meta, Some(lmcache_meta()));
         }
     }
     assert_eq!(store.batched_contains(&ks).unwrap(), 3);
@@ -284,7 +285,12 @@ fn out_of_memory_fails_only_its_chunks(kind: Kind) {
 
 /// LMCache's metadata for one group: native-endian (little on x86) int32 `[length, fmt, dtype, s0, s1, s2, s3]`.
 fn golden_meta(len: i32, meta: ChunkMeta) -> Vec<u8> {
-    let ints = [len, meta.fmt as i32, meta.dtype as i32, 2, 32, 256, 1024];
+    let ints = [len, meta.fmt.code(), meta.dtype.0, 2, 32, 256, 1024];
+    assert_eq!(
+        (meta.fmt.code(), meta.dtype.0),
+        (1, 3),
+        "LMCache's codes: KV_2LTD 1, bfloat16 3"
+    );
     assert_eq!(meta.shape, [2, 32, 256, 1024]);
     ints.iter().flat_map(|i| i.to_le_bytes()).collect()
 }
@@ -293,7 +299,9 @@ fn split_layout(d: &Deployment, naming: SplitNaming) {
     let store = d.store(Layout::Split { naming });
     let ks = keys(4, "meta-llama/Llama-3.1-8B-Instruct");
     let payloads: Vec<Bytes> = (0..4).map(|i| value("split", i, 10_000 + i).into()).collect();
-    let put = store.batched_put(&ks[..3], payloads[..3].to_vec(), Some(META)).unwrap();
+    let put = store
+        .batched_put(&ks[..3], payloads[..3].to_vec(), Some(lmcache_meta()))
+        .unwrap();
     assert!(put.iter().all(Result::is_ok), "{put:?}");
 
     // Keys named as LMCache names them, bytes as LMCache writes them.
@@ -326,12 +334,12 @@ fn split_layout(d: &Deployment, naming: SplitNaming) {
         payloads[0].to_vec(),
         "kv_bytes hold the raw payload"
     );
-    assert_eq!(d.raw_get(&meta).unwrap(), golden_meta(10_000, META));
+    assert_eq!(d.raw_get(&meta).unwrap(), golden_meta(10_000, lmcache_meta()));
 
     let got = store.batched_get(&ks).unwrap();
     for i in 0..3 {
         let c = got[i].as_ref().unwrap().as_ref().expect("stored");
-        assert_eq!((c.payload.clone(), c.meta), (payloads[i].clone(), Some(META)));
+        assert_eq!((c.payload.clone(), c.meta), (payloads[i].clone(), Some(lmcache_meta())));
     }
     assert_eq!(got[3].as_ref().unwrap(), &None);
     assert_eq!(store.batched_contains(&ks).unwrap(), 3);
@@ -343,12 +351,12 @@ fn split_layout(d: &Deployment, naming: SplitNaming) {
     assert_eq!(store.get(&ks[3]).unwrap(), None);
     assert_eq!(store.batched_contains(&ks).unwrap(), 3);
     let before = store.client().stats().corrupt;
-    d.raw_set(&meta3, &golden_meta(5, META));
+    d.raw_set(&meta3, &golden_meta(5, lmcache_meta()));
     assert_eq!(store.get(&ks[3]).unwrap(), None);
     assert_eq!(store.client().stats().corrupt, before + 1);
     assert_eq!(
         d.raw_get(&meta3),
-        Some(golden_meta(5, META)),
+        Some(golden_meta(5, lmcache_meta())),
         "not an orphan: left alone"
     );
 
@@ -359,7 +367,7 @@ fn split_layout(d: &Deployment, naming: SplitNaming) {
     let removable = naming == SplitNaming::HashTagged || !d.cluster;
     assert_eq!(d.raw_get(&meta).is_none(), removable, "orphan removed: {removable}");
     // The chunk can be stored again and reads back whole.
-    store.put(&ks[0], payloads[0].clone(), Some(META)).unwrap();
+    store.put(&ks[0], payloads[0].clone(), Some(lmcache_meta())).unwrap();
     assert_eq!(store.get(&ks[0]).unwrap().unwrap().payload, payloads[0]);
 }
 
@@ -393,7 +401,9 @@ fn get_into_fills_caller_buffers(d: &Deployment) {
         .enumerate()
         .map(|(i, &n)| value("into", i, n).into())
         .collect();
-    store.batched_put(&ks[..4], payloads[..4].to_vec(), Some(META)).unwrap();
+    store
+        .batched_put(&ks[..4], payloads[..4].to_vec(), Some(lmcache_meta()))
+        .unwrap();
     // Chunk 1 gets a damaged payload byte.
     let mut damaged = d.raw_get(&store.store_key(&ks[1])).unwrap();
     damaged[100] ^= 1;

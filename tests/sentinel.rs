@@ -236,15 +236,11 @@ fn the_cli_takes_sentinel_urls(kind: Kind) {
 /// them, a chunk is either a miss or its exact bytes and metadata (both keys are needed for a hit, whichever
 /// nodes they are read from); values large enough to be read with a `GET` each take the other read path.
 fn split_chunks_read_from_replicas(kind: Kind) {
-    use kvcache_redis::{ChunkKey, ChunkMeta, ChunkStore, Dtype, Layout, SplitNaming};
+    use kvcache_redis::{ChunkKey, ChunkMeta, ChunkStore, Dtype, Layout, MemoryFormat, SplitNaming};
     let s = set(kind);
     let config: Config = s.url("redis+sentinel", "").parse().unwrap();
     let client = Client::with_config(config.read_from(ReadFrom::Spread)).unwrap();
-    let meta = ChunkMeta {
-        fmt: 1,
-        dtype: 3,
-        shape: [2, 32, 256, 1024],
-    };
+    let meta = ChunkMeta::new(MemoryFormat::Kv2Ltd, Dtype::Bfloat16, &[2, 32, 256, 1024]).unwrap();
     for naming in [SplitNaming::HashTagged, SplitNaming::Plain, SplitNaming::Colon] {
         let store = ChunkStore::new(client.clone(), Layout::Split { naming }).with_namespace(unique("split-replica"));
         let keys: Vec<ChunkKey> = (0..20)

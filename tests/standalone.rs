@@ -20,8 +20,31 @@ fn ttl_of(kind: Kind, key: &[u8]) -> i64 {
 contract_tests!(
     detects_standalone,
     a_batch_is_one_mget_in_one_round_trip,
-    empty_key_and_database_selection
+    empty_key_and_database_selection,
+    a_server_without_cluster_commands_is_standalone
 );
+
+/// Behind a proxy, or with `CLUSTER` renamed away, `CLUSTER SLOTS` is an unknown command: `mode=auto` uses the
+/// server as a standalone one; `mode=cluster` fails at open, saying why.
+fn a_server_without_cluster_commands_is_standalone(kind: Kind) {
+    let server = Server::start(
+        kind,
+        support::server::free_port(),
+        support::server::Options {
+            extra: vec!["--rename-command".into(), "CLUSTER".into(), "".into()],
+            ..Default::default()
+        },
+    );
+    let client = Client::open(&server.url()).unwrap();
+    assert!(!client.is_cluster());
+    let p = unique("no-cluster");
+    client.put(format!("{p}k"), b"v".to_vec()).unwrap();
+    assert_eq!(client.get(format!("{p}k")).unwrap().as_deref(), Some(&b"v"[..]));
+    let err = Client::open(&format!("{}?mode=cluster", server.url())).unwrap_err();
+    let text = err.to_string();
+    assert!(text.to_lowercase().contains("cluster"), "{text}");
+    println!("{kind:?}: mode=cluster on a server without CLUSTER: {text}");
+}
 
 fn detects_standalone(kind: Kind) {
     assert!(!client(kind).is_cluster());

@@ -13,9 +13,10 @@ pub use into::FillResult;
 
 use crate::call::Call;
 use crate::chunk_key::ChunkKey;
+use crate::chunk_meta::ChunkMeta;
 use crate::client::Client;
 use crate::error::{Error, Result};
-use crate::frame::{self, ChunkMeta};
+use crate::frame;
 use crate::pending::PendingGet;
 use crate::value::SetValue;
 
@@ -192,6 +193,9 @@ impl ChunkStore {
         }
         if let Layout::Split { naming } = self.layout {
             return self.split_put(keys, payloads, meta, naming);
+        }
+        if let (Layout::Framed, Some(m)) = (self.layout, &meta) {
+            frame::fits(m)?;
         }
         // Checksums of large chunks are computed in parallel (rayon), so the framed layout costs little next to
         // the transfer.

@@ -7,8 +7,8 @@ use bytes::Bytes;
 
 use super::{Chunk, ChunkStore, SplitNaming};
 use crate::chunk_key::ChunkKey;
-use crate::error::Result;
-use crate::frame::ChunkMeta;
+use crate::chunk_meta::{ChunkMeta, DtypeCode, MemoryFormat};
+use crate::error::{Error, Result};
 use crate::value::SetValue;
 
 /// Length of LMCache's metadata for one group: 7 int32.
@@ -19,8 +19,8 @@ fn split_meta(len: usize, meta: Option<ChunkMeta>) -> Vec<u8> {
     let m = meta.unwrap_or_default();
     let ints = [
         len as i32,
-        m.fmt.into(),
-        m.dtype.into(),
+        m.fmt.code(),
+        m.dtype.0,
         m.shape[0] as i32,
         m.shape[1] as i32,
         m.shape[2] as i32,
@@ -35,11 +35,10 @@ fn parse_split_meta(bytes: &[u8]) -> std::result::Result<(usize, ChunkMeta), Str
         return Err(format!("{} bytes of metadata, not 2 + 5 x groups int32", bytes.len()));
     }
     let int = |i: usize| i32::from_ne_bytes(bytes[4 * i..4 * i + 4].try_into().expect("4 bytes"));
-    let small = |i: usize| u8::try_from(int(i)).map_err(|_| format!("code {} out of range", int(i)));
     let len = usize::try_from(int(0)).map_err(|_| format!("negative length {}", int(0)))?;
     let meta = ChunkMeta {
-        fmt: small(1)?,
-        dtype: small(2)?,
+        fmt: MemoryFormat::from_code(int(1)),
+        dtype: DtypeCode(int(2)),
         shape: std::array::from_fn(|d| int(3 + d).max(0) as u32),
     };
     Ok((len, meta))
@@ -55,6 +54,11 @@ impl ChunkStore {
         meta: Option<ChunkMeta>,
         naming: SplitNaming,
     ) -> Result<Vec<Result<()>>> {
+        if let Some(d) = meta.and_then(|m| m.shape.into_iter().find(|&d| i32::try_from(d).is_err())) {
+            return Err(Error::InvalidInput(format!(
+                "LMCache's metadata stores shape dimensions as int32: {d} does not fit"
+            )));
+        }
         let (kv_keys, meta_keys): (Vec<Bytes>, Vec<Bytes>) = keys
             .iter()
             .map(|k| {
@@ -140,12 +144,17 @@ mod tests {
 
     #[test]
     fn lmcache_metadata_round_trips_and_accepts_several_groups() {
-        let meta = ChunkMeta {
-            fmt: 1,
-            dtype: 3,
-            shape: [2, 32, 256, 1024],
-        };
+        let meta = ChunkMeta::new(MemoryFormat::Kv2Ltd, crate::Dtype::Bfloat16, &[2, 32, 256, 1024]).unwrap();
         let bytes = split_meta(33_554_432, Some(meta));
+        let ints: Vec<i32> = bytes
+            .chunks(4)
+            .map(|c| i32::from_ne_bytes(c.try_into().unwrap()))
+            .collect();
+        assert_eq!(
+            ints,
+            [33_554_432, 1, 3, 2, 32, 256, 1024],
+            "LMCache's codes: KV_2LTD 1, bfloat16 3"
+        );
         assert_eq!(bytes.len(), SPLIT_META);
         assert_eq!(&bytes[..4], &33_554_432i32.to_ne_bytes());
         assert_eq!(parse_split_meta(&bytes), Ok((33_554_432, meta)));
@@ -160,5 +169,13 @@ mod tests {
         }
         let negative: Vec<u8> = [-1i32, 1, 3, 0, 0, 0, 0].iter().flat_map(|i| i.to_ne_bytes()).collect();
         assert!(parse_split_meta(&negative).unwrap_err().contains("negative length"));
+        // Codes this version does not know are kept whole, and written back the same.
+        let other: Vec<u8> = [10i32, 70_000, 4242, 1, 0, 0, 0]
+            .iter()
+            .flat_map(|i| i.to_ne_bytes())
+            .collect();
+        let (_, m) = parse_split_meta(&other).unwrap();
+        assert_eq!((m.fmt, m.dtype), (MemoryFormat::Other(70_000), DtypeCode(4242)));
+        assert_eq!(split_meta(10, Some(m)), other);
     }
 }

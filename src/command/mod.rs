@@ -37,6 +37,18 @@ pub(crate) enum Command {
 }
 
 impl Command {
+    /// The operation's name in metrics: `get`, `exists`, `put`, `remove`, `delete_orphan`, `ping`.
+    pub(crate) fn op(self) -> &'static str {
+        match self {
+            Command::Get => "get",
+            Command::Exists => "exists",
+            Command::Set { .. } => "put",
+            Command::Del => "remove",
+            Command::DeleteOrphan => "delete_orphan",
+            Command::Ping => "ping",
+        }
+    }
+
     /// Whether the keys of one slot may share one command (`MGET`).
     pub(crate) fn merges(self) -> bool {
         self == Command::Get
