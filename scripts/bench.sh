@@ -4,11 +4,26 @@
 #   scripts/bench.sh            # full run (about 5 minutes here)
 #   scripts/bench.sh --quick    # fewer rounds
 #   scripts/bench.sh --write    # also rewrite BENCHMARKS.md's results and the plot
-# Extra arguments name one workload group: small, large, put, threads, peek, memory, sweep, growth, cluster, replicas.
+# Extra arguments name one workload group: small, large, put, threads, peek, memory, sweep, growth, cluster, replicas,
+# alternatives (redis-rs multiplexed and fred, from benches/alternatives/).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-servers.sh
-cargo bench --quiet --bench compare -- "$@"
+only=""
+for a in "$@"; do if [[ $a != --* ]]; then only=$a; fi; done
+if [[ $only != alternatives ]]; then
+  cargo bench --quiet --bench compare -- "$@"
+fi
+# The async clients a service would pick instead (redis-rs multiplexed, fred): a crate of its own, so their
+# dependencies stay out of the library's build and tests.
+if [[ -z $only || $only == alternatives ]]; then
+  flags=()
+  for a in "$@"; do if [[ $a == --* ]]; then flags+=("$a"); fi; done
+  cargo build --quiet --release --manifest-path benches/alternatives/Cargo.toml
+  KVCACHE_REDIS_SERVER="${KVCACHE_REDIS_SERVER:-$(command -v redis-server)}" \
+  KVCACHE_VALKEY_SERVER="${KVCACHE_VALKEY_SERVER:-$PWD/.servers/bin/valkey-server}" \
+    benches/alternatives/target/release/kvcache-redis-alternatives "${flags[@]}"
+fi
 if [[ " $* " == *" --write "* ]]; then
   if ! python3 -c "import matplotlib" 2>/dev/null; then
     python3 -m pip install --quiet matplotlib
