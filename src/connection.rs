@@ -103,6 +103,12 @@ impl Connection {
         self.stream.as_fd()
     }
 
+    /// Makes dropping this connection abortive (`SO_LINGER` 0): data not yet delivered is discarded and the peer
+    /// gets a reset, instead of the kernel retransmitting it until the peer is reachable again.
+    pub(crate) fn abort(&self) {
+        let _ = rustix::net::sockopt::set_socket_linger(self.fd(), Some(std::time::Duration::ZERO));
+    }
+
     /// When bytes last moved in either direction.
     pub(crate) fn last_io(&self) -> Instant {
         self.last_io

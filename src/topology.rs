@@ -74,7 +74,7 @@ impl Topology {
     ) -> Result<Arc<Topology>> {
         let map = match &source {
             Source::Seeds { seeds, mode } => discover_seeds(seeds, *mode, &opts, read_from)?,
-            Source::Sentinel(sentinels) => sentinels.discover(&opts, opts.timeout)?,
+            Source::Sentinel(sentinels) => sentinels.discover(&opts, opts.timeout, None)?,
         };
         if map.kind == MapKind::Standalone && read_from != ReadFrom::Primary {
             return Err(Error::Config(format!(
@@ -201,7 +201,7 @@ impl Topology {
         };
         let read = match &self.source {
             Source::Sentinel(sentinels) => sentinels
-                .discover(&opts, REFRESH_ATTEMPT)
+                .discover(&opts, REFRESH_ATTEMPT, self.current().nodes.first().map(String::as_str))
                 .inspect_err(|e| log::warn!("re-reading the Sentinels: {e}"))
                 .ok(),
             Source::Seeds { seeds, .. } => self.refresh_cluster(seeds, &opts),

@@ -279,6 +279,57 @@ fn frozen_primary_woken_after(kind: Kind) {
     );
 }
 
+/// The primary cut off by a real partition (its network namespace's link goes down: established connections go
+/// silent, new connects hang), replaced, and joined again after: the client follows the switch within the bound,
+/// and sends nothing to the old primary once it is back.
+fn partitioned_primary(kind: Kind) {
+    let _serial = serial();
+    let Some(ns) = support::netns::Netns::create("partitioned_primary") else {
+        return;
+    };
+    let s = SentinelSet::start(
+        kind,
+        SentinelOptions {
+            replicas: 2,
+            sentinels: 3,
+            partitionable: Some(support::sentinel::Placement {
+                netns: ns.name.clone(),
+                ns_ip: ns.ns_ip.clone(),
+                host_ip: ns.host_ip.clone(),
+            }),
+            ..SentinelOptions::default()
+        },
+    );
+    let client = client(&s, ReadFrom::Primary);
+    assert_eq!(client.primaries(), vec![s.known_addr(0)]);
+    let load = Load::start(client.clone(), load_opts(&unique("spart"), false), HANG_BOUND);
+    let watch = Switches::watch(&s, s.known_addr(0), load.started);
+    std::thread::sleep(Duration::from_millis(800));
+    let fault = load.now();
+    ns.cut();
+    watch.first();
+    std::thread::sleep(Duration::from_millis(1000));
+    ns.heal();
+    let (as_primary, watched) = writes_while_primary(&s.nodes[0], Duration::from_millis(2000));
+    let r = load.finish();
+    let switches = times(watch.finish());
+    row(
+        kind,
+        "primary partitioned (netns link down), replaced, link back 1 s later",
+        &r,
+        fault,
+        &switches,
+        &client,
+    );
+    println!(
+        "  SETs the old primary ran after the link came back while it still said it was the primary: {as_primary} \
+         (watched {watched:?})"
+    );
+    assert_sound("partitioned primary", &r, &switches);
+    assert_followed("partitioned primary", &r, &switches);
+    assert_eq!(as_primary, 0, "writes reached the old primary after the switch");
+}
+
 /// SETs `node` runs while it says it is a primary, over `span` (or until it stops saying so); and how long it did.
 fn writes_while_primary(node: &support::Server, span: Duration) -> (u64, Duration) {
     let started = Instant::now();
@@ -414,6 +465,7 @@ fn replica_frozen_under_spread_reads(kind: Kind) {
 }
 
 per_kind!(
+    partitioned_primary,
     manual_failover,
     killed_primary,
     frozen_primary_woken_after,

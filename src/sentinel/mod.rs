@@ -96,9 +96,10 @@ impl Sentinels {
     }
 
     /// The map of the service: the primary of the highest config epoch any Sentinel reports, verified with `ROLE`
-    /// over `data` (the data nodes' settings), and its usable replicas. The error says which Sentinels were asked
-    /// and what each answered.
-    pub(crate) fn discover(&self, data: &ConnectOptions, timeout: Duration) -> Result<SlotMap> {
+    /// over `data` (the data nodes' settings) unless it is `current` (verified when it was first named: asking a
+    /// primary that is cut off would hold every refresh for a connect timeout, the failover's among them), and its
+    /// usable replicas. The error says which Sentinels were asked and what each answered.
+    pub(crate) fn discover(&self, data: &ConnectOptions, timeout: Duration, current: Option<&str>) -> Result<SlotMap> {
         let answers = self.ask_all(timeout);
         let best = answers
             .iter()
@@ -110,7 +111,10 @@ impl Sentinels {
         let Some((from, view)) = best else {
             return Err(self.no_answer(answers));
         };
-        let role = primary_role(&view.primary, data, timeout)?;
+        let role = match current {
+            Some(c) if c == view.primary => "master".to_string(),
+            _ => primary_role(&view.primary, data, timeout)?,
+        };
         if role != "master" {
             return Err(Error::Topology(format!(
                 "Sentinel {from} names {} as the primary of {:?}, but it says it is a {role}",

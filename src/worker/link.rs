@@ -56,8 +56,15 @@ impl Link {
         }
     }
 
-    /// Forgets the connection and everything about it.
+    /// Forgets the connection and everything about it. A connection dropped with requests in flight is aborted
+    /// (a reset, not a close): what the kernel has not delivered yet is discarded rather than retransmitted, so a
+    /// node cut off and replaced cannot execute those requests when its link comes back.
     pub(super) fn reset(&mut self) {
+        if self.busy()
+            && let Some(conn) = &self.conn
+        {
+            conn.abort();
+        }
         *self = Link::new(self.node.clone());
     }
 

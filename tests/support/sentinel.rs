@@ -22,6 +22,18 @@ pub struct SentinelOptions {
     /// Sentinels' own links use TLS, and the Sentinels know the nodes by their TLS ports. The plaintext ports stay,
     /// for the tests' admin connections.
     pub tls: bool,
+    /// Places the primary in a network namespace (`support::netns`) so that it can be cut off for real: the
+    /// primary listens on the namespace's address, the replicas and Sentinels on this side's end of the link (and
+    /// on 127.0.0.1).
+    pub partitionable: Option<Placement>,
+}
+
+/// Where a partitionable deployment lives: the namespace's name, its address, and this side's address.
+#[derive(Clone)]
+pub struct Placement {
+    pub netns: String,
+    pub ns_ip: String,
+    pub host_ip: String,
 }
 
 pub struct SentinelSet {
@@ -64,22 +76,34 @@ impl SentinelSet {
                 None => Vec::new(),
             }
         };
-        let data = |i: usize, extra: Vec<String>| Options {
-            extra: [
-                auth(&opts.data_password),
-                tls(&node_tls_ports, i),
-                opts.extra.clone(),
-                extra,
-            ]
-            .concat(),
-            password: opts.data_password.clone(),
-            ..Options::default()
+        // Where each process listens (and, for the primary, which namespace it runs in).
+        let place = |primary: bool| match &opts.partitionable {
+            Some(p) if primary => (vec![p.ns_ip.clone()], Some(p.netns.clone())),
+            Some(p) => (vec![p.host_ip.clone(), "127.0.0.1".into()], None),
+            None => (Vec::new(), None),
+        };
+        let data = |i: usize, extra: Vec<String>| {
+            let (hosts, netns) = place(i == 0);
+            Options {
+                extra: [
+                    auth(&opts.data_password),
+                    tls(&node_tls_ports, i),
+                    opts.extra.clone(),
+                    extra,
+                ]
+                .concat(),
+                password: opts.data_password.clone(),
+                hosts,
+                netns,
+                ..Options::default()
+            }
         };
         let primary = Server::start(kind, free_port(), data(0, Vec::new()));
         let primary_port = node_tls_ports.first().copied().unwrap_or(primary.port);
+        let primary_host = primary.host.clone();
         let mut nodes = vec![primary];
         for i in 1..=opts.replicas {
-            let of = vec!["--replicaof".into(), "127.0.0.1".into(), primary_port.to_string()];
+            let of = vec!["--replicaof".into(), primary_host.clone(), primary_port.to_string()];
             nodes.push(Server::start(kind, free_port(), data(i, of)));
         }
         let set = SentinelSet {
@@ -92,7 +116,7 @@ impl SentinelSet {
         };
         set.wait_synced();
         let mut conf = format!(
-            "sentinel monitor {service} 127.0.0.1 {primary_port} 2\nsentinel down-after-milliseconds {service} 1000\n\
+            "sentinel monitor {service} {primary_host} {primary_port} 2\nsentinel down-after-milliseconds {service} 1000\n\
              sentinel failover-timeout {service} 5000\nsentinel resolve-hostnames no\n"
         );
         if let Some(pw) = &opts.data_password {
@@ -111,6 +135,7 @@ impl SentinelSet {
                         sentinel: true,
                         password: opts.sentinel_password.clone(),
                         extra: tls(&set.sentinel_tls_ports, i),
+                        hosts: place(false).0,
                         ..Options::default()
                     },
                 )
@@ -170,7 +195,7 @@ impl SentinelSet {
     /// The address the Sentinels (and so the client) know data node `i` by: its TLS port with TLS.
     pub fn known_addr(&self, i: usize) -> String {
         match self.node_tls_ports.get(i) {
-            Some(port) => format!("127.0.0.1:{port}"),
+            Some(port) => format!("{}:{port}", self.nodes[i].host),
             None => self.nodes[i].addr(),
         }
     }
