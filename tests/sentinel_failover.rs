@@ -1,7 +1,8 @@
 //! Sentinel-managed failovers under the checked load of `support::load` (a primary, two replicas, three
 //! Sentinels with quorum 2 and `down-after-milliseconds` 1000): a manual `SENTINEL FAILOVER`, the primary killed,
-//! the primary frozen and woken after it was replaced, a Sentinel down, every Sentinel down, and replicas that die
-//! or freeze while reads are spread over them. "The switch" is when the first Sentinel names the new primary.
+//! the primary frozen and woken after it was replaced, the primary cut off by a real partition (a network
+//! namespace; skipped loudly where namespaces are not permitted) and joined again, a Sentinel down, every Sentinel
+//! down, replicas that die or freeze while reads are spread over them, and a manual failover over TLS. "The switch" is when the first Sentinel names the new primary.
 //! Each test prints one row of the table in the README; the tests run one at a time.
 
 #[macro_use]
