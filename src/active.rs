@@ -8,7 +8,6 @@ use crate::batch::Parts;
 use crate::error::{Error, Result};
 use crate::request::{Part, Priority};
 use crate::shared::Shared;
-use crate::stats::Counters;
 use crate::unit::Unit;
 use crate::value::KeyReply;
 
@@ -97,29 +96,29 @@ impl Active {
             return None;
         }
         let stats = &shared.stats;
-        Counters::add(&stats.keys, 1);
+        stats.keys.add(1);
         match &result {
             Ok(KeyReply::Value(Some(v))) => {
-                Counters::add(&stats.hits, 1);
-                Counters::add(&stats.bytes_read, v.len() as u64);
+                stats.hits.add(1);
+                stats.bytes_read.add(v.len() as u64);
                 shared.learn_value_size(v.len());
             }
             Ok(KeyReply::Filled(len)) => {
-                Counters::add(&stats.hits, 1);
-                Counters::add(&stats.bytes_read, *len as u64);
+                stats.hits.add(1);
+                stats.bytes_read.add(*len as u64);
             }
-            Ok(KeyReply::Value(None)) => Counters::add(&stats.misses, 1),
+            Ok(KeyReply::Value(None)) => stats.misses.add(1),
             Ok(KeyReply::Done) => {
                 let part = &self.slots[unit.part].entry.as_ref().expect("live").part;
                 if let Some(v) = part.values.get(unit.key) {
-                    Counters::add(&stats.bytes_written, v.len() as u64);
+                    stats.bytes_written.add(v.len() as u64);
                 }
             }
             Ok(KeyReply::Flag(_)) => {}
             Err(e) => {
                 stats.key_error(e);
                 if e.is_timeout() {
-                    Counters::add(&stats.timeouts, 1);
+                    stats.timeouts.add(1);
                 }
             }
         }

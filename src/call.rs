@@ -12,7 +12,6 @@ use crate::pending::{Pending, PendingGet, REPLY_GRACE, into_value, prefix};
 use crate::request::{Part, Priority, ReplySlot};
 use crate::shared::Shared;
 use crate::split::{self, Limits};
-use crate::stats::Counters;
 use crate::value::{DestSlot, Fill, KeyReply, SetValue};
 
 /// One call with per-call settings; every setter is optional. Built by [`Client::call`](crate::Client::call).
@@ -257,7 +256,7 @@ impl<'a> Call<'a> {
             // Room in the budget first (maybe waiting), then the queue: never wait while holding the lock close needs.
             let ticket = shared.budget.admit(piece.bytes, deadline).inspect_err(|e| {
                 if matches!(e, Error::Overloaded(_)) {
-                    Counters::add(&stats.overloads, 1);
+                    stats.overloads.add(1);
                 }
             })?;
             let (reply, rx) = ReplySlot::new();
@@ -275,7 +274,7 @@ impl<'a> Call<'a> {
                 reply,
                 _ticket: Some(ticket),
             })?;
-            Counters::add(&stats.parts, 1);
+            stats.parts.add(1);
             pending.push(rx, keys);
         }
         Ok(pending)

@@ -319,7 +319,7 @@ impl Client {
 
     /// Counts a stored value that did not check out (see [`Stats::corrupt`](crate::Stats::corrupt)).
     pub(crate) fn count_corrupt(&self) {
-        Counters::add(&self.inner.shared.stats.corrupt, 1);
+        self.inner.shared.stats.corrupt.add(1);
     }
 
     /// A snapshot of the client's counters.

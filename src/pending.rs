@@ -10,7 +10,6 @@ use oneshot::RecvTimeoutError;
 use crate::error::{Error, Result};
 use crate::request::{Priority, ReplyReceiver};
 use crate::shared::Shared;
-use crate::stats::Counters;
 use crate::value::KeyReply;
 
 /// How long a caller waits past its deadline for the worker's own timeout answer before giving up on it.
@@ -158,7 +157,7 @@ pub(crate) fn prefix<T>(
             },
             Err(e) if i == 0 => return Err(e),
             Err(e) => {
-                Counters::add(&shared.stats.prefix_failures, 1);
+                shared.stats.prefix_failures.add(1);
                 log::warn!("prefix stopped at key {i} by a failure: {e}");
                 break;
             }

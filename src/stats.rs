@@ -166,10 +166,6 @@ counters!(
 );
 
 impl Counters {
-    pub(crate) fn add(counter: &Stat, n: u64) {
-        counter.add(n);
-    }
-
     /// A call of `op` at `priority` with `keys` keys was submitted.
     pub(crate) fn call(&self, op: &'static str, priority: Priority, keys: usize) {
         self.requests[priority.index()].add(1);
@@ -196,7 +192,7 @@ impl Counters {
     }
 
     pub(crate) fn round_trip(&self, node: &str, commands: u64, keys: u64) {
-        Counters::add(&self.round_trips, 1);
+        self.round_trips.add(1);
         let mut nodes = self.nodes.lock();
         let n = nodes.entry(node.to_string()).or_insert_with(|| NodeStats {
             node: node.to_string(),

@@ -165,7 +165,6 @@ fn one_pipeline_per_node(cluster: &Cluster) {
 fn replica_reads(kind: Kind) {
     let cluster = Cluster::start(kind, 3, 1);
     cluster.wait_synced();
-    let reads = |n: &support::Server| command_calls(n, "get") + command_calls(n, "mget");
     let writer = Client::open(&cluster.url()).unwrap();
     let p = unique("replica-read");
     let keys: Vec<String> = (0..300).map(|i| format!("{p}{i}")).collect();
@@ -180,26 +179,17 @@ fn replica_reads(kind: Kind) {
     for (read_from, name) in [(ReadFrom::Replica, "replica"), (ReadFrom::Spread, "spread")] {
         let config: Config = cluster.url().parse().unwrap();
         let client = Client::with_config(config.read_from(read_from)).unwrap();
-        let before: Vec<u64> = cluster.nodes.iter().map(reads).collect();
-        // Replication is asynchronous: a miss right after the write is allowed, other bytes never.
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-        loop {
-            let got = client.batched_get(&keys).unwrap();
-            for (g, v) in got.iter().zip(&values) {
-                if let Some(b) = g.as_ref().unwrap() {
-                    assert_eq!(&b[..], &v[..], "{name}: other bytes");
-                }
-            }
-            if got.iter().all(|g| matches!(g, Ok(Some(_)))) {
-                break;
-            }
-            assert!(std::time::Instant::now() < deadline, "{name}: replicas never caught up");
-            std::thread::sleep(std::time::Duration::from_millis(50));
-        }
+        let before: Vec<u64> = cluster.nodes.iter().map(support::reads_served).collect();
+        support::read_until_all_hit(&client, &keys, &values, name);
         for k in &keys[..30] {
             assert!(client.get(k).unwrap().is_some(), "{name}: {k} missing");
         }
-        let served: Vec<u64> = cluster.nodes.iter().zip(&before).map(|(n, b)| reads(n) - b).collect();
+        let served: Vec<u64> = cluster
+            .nodes
+            .iter()
+            .zip(&before)
+            .map(|(n, b)| support::reads_served(n) - b)
+            .collect();
         println!("{kind:?} read_from={name}: reads per node (primaries, then replicas) {served:?}");
         let (primaries, replicas) = served.split_at(cluster.primaries);
         assert!(
@@ -235,7 +225,6 @@ fn an_unlinked_replica_is_not_read(kind: Kind) {
     let cluster = Cluster::start(kind, 3, 1);
     cluster.wait_synced();
     let lagging = &cluster.nodes[cluster.primaries];
-    let reads = |n: &support::Server| command_calls(n, "get") + command_calls(n, "mget");
     redis::cmd("CONFIG")
         .arg(&["SET", "masterauth", "not-the-password"])
         .exec(&mut lagging.admin())
@@ -268,27 +257,19 @@ fn an_unlinked_replica_is_not_read(kind: Kind) {
             .iter()
             .all(Result::is_ok)
     );
-    let before: Vec<u64> = cluster.nodes.iter().map(reads).collect();
+    let before: Vec<u64> = cluster.nodes.iter().map(support::reads_served).collect();
     // Written after the link went down: the unlinked replica does not have them, so reading it would miss.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-    loop {
-        let got = client.batched_get(&keys).unwrap();
-        for (g, v) in got.iter().zip(&values) {
-            if let Some(b) = g.as_ref().unwrap() {
-                assert_eq!(&b[..], &v[..], "other bytes");
-            }
-        }
-        if got.iter().all(|g| matches!(g, Ok(Some(_)))) {
-            break;
-        }
-        assert!(std::time::Instant::now() < deadline, "reads kept missing");
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
+    support::read_until_all_hit(&client, &keys, &values, "an unlinked replica");
     for _ in 0..5 {
         let got = client.batched_get(&keys).unwrap();
         assert!(got.iter().all(|g| matches!(g, Ok(Some(_)))), "a read missed");
     }
-    let served: Vec<u64> = cluster.nodes.iter().zip(&before).map(|(n, b)| reads(n) - b).collect();
+    let served: Vec<u64> = cluster
+        .nodes
+        .iter()
+        .zip(&before)
+        .map(|(n, b)| support::reads_served(n) - b)
+        .collect();
     println!("{kind:?}: reads per node (primaries, then replicas; the first replica unlinked) {served:?}");
     assert_eq!(
         served[cluster.primaries], 0,

@@ -54,25 +54,8 @@ fn discovers_the_primary_and_reads_from_replicas(kind: Kind) {
             .read_from(ReadFrom::Replica),
     )
     .unwrap();
-    let reads_before: Vec<u64> = s
-        .nodes
-        .iter()
-        .map(|n| support::command_calls(n, "mget") + support::command_calls(n, "get"))
-        .collect();
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        let got = replicas.batched_get(&keys).unwrap();
-        for (g, v) in got.iter().zip(&values) {
-            if let Some(b) = g.as_ref().unwrap() {
-                assert_eq!(&b[..], &v[..], "a replica returned other bytes");
-            }
-        }
-        if got.iter().all(|g| matches!(g, Ok(Some(_)))) {
-            break;
-        }
-        assert!(Instant::now() < deadline, "replicas never caught up");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let reads_before: Vec<u64> = s.nodes.iter().map(support::reads_served).collect();
+    support::read_until_all_hit(&replicas, &keys, &values, "read_from=replica");
     for _ in 0..10 {
         replicas.batched_get(&keys).unwrap();
     }
@@ -80,7 +63,7 @@ fn discovers_the_primary_and_reads_from_replicas(kind: Kind) {
         .nodes
         .iter()
         .zip(&reads_before)
-        .map(|(n, b)| support::command_calls(n, "mget") + support::command_calls(n, "get") - b)
+        .map(|(n, b)| support::reads_served(n) - b)
         .collect();
     println!("{kind:?}: reads per node (primary first) with read_from=replica: {reads:?}");
     assert_eq!(reads[0], 0, "read_from=replica read from the primary");

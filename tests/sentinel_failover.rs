@@ -164,7 +164,13 @@ fn manual_failover(kind: Kind) {
     let _serial = serial();
     let s = set(kind);
     let client = client(&s, ReadFrom::Primary);
-    failover_on(&s, client, load_opts(&unique("sfail"), false), &format!("{kind:?}"));
+    failover_on(
+        &s,
+        client,
+        load_opts(&unique("sfail"), false),
+        &format!("{kind:?}"),
+        "SENTINEL FAILOVER",
+    );
 }
 
 /// The same over TLS everywhere (Redis 7: clients, replication and Sentinels' links), with reads spread over the
@@ -193,10 +199,12 @@ fn redis7_tls_failover_with_spread_reads() {
         client,
         load_opts(&unique("stls"), true),
         "Redis over TLS, spread reads",
+        "SENTINEL FAILOVER",
     );
 }
 
-fn failover_on(s: &SentinelSet, client: Arc<Client>, opts: LoadOptions, label: &str) {
+/// A `SENTINEL FAILOVER` under load on `s`, followed by `client`; the row is `label`'s, for `scenario`.
+fn failover_on(s: &SentinelSet, client: Arc<Client>, opts: LoadOptions, label: &str, scenario: &str) {
     let load = Load::start(client.clone(), opts, HANG_BOUND);
     let watch = Switches::watch(s, s.known_addr(0), load.started);
     std::thread::sleep(Duration::from_millis(800));
@@ -212,9 +220,9 @@ fn failover_on(s: &SentinelSet, client: Arc<Client>, opts: LoadOptions, label: &
     let switches = watch.finish();
     let last = switches.last().expect("a switch").0.clone();
     let switches = times(switches);
-    row_labelled(label, "SENTINEL FAILOVER", &r, fault, &switches, &client);
-    assert_sound("manual failover", &r, &switches);
-    assert_followed("manual failover", &r, &switches);
+    row_labelled(label, scenario, &r, fault, &switches, &client);
+    assert_sound(scenario, &r, &switches);
+    assert_followed(scenario, &r, &switches);
     println!(
         "  last named {last}; now {:?}; client {:?}",
         s.primary_seen(),
@@ -362,30 +370,15 @@ fn one_sentinel_down(kind: Kind) {
     let _serial = serial();
     let mut s = set(kind);
     let client = client(&s, ReadFrom::Primary);
-    let load = Load::start(client.clone(), load_opts(&unique("sone"), false), HANG_BOUND);
-    std::thread::sleep(Duration::from_millis(500));
     s.sentinels[2].kill();
-    let watch = Switches::watch(&s, s.known_addr(0), load.started);
-    let fault = load.now();
-    redis::cmd("SENTINEL")
-        .arg("FAILOVER")
-        .arg(&s.service)
-        .exec(&mut s.sentinels[0].admin())
-        .unwrap();
-    watch.first();
-    std::thread::sleep(Duration::from_millis(2500));
-    let r = load.finish();
-    let switches = times(watch.finish());
-    row(
-        kind,
-        "one Sentinel killed, then SENTINEL FAILOVER",
-        &r,
-        fault,
-        &switches,
-        &client,
+    let scenario = "one Sentinel killed, then SENTINEL FAILOVER";
+    failover_on(
+        &s,
+        client,
+        load_opts(&unique("sone"), false),
+        &format!("{kind:?}"),
+        scenario,
     );
-    assert_sound("one Sentinel down", &r, &switches);
-    assert_followed("one Sentinel down", &r, &switches);
 }
 
 /// Every Sentinel down while the primary is healthy: data calls go on untouched.

@@ -13,7 +13,6 @@ use crate::reader::{Expect, Reply};
 use crate::request::Priority;
 use crate::resp::{Head, Outgoing};
 use crate::settle::{self, Answer, Decision};
-use crate::stats::Counters;
 use crate::unit::Unit;
 use crate::value::KeyReply;
 
@@ -232,7 +231,7 @@ impl Worker {
             What::Step { command, units } => {
                 let mut corrupt = 0;
                 let answers = command::answers(command, units.len(), reply, node, &mut corrupt);
-                Counters::add(&self.shared.stats.corrupt, corrupt);
+                self.shared.stats.corrupt.add(corrupt);
                 match answers {
                     Err(e) => {
                         // Out of step: these units go down with the connection's other ones.
@@ -244,7 +243,7 @@ impl Worker {
                     }
                     Ok(Answers::OneByOne { code }) => {
                         let retry = usize::from(code == "TRYAGAIN");
-                        Counters::add(&self.shared.stats.retries, retry as u64);
+                        self.shared.stats.retries.add(retry as u64);
                         self.ready.extend(units.into_iter().map(|u| Unit {
                             alone: true,
                             retries: u.retries + retry,
@@ -294,15 +293,15 @@ impl Worker {
         match &decision {
             Decision::Final(_) => {}
             Decision::Moved { slot, node: to } => {
-                Counters::add(&stats.moved, 1);
+                stats.moved.add(1);
                 self.shared.topology.apply_moved(*slot, to);
                 self.shared.topology.request_refresh();
             }
-            Decision::Ask { .. } => Counters::add(&stats.asked, 1),
-            Decision::Retry { .. } => Counters::add(&stats.retries, 1),
+            Decision::Ask { .. } => stats.asked.add(1),
+            Decision::Retry { .. } => stats.retries.add(1),
             Decision::Demoted { .. } => {
                 log::info!("{node} refused a write as a replica (READONLY): re-reading the topology");
-                Counters::add(&stats.retries, 1);
+                stats.retries.add(1);
                 self.shared.topology.request_refresh();
             }
         }
@@ -369,7 +368,7 @@ impl Worker {
                 continue;
             }
             if reused && !unit.io_retried && !err.is_timeout() {
-                Counters::add(&self.shared.stats.io_retries, 1);
+                self.shared.stats.io_retries.add(1);
                 self.ready.push(Unit {
                     io_retried: true,
                     ..unit

@@ -11,7 +11,6 @@ use super::{AVOID_REPLICA, Connected, REPORT_EVERY, SLOW_CONNECT, Worker};
 use crate::batch::Parts;
 use crate::connection::Connection;
 use crate::error::Error;
-use crate::stats::Counters;
 use crate::unit::Unit;
 
 impl Worker {
@@ -57,7 +56,7 @@ impl Worker {
                     .health
                     .mark_down(&node, &err, &self.shared.connect, self.in_map())
                 {
-                    Counters::add(&self.shared.stats.marked_down, 1);
+                    self.shared.stats.marked_down.add(1);
                 }
             }
             for unit in units {
@@ -134,7 +133,7 @@ impl Worker {
                 self.finish(&c.unit, c.result);
             } else {
                 log::info!("{} no longer serves a key it answered after a silence: resent", c.node);
-                Counters::add(&self.shared.stats.rerouted, 1);
+                self.shared.stats.rerouted.add(1);
                 self.ready.push(Unit {
                     to: None,
                     asking: false,
@@ -180,7 +179,7 @@ impl Worker {
                 units.len()
             );
             link.reset();
-            Counters::add(&self.shared.stats.rerouted, units.len() as u64);
+            self.shared.stats.rerouted.add(units.len() as u64);
             self.ready.extend(units);
         }
     }
@@ -212,7 +211,7 @@ impl Worker {
             }
             if link.conn.is_some() && !link.silent {
                 link.silent = true;
-                Counters::add(&self.shared.stats.silences, 1);
+                self.shared.stats.silences.add(1);
                 log::warn!("{node} owes replies and has sent nothing for {quiet:?}: re-reading the slot map");
             }
             if replica {
@@ -274,7 +273,7 @@ impl Worker {
             link.connecting = None;
             match c.result {
                 Ok(conn) => {
-                    Counters::add(&self.shared.stats.connects, 1);
+                    self.shared.stats.connects.add(1);
                     link.reset();
                     link.conn = Some(conn);
                 }
@@ -290,7 +289,7 @@ impl Worker {
                             .health
                             .mark_down(&c.node, &e, &self.shared.connect, self.in_map())
                         {
-                            Counters::add(&self.shared.stats.marked_down, 1);
+                            self.shared.stats.marked_down.add(1);
                         }
                     }
                     if self.map.is_cluster() {
@@ -350,7 +349,7 @@ impl Worker {
                 "replica {node} is avoided for reads: {} read(s) resent elsewhere",
                 units.len()
             );
-            Counters::add(&self.shared.stats.rerouted, units.len() as u64);
+            self.shared.stats.rerouted.add(units.len() as u64);
         }
         self.links[i].reset();
         self.ready.extend(units);

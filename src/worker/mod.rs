@@ -28,7 +28,6 @@ use crate::queue::Inbox;
 use crate::request::Part;
 use crate::shared::Shared;
 use crate::slot_map::SlotMap;
-use crate::stats::Counters;
 use crate::unit::Unit;
 use crate::value::KeyReply;
 use crate::wake::Wakeup;
@@ -195,7 +194,7 @@ impl Worker {
             let refused = if closing {
                 Some(Error::Closed)
             } else if part.deadline <= now {
-                Counters::add(&self.shared.stats.timeouts, 1);
+                self.shared.stats.timeouts.add(1);
                 Some(Error::Timeout { node: None })
             } else {
                 None

@@ -77,6 +77,30 @@ pub fn shared_cluster(kind: Kind) -> &'static Cluster {
     cell.get_or_init(|| Cluster::start(kind, 3, 1))
 }
 
+/// `GET`s and `MGET`s a server has executed (`INFO commandstats`): the reads it served.
+pub fn reads_served(server: &Server) -> u64 {
+    command_calls(server, "get") + command_calls(server, "mget")
+}
+
+/// Reads `keys` through `client` until every one is there (at most 5 s): replication is asynchronous, so a miss is
+/// allowed meanwhile, other bytes than `values` never. `what` names the case in failures.
+pub fn read_until_all_hit(client: &kvcache_redis::Client, keys: &[String], values: &[Vec<u8>], what: &str) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let got = client.batched_get(keys).unwrap();
+        for (g, v) in got.iter().zip(values) {
+            if let Some(b) = g.as_ref().unwrap() {
+                assert_eq!(&b[..], &v[..], "{what}: other bytes");
+            }
+        }
+        if got.iter().all(|g| matches!(g, Ok(Some(_)))) {
+            return;
+        }
+        assert!(std::time::Instant::now() < deadline, "{what}: reads kept missing");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
 /// Deterministic bytes for value `i` of `len` bytes, different for every (seed, i).
 pub fn value(seed: &str, i: usize, len: usize) -> Vec<u8> {
     let mut x: u64 = seed.bytes().fold(i as u64 ^ 0x9e37_79b9_7f4a_7c15, |h, b| {

@@ -205,14 +205,7 @@ impl<'a> Standalone<'a> {
                     check_all(v);
                 }),
                 Box::new(|| {
-                    let v: Vec<Bytes> = rt.block_on(async {
-                        let p = fred.next().pipeline();
-                        for k in &ks {
-                            let _: () = p.get(k.as_str()).await.unwrap();
-                        }
-                        p.all().await.unwrap()
-                    });
-                    check_all(v);
+                    check_all(fred_pipelined_gets(rt, &fred, &ks));
                 }),
             ],
         );
@@ -290,6 +283,17 @@ impl<'a> Standalone<'a> {
     }
 }
 
+/// `ks` read with one fred pipeline of `GET`s (split by node in a Cluster).
+fn fred_pipelined_gets(rt: &Runtime, fred: &Pool, ks: &[String]) -> Vec<Bytes> {
+    rt.block_on(async {
+        let p = fred.next().pipeline();
+        for k in ks {
+            let _: () = p.get(k.as_str()).await.unwrap();
+        }
+        p.all().await.unwrap()
+    })
+}
+
 fn ours_wrote(client: &kvcache_redis::Client, ks: &[String], len: usize) -> bool {
     let got = client.batched_get(ks).unwrap();
     got.iter()
@@ -342,14 +346,7 @@ pub fn cluster_gets(rt: &Runtime, server: &'static str, url: &str, nodes: &[Stri
                 check_all(v.into_iter().map(Bytes::from).collect());
             }),
             Box::new(|| {
-                let v: Vec<Bytes> = rt.block_on(async {
-                    let p = fred.next().pipeline();
-                    for k in &ks {
-                        let _: () = p.get(k.as_str()).await.unwrap();
-                    }
-                    p.all().await.unwrap()
-                });
-                check_all(v);
+                check_all(fred_pipelined_gets(rt, &fred, &ks));
             }),
         ],
     );
