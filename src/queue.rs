@@ -190,6 +190,11 @@ impl Inbox {
         self.closed.load(Ordering::Acquire) || self.receivers[..levels].iter().any(|r| !r.is_empty())
     }
 
+    /// Parts queued at all levels.
+    pub(crate) fn queued(&self) -> usize {
+        self.receivers.iter().map(Receiver::len).sum()
+    }
+
     /// When a put waits that this worker cannot take (no put lane for it), rings a worker that can: the wake-up
     /// that brought this one here would otherwise be lost.
     pub(crate) fn pass_on(&self) {

@@ -332,6 +332,7 @@ impl Worker {
     pub(super) fn finish(&mut self, unit: &Unit, result: Result<KeyReply>) {
         if let Some(done) = self.active.finish(unit, result, &self.shared) {
             self.moved = true;
+            self.answered += 1;
             self.part_done(done.priority, done.bytes);
         }
     }

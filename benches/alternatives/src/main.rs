@@ -55,6 +55,9 @@ fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let rounds = if args.iter().any(|a| a == "--quick") { 3 } else { 7 };
     let write = args.iter().any(|a| a == "--write");
+    // A group name runs that group alone: `threads`, `batched` or `cluster`.
+    let only = args.iter().find(|a| !a.starts_with("--")).map(String::as_str);
+    let want = |group: &str| only.is_none_or(|o| o == group);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -64,27 +67,30 @@ fn main() {
     for (kind, name) in [(Kind::Redis, "Redis"), (Kind::Valkey, "Valkey")] {
         let server = Server::standalone(kind);
         let w = workloads::Standalone::new(&rt, &server.url(), rounds);
-        let runs: [&dyn Fn() -> Row; 5] = [
-            &|| w.threads(name, 16, 64),
-            &|| w.threads(name, 16, 4 << 10),
-            &|| w.batched_get(name, 1000, 4 << 10),
-            &|| w.batched_get(name, 8, 32 << 20),
-            &|| w.batched_put(name, 8, 32 << 20),
+        let runs: [(&str, &dyn Fn() -> Row); 5] = [
+            ("threads", &|| w.threads(name, 16, 64)),
+            ("threads", &|| w.threads(name, 16, 4 << 10)),
+            ("batched", &|| w.batched_get(name, 1000, 4 << 10)),
+            ("batched", &|| w.batched_get(name, 8, 32 << 20)),
+            ("batched", &|| w.batched_put(name, 8, 32 << 20)),
         ];
-        for run in runs {
+        for (_, run) in runs.iter().filter(|(group, _)| want(group)) {
             let row = run();
             row.print();
             rows.push(row);
         }
         drop(w);
         drop(server);
+        if !want("cluster") {
+            continue;
+        }
         let cluster = Cluster::start(kind, 3, 0);
         let nodes: Vec<String> = cluster.nodes.iter().map(|n| n.url()).collect();
         let row = workloads::cluster_gets(&rt, name, &cluster.url(), &nodes, rounds);
         row.print();
         rows.push(row);
     }
-    if write {
+    if write && only.is_none() {
         write_table(&rows);
     }
 }
