@@ -26,6 +26,9 @@ pub fn ours(url: &str) -> Client {
     if let Some(n) = std::env::var("KV_MGET_MAX_VALUE").ok().and_then(|v| v.parse().ok()) {
         config = config.mget_max_value_size(n);
     }
+    if let Some(n) = std::env::var("KV_WRITE_BYTES").ok().and_then(|v| v.parse().ok()) {
+        config = config.write_bytes_in_flight(n);
+    }
     Client::with_config(config).unwrap()
 }
 
