@@ -38,6 +38,8 @@ struct Entry {
 pub(crate) struct Answered {
     pub(crate) priority: Priority,
     pub(crate) bytes: usize,
+    /// The thread that submitted it.
+    pub(crate) caller: u64,
 }
 
 impl Active {
@@ -138,6 +140,7 @@ impl Active {
         Some(Answered {
             priority: entry.part.priority,
             bytes: entry.part.bytes,
+            caller: entry.part.caller,
         })
     }
 

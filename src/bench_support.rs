@@ -30,6 +30,7 @@ pub fn plan_gets(keys: &[Bytes], cluster: bool, value_size: usize) -> usize {
         deadline: Instant::now(),
         reply: Default::default(),
         _ticket: None,
+        caller: 0,
     }];
     let units = (0..keys.len()).map(|k| Unit::new(0, k)).collect();
     let limits = Limits {

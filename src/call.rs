@@ -252,6 +252,7 @@ impl<'a> Call<'a> {
             max_keys: config.batch_max_keys,
             max_bytes: config.batch_max_bytes,
         };
+        let caller = crate::request::caller_id();
         for piece in split::split(command, keys, values, dests.map(|(d, _)| d), expected, limits) {
             // Room in the budget first (maybe waiting), then the queue: never wait while holding the lock close needs.
             let ticket = shared.budget.admit(piece.bytes, deadline).inspect_err(|e| {
@@ -273,6 +274,7 @@ impl<'a> Call<'a> {
                 deadline,
                 reply,
                 _ticket: Some(ticket),
+                caller,
             })?;
             stats.parts.add(1);
             pending.push(rx, keys);

@@ -341,6 +341,7 @@ mod tests {
             deadline: Instant::now(),
             reply: Default::default(),
             _ticket: None,
+            caller: 0,
         }
     }
 

@@ -53,6 +53,16 @@ pub(crate) struct Part {
     pub(crate) reply: ReplySlot,
     /// The part's share of the queue budget, given back when the part is dropped.
     pub(crate) _ticket: Option<crate::budget::Ticket>,
+    /// The thread that submitted it (see `caller_id`).
+    pub(crate) caller: u64,
+}
+
+/// A number for the calling thread, the same for all its calls: workers count the distinct threads they answer.
+pub(crate) fn caller_id() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    thread_local!(static ID: u64 = NEXT.fetch_add(1, Ordering::Relaxed));
+    ID.with(|id| *id)
 }
 
 impl Part {

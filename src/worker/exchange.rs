@@ -332,7 +332,9 @@ impl Worker {
     pub(super) fn finish(&mut self, unit: &Unit, result: Result<KeyReply>) {
         if let Some(done) = self.active.finish(unit, result, &self.shared) {
             self.moved = true;
-            self.answered += 1;
+            if !self.answered.contains(&done.caller) {
+                self.answered.push(done.caller);
+            }
             self.part_done(done.priority, done.bytes);
         }
     }

@@ -70,7 +70,7 @@ pub(crate) fn spawn(shared: Arc<Shared>, inbox: Inbox, wakeup: Wakeup, id: usize
                 epoch,
                 pick: id,
                 moved: false,
-                answered: 0,
+                answered: Vec::new(),
                 shared,
             }
             .run()
@@ -104,8 +104,8 @@ struct Worker {
     /// Something happened this turn that may let more happen at once (a reply, new work): look again before
     /// sleeping.
     moved: bool,
-    /// Parts answered this turn (callers woken).
-    answered: usize,
+    /// The caller threads answered this turn (woken).
+    answered: Vec<u64>,
 }
 
 struct Unconfirmed {
@@ -146,7 +146,7 @@ impl Worker {
     /// One turn of the loop; `false` once the client is closed and everything taken is answered.
     fn turn(&mut self) -> bool {
         self.moved = false;
-        self.answered = 0;
+        self.answered.clear();
         self.follow_topology();
         self.collect_connects();
         let now = Instant::now();
@@ -179,15 +179,18 @@ impl Worker {
         true
     }
 
-    /// Callers just answered mostly queue their next request at once. A worker left with nothing in flight lets
-    /// them: it yields the CPU (a few times at most, until as many parts are queued as it answered) before it takes
-    /// its next batch, so that batch carries their requests too: bigger pipelines, and fewer round trips and
-    /// wake-ups per key. With 16 threads of single gets on two cores this took keys per round trip from 3.5 to
-    /// about 5 (BENCHMARKS.md). A yield with nothing else to run returns at once.
+    /// Callers just answered mostly queue their next request at once. A worker that answered several caller
+    /// threads and has nothing left in flight lets them: it yields the CPU (a few times at most, until as many parts
+    /// are queued as threads were answered) before it takes its next batch, so that batch carries their requests
+    /// too: bigger pipelines, and fewer round trips and wake-ups per key. With 16 threads of single gets on two
+    /// cores this took keys per round trip from 3.5 to about 5 (BENCHMARKS.md). One thread answered (one caller's
+    /// batched call, even split over several parts) is not waited for: its next request would make a batch of one
+    /// either way, and a yielding worker, offered to no doorbell, can lose its CPU to busy servers for a while.
     fn let_answered_callers_queue(&self) {
-        if self.answered > 0 && self.active.is_empty() {
+        let callers = self.answered.len();
+        if callers > 1 && self.active.is_empty() {
             for _ in 0..YIELDS_FOR_CALLERS {
-                if self.inbox.queued() >= self.answered {
+                if self.inbox.queued() >= callers {
                     break;
                 }
                 thread::yield_now();
