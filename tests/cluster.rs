@@ -166,16 +166,7 @@ fn replica_reads(kind: Kind) {
     let cluster = Cluster::start(kind, 3, 1);
     cluster.wait_synced();
     let writer = Client::open(&cluster.url()).unwrap();
-    let p = unique("replica-read");
-    let keys: Vec<String> = (0..300).map(|i| format!("{p}{i}")).collect();
-    let values: Vec<Vec<u8>> = (0..300).map(|i| support::value(&p, i, 2000)).collect();
-    assert!(
-        writer
-            .batched_put(&keys, values.clone())
-            .unwrap()
-            .iter()
-            .all(Result::is_ok)
-    );
+    let (keys, values) = support::store_values(&writer, "replica-read", 300, 2000);
     for (read_from, name) in [(ReadFrom::Replica, "replica"), (ReadFrom::Spread, "spread")] {
         let config: Config = cluster.url().parse().unwrap();
         let client = Client::with_config(config.read_from(read_from)).unwrap();
@@ -247,16 +238,7 @@ fn an_unlinked_replica_is_not_read(kind: Kind) {
     }
     let config: Config = cluster.url().parse().unwrap();
     let client = Client::with_config(config.read_from(ReadFrom::Replica)).unwrap();
-    let p = unique("unlinked");
-    let keys: Vec<String> = (0..300).map(|i| format!("{p}{i}")).collect();
-    let values: Vec<Vec<u8>> = (0..300).map(|i| support::value(&p, i, 1000)).collect();
-    assert!(
-        client
-            .batched_put(&keys, values.clone())
-            .unwrap()
-            .iter()
-            .all(Result::is_ok)
-    );
+    let (keys, values) = support::store_values(&client, "unlinked", 300, 1000);
     let before: Vec<u64> = cluster.nodes.iter().map(support::reads_served).collect();
     // Written after the link went down: the unlinked replica does not have them, so reading it would miss.
     support::read_until_all_hit(&client, &keys, &values, "an unlinked replica");

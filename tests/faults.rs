@@ -7,7 +7,7 @@ mod support;
 use std::time::{Duration, Instant};
 
 use kvcache_redis::{Client, Config, Error, Slot};
-use support::{Cluster, Kind, Server, unique, value};
+use support::{Cluster, Kind, Server, store_values, unique, value};
 
 fn timeout_discards_the_poisoned_connection(kind: Kind) {
     let server = Server::standalone(kind);
@@ -112,16 +112,7 @@ fn a_key_error_fails_only_that_key(kind: Kind) {
 fn dead_primary_fails_only_its_keys(kind: Kind) {
     let mut cluster = Cluster::start_with(kind, 3, 0, &["--cluster-require-full-coverage", "no"]);
     let client = Client::open(&cluster.url()).unwrap();
-    let p = unique("dead");
-    let keys: Vec<String> = (0..60).map(|i| format!("{p}{i}")).collect();
-    let values: Vec<Vec<u8>> = (0..60).map(|i| value(&p, i, 2000)).collect();
-    assert!(
-        client
-            .batched_put(&keys, values.clone())
-            .unwrap()
-            .iter()
-            .all(Result::is_ok)
-    );
+    let (keys, values) = store_values(&client, "dead", 60, 2000);
     let victim = cluster.primary_for(keys[0].as_bytes()).port;
     let on_victim: Vec<bool> = keys
         .iter()

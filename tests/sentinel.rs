@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use kvcache_redis::{Client, Config, Error, ReadFrom};
 use support::fake::{FakeNode, Reply};
 use support::sentinel::{SentinelOptions, SentinelSet};
-use support::{Kind, unique, value};
+use support::{Kind, store_values, unique, value};
 
 fn set(kind: Kind) -> SentinelSet {
     SentinelSet::start(
@@ -29,16 +29,7 @@ fn discovers_the_primary_and_reads_from_replicas(kind: Kind) {
     let client = Client::open(&s.url("redis+sentinel", "")).unwrap();
     assert!(!client.is_cluster());
     assert_eq!(client.primaries(), vec![s.nodes[0].addr()]);
-    let p = unique("sentinel");
-    let keys: Vec<String> = (0..50).map(|i| format!("{p}{i}")).collect();
-    let values: Vec<Vec<u8>> = (0..50).map(|i| value(&p, i, 3000)).collect();
-    assert!(
-        client
-            .batched_put(&keys, values.clone())
-            .unwrap()
-            .iter()
-            .all(Result::is_ok)
-    );
+    let (keys, values) = store_values(&client, "sentinel", 50, 3000);
     let got = client.batched_get(&keys).unwrap();
     assert!(
         got.iter()

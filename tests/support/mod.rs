@@ -101,6 +101,17 @@ pub fn read_until_all_hit(client: &kvcache_redis::Client, keys: &[String], value
     }
 }
 
+/// Stores `n` values of `len` bytes (`value`) under fresh keys tagged `tag` through `client`, asserting that every
+/// put succeeded; returns the keys and the values.
+pub fn store_values(client: &kvcache_redis::Client, tag: &str, n: usize, len: usize) -> (Vec<String>, Vec<Vec<u8>>) {
+    let p = unique(tag);
+    let keys: Vec<String> = (0..n).map(|i| format!("{p}{i}")).collect();
+    let values: Vec<Vec<u8>> = (0..n).map(|i| value(&p, i, len)).collect();
+    let put = client.batched_put(&keys, values.clone()).unwrap();
+    assert!(put.iter().all(Result::is_ok), "{put:?}");
+    (keys, values)
+}
+
 /// Deterministic bytes for value `i` of `len` bytes, different for every (seed, i).
 pub fn value(seed: &str, i: usize, len: usize) -> Vec<u8> {
     let mut x: u64 = seed.bytes().fold(i as u64 ^ 0x9e37_79b9_7f4a_7c15, |h, b| {
