@@ -27,6 +27,7 @@ mod small;
 mod support;
 mod sweep;
 mod threads;
+mod timing;
 
 use std::fmt::Write as _;
 use std::time::Instant;
@@ -48,9 +49,10 @@ mod prelude {
     pub use kvcache_redis::{Client, Config};
     pub use redis::IntoConnectionInfo;
 
-    pub use crate::runner::{Row, Runner, alternate, median, percentile};
+    pub use crate::runner::{Row, Runner};
     pub use crate::server::{Cluster, Kind, Server};
     pub use crate::support::*;
+    pub use crate::timing::{alternate, median, percentile};
     pub use crate::{KIB, MIB};
 }
 

@@ -1,8 +1,7 @@
-//! The table: its rows (a builder instead of positional arguments), the runner that prints and keeps them, the
-//! alternation of our runs with the baselines', medians and percentiles, and the markdown BENCHMARKS.md holds.
+//! The table: its rows (a builder instead of positional arguments), the runner that prints and keeps them, and the
+//! markdown BENCHMARKS.md holds. (Alternated runs and medians: `timing`.)
 
 use std::fmt::Write as _;
-use std::time::Instant;
 
 use crate::server::Kind;
 
@@ -86,33 +85,6 @@ impl Runner {
         );
         self.rows.push(row);
     }
-}
-
-pub fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
-
-pub fn percentile(v: &mut [f64], p: f64) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[((v.len() as f64 - 1.0) * p).round() as usize]
-}
-
-/// Runs each closure once per round, rotating which goes first, and returns the median seconds of each.
-pub fn alternate(rounds: usize, fns: &mut [&mut dyn FnMut()]) -> Vec<f64> {
-    for f in fns.iter_mut() {
-        f(); // warm-up, same for everyone
-    }
-    let mut times = vec![Vec::new(); fns.len()];
-    for r in 0..rounds {
-        for i in 0..fns.len() {
-            let j = (i + r) % fns.len();
-            let t = Instant::now();
-            fns[j]();
-            times[j].push(t.elapsed().as_secs_f64());
-        }
-    }
-    times.into_iter().map(median).collect()
 }
 
 pub fn markdown(rows: &[Row], machine: &str) -> String {

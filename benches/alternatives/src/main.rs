@@ -10,6 +10,10 @@
 
 #[path = "../../../tests/support/server.rs"]
 mod server;
+// Shared with the comparison runner, which also uses its percentiles.
+#[allow(dead_code)]
+#[path = "../../compare/timing.rs"]
+mod timing;
 
 mod clients;
 mod workloads;

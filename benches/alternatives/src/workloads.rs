@@ -1,7 +1,5 @@
 //! The workloads: the same keys and values for every client, each run alternately, every value checked.
 
-use std::time::Instant;
-
 use bytes::Bytes;
 use fred::prelude::{KeysInterface, Pool};
 use redis::AsyncCommands;
@@ -10,27 +8,11 @@ use tokio::runtime::Runtime;
 use crate::Row;
 use crate::clients;
 
-/// Runs each closure once per round, rotating which goes first, after one warm-up each; median seconds of each.
+/// `timing::alternate` for boxed closures: each run once per round, rotating which goes first, after one warm-up
+/// each; median seconds of each.
 fn alternate(rounds: usize, fns: &mut [Box<dyn FnMut() + '_>]) -> Vec<f64> {
-    for f in fns.iter_mut() {
-        f();
-    }
-    let mut times = vec![Vec::new(); fns.len()];
-    for r in 0..rounds {
-        for i in 0..fns.len() {
-            let j = (i + r) % fns.len();
-            let t = Instant::now();
-            fns[j]();
-            times[j].push(t.elapsed().as_secs_f64());
-        }
-    }
-    times
-        .into_iter()
-        .map(|mut v| {
-            v.sort_by(|a, b| a.partial_cmp(b).unwrap());
-            v[v.len() / 2]
-        })
-        .collect()
+    let mut fns: Vec<&mut dyn FnMut()> = fns.iter_mut().map(|f| &mut **f as &mut dyn FnMut()).collect();
+    crate::timing::alternate(rounds, &mut fns)
 }
 
 fn keys(prefix: &str, n: usize) -> Vec<String> {
