@@ -170,17 +170,12 @@ fn replica_reads(kind: Kind) {
     for (read_from, name) in [(ReadFrom::Replica, "replica"), (ReadFrom::Spread, "spread")] {
         let config: Config = cluster.url().parse().unwrap();
         let client = Client::with_config(config.read_from(read_from)).unwrap();
-        let before: Vec<u64> = cluster.nodes.iter().map(support::reads_served).collect();
+        let before = support::reads_served_each(&cluster.nodes);
         support::read_until_all_hit(&client, &keys, &values, name);
         for k in &keys[..30] {
             assert!(client.get(k).unwrap().is_some(), "{name}: {k} missing");
         }
-        let served: Vec<u64> = cluster
-            .nodes
-            .iter()
-            .zip(&before)
-            .map(|(n, b)| support::reads_served(n) - b)
-            .collect();
+        let served = support::reads_served_since(&cluster.nodes, &before);
         println!("{kind:?} read_from={name}: reads per node (primaries, then replicas) {served:?}");
         let (primaries, replicas) = served.split_at(cluster.primaries);
         assert!(
@@ -239,19 +234,14 @@ fn an_unlinked_replica_is_not_read(kind: Kind) {
     let config: Config = cluster.url().parse().unwrap();
     let client = Client::with_config(config.read_from(ReadFrom::Replica)).unwrap();
     let (keys, values) = support::store_values(&client, "unlinked", 300, 1000);
-    let before: Vec<u64> = cluster.nodes.iter().map(support::reads_served).collect();
+    let before = support::reads_served_each(&cluster.nodes);
     // Written after the link went down: the unlinked replica does not have them, so reading it would miss.
     support::read_until_all_hit(&client, &keys, &values, "an unlinked replica");
     for _ in 0..5 {
         let got = client.batched_get(&keys).unwrap();
         assert!(got.iter().all(|g| matches!(g, Ok(Some(_)))), "a read missed");
     }
-    let served: Vec<u64> = cluster
-        .nodes
-        .iter()
-        .zip(&before)
-        .map(|(n, b)| support::reads_served(n) - b)
-        .collect();
+    let served = support::reads_served_since(&cluster.nodes, &before);
     println!("{kind:?}: reads per node (primaries, then replicas; the first replica unlinked) {served:?}");
     assert_eq!(
         served[cluster.primaries], 0,

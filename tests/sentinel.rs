@@ -45,17 +45,12 @@ fn discovers_the_primary_and_reads_from_replicas(kind: Kind) {
             .read_from(ReadFrom::Replica),
     )
     .unwrap();
-    let reads_before: Vec<u64> = s.nodes.iter().map(support::reads_served).collect();
+    let reads_before = support::reads_served_each(&s.nodes);
     support::read_until_all_hit(&replicas, &keys, &values, "read_from=replica");
     for _ in 0..10 {
         replicas.batched_get(&keys).unwrap();
     }
-    let reads: Vec<u64> = s
-        .nodes
-        .iter()
-        .zip(&reads_before)
-        .map(|(n, b)| support::reads_served(n) - b)
-        .collect();
+    let reads = support::reads_served_since(&s.nodes, &reads_before);
     println!("{kind:?}: reads per node (primary first) with read_from=replica: {reads:?}");
     assert_eq!(reads[0], 0, "read_from=replica read from the primary");
     assert!(reads[1] > 0 && reads[2] > 0, "both replicas serve reads: {reads:?}");

@@ -82,6 +82,16 @@ pub fn reads_served(server: &Server) -> u64 {
     command_calls(server, "get") + command_calls(server, "mget")
 }
 
+/// Reads each of `servers` has served so far (for `reads_served_since`).
+pub fn reads_served_each(servers: &[Server]) -> Vec<u64> {
+    servers.iter().map(reads_served).collect()
+}
+
+/// Reads each of `servers` has served since `before` (from `reads_served_each` on the same servers).
+pub fn reads_served_since(servers: &[Server], before: &[u64]) -> Vec<u64> {
+    servers.iter().zip(before).map(|(s, b)| reads_served(s) - b).collect()
+}
+
 /// Reads `keys` through `client` until every one is there (at most 5 s): replication is asynchronous, so a miss is
 /// allowed meanwhile, other bytes than `values` never. `what` names the case in failures.
 pub fn read_until_all_hit(client: &kvcache_redis::Client, keys: &[String], values: &[Vec<u8>], what: &str) {
