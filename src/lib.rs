@@ -23,6 +23,7 @@ mod lmcache_config;
 mod pending;
 mod pool;
 mod queue;
+mod race;
 mod reader;
 mod request;
 mod resp;

@@ -14,6 +14,7 @@ use crate::config::{Mode, ReadFrom};
 use crate::connection::{ConnectOptions, Connection};
 use crate::error::{Error, Result};
 use crate::health::Health;
+use crate::race;
 use crate::reader::{Expect, Reply};
 use crate::resp::{Head, Outgoing};
 use crate::sentinel::{self, Sentinels};
@@ -217,21 +218,28 @@ impl Topology {
     }
 
     fn refresh_cluster(&self, seeds: &[String], opts: &ConnectOptions) -> Option<SlotMap> {
-        let troubled = self.health.troubled();
-        for node in candidates(&self.current(), seeds, &troubled) {
-            match discover_from(&node, Mode::Cluster, opts) {
-                Ok(mut map) => {
-                    if self.read_from != ReadFrom::Primary {
-                        keep_readable_replicas(&mut map, opts);
-                    }
-                    return Some(map);
+        let nodes = candidates(&self.current(), seeds, &self.health.troubled());
+        let ask = opts.clone();
+        match race::first_answer(&nodes, race::STAGGER, attempts_deadline(&nodes, opts), move |node| {
+            discover_from(node, Mode::Cluster, &ask)
+        }) {
+            Ok(mut map) => {
+                if self.read_from != ReadFrom::Primary {
+                    keep_readable_replicas(&mut map, opts);
                 }
-                Err(e) => log::debug!("slot map refresh from {node} failed: {e}"),
+                Some(map)
+            }
+            Err(e) => {
+                log::warn!("slot map refresh failed on every known node: {e}");
+                None
             }
         }
-        log::warn!("slot map refresh failed on every known node");
-        None
     }
+}
+
+/// When asking `nodes` one after another (see `race`) must have ended: a connect and a command each, per node.
+fn attempts_deadline(nodes: &[String], opts: &ConnectOptions) -> Instant {
+    Instant::now() + opts.timeout * 2 + race::STAGGER * nodes.len() as u32
 }
 
 /// Whom to ask for the slot map, in order: the replicas of troubled primaries (one of them is the likely new
@@ -296,24 +304,17 @@ fn refresher(topology: Weak<Topology>, woken: Receiver<()>) {
     }
 }
 
-/// The map from the first seed that answers; with replica reads, a Cluster's replicas are checked first.
+/// The map from the first seed that answers (see `race`: a silent seed delays it by a stagger); with replica
+/// reads, a Cluster's replicas are checked first.
 fn discover_seeds(seeds: &[String], mode: Mode, opts: &ConnectOptions, read_from: ReadFrom) -> Result<SlotMap> {
-    let mut last_err = Error::Topology("no seed given".into());
-    for seed in seeds {
-        match discover_from(seed, mode, opts) {
-            Ok(mut map) => {
-                if map.is_cluster() && read_from != ReadFrom::Primary {
-                    keep_readable_replicas(&mut map, opts);
-                }
-                return Ok(map);
-            }
-            Err(e) => {
-                log::warn!("seed {seed}: {e}");
-                last_err = e;
-            }
-        }
+    let ask = opts.clone();
+    let mut map = race::first_answer(seeds, race::STAGGER, attempts_deadline(seeds, opts), move |seed| {
+        discover_from(seed, mode, &ask).inspect_err(|e| log::warn!("seed {seed}: {e}"))
+    })?;
+    if map.is_cluster() && read_from != ReadFrom::Primary {
+        keep_readable_replicas(&mut map, opts);
     }
-    Err(last_err)
+    Ok(map)
 }
 
 /// Leaves out of a Cluster map the replicas that should not be read from: unreachable, or not linked to their
@@ -325,26 +326,42 @@ fn keep_readable_replicas(map: &mut SlotMap, opts: &ConnectOptions) {
         readonly: false,
         ..opts.clone()
     };
-    for replicas in &mut map.replicas {
-        replicas.retain(|r| {
-            let linked = Connection::connect(r, &opts)
-                .and_then(|mut c| c.call(&[b"INFO", b"replication"], opts.timeout))
-                .map(|v| match v {
-                    Value::BulkString(b) => String::from_utf8_lossy(&b).contains("master_link_status:up"),
-                    _ => false,
-                });
-            match linked {
-                Ok(true) => true,
-                Ok(false) => {
-                    log::info!("replica {r} is not linked to its primary: not read from");
-                    false
-                }
-                Err(e) => {
-                    log::info!("replica {r}: {e}: not read from");
-                    false
-                }
-            }
+    // All at once: a frozen replica costs one check, not one each.
+    let readable: Vec<Vec<bool>> = std::thread::scope(|s| {
+        let checks: Vec<Vec<_>> = map
+            .replicas
+            .iter()
+            .map(|rs| rs.iter().map(|r| s.spawn(|| replica_is_readable(r, &opts))).collect())
+            .collect();
+        checks
+            .into_iter()
+            .map(|hs| hs.into_iter().map(|h| h.join().unwrap_or(false)).collect())
+            .collect()
+    });
+    for (replicas, readable) in map.replicas.iter_mut().zip(readable) {
+        let mut keep = readable.into_iter();
+        replicas.retain(|_| keep.next().unwrap_or(false));
+    }
+}
+
+/// Whether replica `r` answers and is linked to its primary (`master_link_status:up`).
+fn replica_is_readable(r: &str, opts: &ConnectOptions) -> bool {
+    let linked = Connection::connect(r, opts)
+        .and_then(|mut c| c.call(&[b"INFO", b"replication"], opts.timeout))
+        .map(|v| match v {
+            Value::BulkString(b) => String::from_utf8_lossy(&b).contains("master_link_status:up"),
+            _ => false,
         });
+    match linked {
+        Ok(true) => true,
+        Ok(false) => {
+            log::info!("replica {r} is not linked to its primary: not read from");
+            false
+        }
+        Err(e) => {
+            log::info!("replica {r}: {e}: not read from");
+            false
+        }
     }
 }
 

@@ -527,5 +527,139 @@ per_kind!(
     frozen_replica,
     a_paused_primary_is_not_a_failed_one,
     partitioned_primary_is_followed,
-    partitioned_standalone_comes_back
+    partitioned_standalone_comes_back,
+    followed_there_and_back,
+    frozen_primary_with_a_short_timeout,
+    opened_while_a_seed_is_frozen
 );
+
+/// Followed twice: a primary frozen and replaced, woken (it rejoins as a replica of its successor and resyncs),
+/// then the successor frozen in turn and the old primary promoted back. The client follows both promotions.
+fn followed_there_and_back(kind: Kind) {
+    let _serial = serial();
+    let cluster = Cluster::start(kind, 3, 1);
+    cluster.wait_synced();
+    let (opts, primaries) = sharded(&cluster, &unique("twice"));
+    let client = Arc::new(Client::open(&cluster.url()).unwrap());
+    let load = Load::start(client.clone(), opts, HANG_BOUND);
+    std::thread::sleep(Duration::from_millis(800));
+    let first = cluster.nodes.iter().position(|n| n.port == primaries[1]).unwrap();
+    let second = cluster.replica_of(primaries[1]);
+    let slot = first_slot(&cluster, primaries[1]);
+    let fault = load.now();
+    cluster.nodes[first].freeze();
+    let promoted = wait_promoted(&cluster, &load, &[first], slot, cluster.nodes[second].port);
+    cluster.nodes[first].thaw();
+    std::thread::sleep(Duration::from_millis(500));
+    cluster.wait_synced();
+    std::thread::sleep(Duration::from_millis(1500));
+    let back_fault = load.now();
+    cluster.nodes[second].freeze();
+    let back = wait_promoted(&cluster, &load, &[second], slot, cluster.nodes[first].port);
+    std::thread::sleep(Duration::from_millis(2500));
+    let r = load.finish();
+    let scenario = "primary frozen and replaced, then its successor frozen and the old primary promoted back";
+    Row {
+        kind,
+        scenario,
+        report: &r,
+        victim_group: Some(1),
+        fault: back_fault,
+        promoted: Some(back),
+    }
+    .print();
+    println!(
+        "  first promotion {:?} after its fault, second {:?} after its fault; {}",
+        promoted - fault,
+        back - back_fault,
+        brief(&client)
+    );
+    assert_sound(scenario, &r, fault);
+    assert_followed(scenario, &r, 1, back);
+    let g = &r.groups[1];
+    assert!(
+        g.first_ok_after(promoted).is_some_and(|t| t <= promoted + RECOVERY_BOUND),
+        "the first promotion was not followed: {g:?}"
+    );
+}
+
+/// A short request timeout (300 ms, well under the Cluster's node timeout): calls on the frozen shard fail in
+/// time until the promotion, which is followed as fast as with the default.
+fn frozen_primary_with_a_short_timeout(kind: Kind) {
+    let _serial = serial();
+    let cluster = Cluster::start(kind, 3, 1);
+    cluster.wait_synced();
+    let (opts, primaries) = sharded(&cluster, &unique("short"));
+    let config = Config::from_url(&cluster.url())
+        .unwrap()
+        .request_timeout(Duration::from_millis(300));
+    let client = Arc::new(Client::with_config(config).unwrap());
+    let load = Load::start(client.clone(), opts, Duration::from_secs(2));
+    std::thread::sleep(Duration::from_millis(800));
+    let victim = cluster.nodes.iter().position(|n| n.port == primaries[1]).unwrap();
+    let replica = cluster.replica_of(primaries[1]);
+    let slot = first_slot(&cluster, primaries[1]);
+    let fault = load.now();
+    cluster.nodes[victim].freeze();
+    let promoted = wait_promoted(&cluster, &load, &[victim], slot, cluster.nodes[replica].port);
+    std::thread::sleep(Duration::from_millis(3000));
+    let r = load.finish();
+    let scenario = "primary frozen, replica promoted, 300 ms request timeout";
+    Row {
+        kind,
+        scenario,
+        report: &r,
+        victim_group: Some(1),
+        fault,
+        promoted: Some(promoted),
+    }
+    .print();
+    println!("  client stats: {}", brief(&client));
+    assert_sound(scenario, &r, fault);
+    let g = &r.groups[1];
+    assert!(
+        g.first_ok_after(promoted).is_some_and(|t| t <= promoted + RECOVERY_BOUND),
+        "not followed: {g:?}"
+    );
+    assert!(
+        g.last_error.is_none_or(|e| e <= promoted + RECOVERY_BOUND),
+        "errors long after the promotion: {g:?}"
+    );
+}
+
+/// A client opened while a primary is frozen, with the frozen node as its first seed: it opens from the other
+/// seeds in bounded time, fails that shard's calls (typed, in time) until the promotion, and follows it.
+fn opened_while_a_seed_is_frozen(kind: Kind) {
+    let _serial = serial();
+    let cluster = Cluster::start(kind, 3, 1);
+    cluster.wait_synced();
+    let (opts, primaries) = sharded(&cluster, &unique("seedfrozen"));
+    let victim = cluster.nodes.iter().position(|n| n.port == primaries[1]).unwrap();
+    let replica = cluster.replica_of(primaries[1]);
+    let slot = first_slot(&cluster, primaries[1]);
+    let mut seeds = vec![cluster.nodes[victim].addr()];
+    seeds.extend(cluster.nodes.iter().filter(|n| n.port != primaries[1]).map(|n| n.addr()));
+    let url = format!("redis://{}", seeds.join(","));
+    cluster.nodes[victim].freeze();
+    let t = Instant::now();
+    let client = Arc::new(Client::open(&url).unwrap());
+    let opened = t.elapsed();
+    let load = Load::start(client.clone(), opts, HANG_BOUND);
+    let promoted = wait_promoted(&cluster, &load, &[victim], slot, cluster.nodes[replica].port);
+    std::thread::sleep(Duration::from_millis(3000));
+    let r = load.finish();
+    let scenario = "client opened while its first seed (a primary) is frozen; replica promoted";
+    Row {
+        kind,
+        scenario,
+        report: &r,
+        victim_group: Some(1),
+        fault: Duration::ZERO,
+        promoted: Some(promoted),
+    }
+    .print();
+    println!("  opened in {opened:?}; client stats: {}", brief(&client));
+    assert!(opened < Duration::from_secs(3), "opening took {opened:?}");
+    assert_sound(scenario, &r, Duration::ZERO);
+    assert_followed(scenario, &r, 1, promoted);
+}

@@ -21,6 +21,9 @@ pub use view::{SentinelAnswer, SentinelReplica, SentinelView};
 use view::{address, parse_view};
 pub(crate) use watch::watch;
 
+/// Once a majority of the Sentinels answered, the others are waited for this much longer.
+const GRACE: Duration = Duration::from_millis(200);
+
 /// The Sentinels of one service, and how to reach them.
 #[derive(Clone)]
 pub(crate) struct Sentinels {
@@ -63,6 +66,44 @@ impl Sentinels {
         })
     }
 
+    /// Asks every Sentinel at once, and returns once all have answered, or once a majority has and the others
+    /// had `GRACE` more: a frozen or cut-off Sentinel must not hold every refresh for a whole `timeout` (the one
+    /// after a failover among them). Sentinels that had not answered by then appear with a timeout error.
+    fn ask_enough(&self, timeout: Duration) -> Vec<(String, Result<SentinelView>)> {
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let mut answers: Vec<Option<Result<SentinelView>>> = self.addrs.iter().map(|_| None).collect();
+        for (i, addr) in self.addrs.iter().enumerate() {
+            let (me, addr, tx) = (self.clone(), addr.clone(), tx.clone());
+            let spawned = std::thread::Builder::new()
+                .name("kvcache-redis-ask".into())
+                .spawn(move || {
+                    let _ = tx.send((i, me.ask(&addr, timeout)));
+                });
+            if let Err(e) = spawned {
+                answers[i] = Some(Err(Error::io("local thread for a Sentinel query", e)));
+            }
+        }
+        let majority = self.addrs.len() / 2 + 1;
+        let deadline = Instant::now() + timeout * 2;
+        let mut until = deadline;
+        while answers.iter().any(Option::is_none) {
+            let Ok((i, answer)) = rx.recv_deadline(until) else { break };
+            answers[i] = Some(answer);
+            let ok = answers.iter().filter(|a| matches!(a, Some(Ok(_)))).count();
+            if ok >= majority {
+                until = until.min(Instant::now() + GRACE);
+            }
+        }
+        self.addrs
+            .iter()
+            .zip(answers)
+            .map(|(a, r)| {
+                let r = r.unwrap_or_else(|| Err(Error::Timeout { node: Some(a.clone()) }));
+                (a.clone(), r)
+            })
+            .collect()
+    }
+
     fn ask(&self, addr: &str, timeout: Duration) -> Result<SentinelView> {
         let opts = ConnectOptions {
             timeout,
@@ -100,7 +141,7 @@ impl Sentinels {
     /// primary that is cut off would hold every refresh for a connect timeout, the failover's among them), and its
     /// usable replicas. The error says which Sentinels were asked and what each answered.
     pub(crate) fn discover(&self, data: &ConnectOptions, timeout: Duration, current: Option<&str>) -> Result<SlotMap> {
-        let answers = self.ask_all(timeout);
+        let answers = self.ask_enough(timeout);
         let best = answers
             .iter()
             .filter_map(|(a, r)| r.as_ref().ok().map(|v| (a, v)))

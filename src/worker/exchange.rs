@@ -175,6 +175,9 @@ impl Worker {
             };
             let before = conn.last_io();
             let result = conn.read(&front.expect);
+            if conn.last_io() != before {
+                link.unanswered_since = None;
+            }
             if link.silent && conn.last_io() != before {
                 // It speaks again after a silence: it may have been replaced meanwhile (a frozen primary still
                 // acknowledges writes the moment it wakes). Its answers wait for a slot map read from now on.

@@ -85,7 +85,7 @@ impl Worker {
                     "{}: every reply owed is past its deadline; dropping the connection",
                     link.node
                 );
-                link.reset();
+                link.drop_unanswered();
             }
         }
     }

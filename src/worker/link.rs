@@ -35,6 +35,9 @@ pub(super) struct Link {
     pub(super) unconfirmed_since: Option<Instant>,
     /// Marked down for this silence already.
     pub(super) marked: bool,
+    /// Since when the node has owed replies without sending a byte, carried over from connections dropped
+    /// unanswered (see `drop_unanswered`); cleared by the first byte it sends.
+    pub(super) unanswered_since: Option<Instant>,
 }
 
 impl Link {
@@ -53,6 +56,7 @@ impl Link {
             reported: None,
             unconfirmed_since: None,
             marked: false,
+            unanswered_since: None,
         }
     }
 
@@ -68,12 +72,26 @@ impl Link {
         *self = Link::new(self.node.clone());
     }
 
+    /// Drops a connection whose owed replies nobody waits for any more, remembering since when the node has said
+    /// nothing: the next connection continues that silence. Otherwise a request timeout shorter than
+    /// `silence_timeout` would hide a frozen node for ever (each new connection would start a new silence, as a
+    /// frozen server's kernel still accepts connections and writes), and its replacement would never be looked for.
+    pub(super) fn drop_unanswered(&mut self) {
+        let since = self.last_progress();
+        self.reset();
+        self.unanswered_since = Some(since);
+    }
+
     pub(super) fn busy(&self) -> bool {
         self.connecting.is_some() || !self.owed.is_empty() || self.conn.as_ref().is_some_and(|c| c.wants_write())
     }
 
-    /// When bytes last moved for the work in flight (or the connect started).
+    /// When bytes last moved for the work in flight (or the connect started); for a node that left a connection
+    /// unanswered, when it last sent anything.
     pub(super) fn last_progress(&self) -> Instant {
+        if let Some(since) = self.unanswered_since {
+            return since;
+        }
         let io = self.conn.as_ref().map(Connection::last_io);
         [self.connecting, io, self.sent_at]
             .into_iter()
