@@ -528,10 +528,50 @@ per_kind!(
     a_paused_primary_is_not_a_failed_one,
     partitioned_primary_is_followed,
     partitioned_standalone_comes_back,
+    a_primary_frozen_briefly_is_waited_for,
     followed_there_and_back,
     frozen_primary_with_a_short_timeout,
     opened_while_a_seed_is_frozen
 );
+
+/// A primary frozen for 1.5 s, less than the Cluster's node timeout (no failover): calls on its shard wait and
+/// succeed, nothing is marked down, and the other shards never wait for it.
+fn a_primary_frozen_briefly_is_waited_for(kind: Kind) {
+    let _serial = serial();
+    let cluster = Cluster::start_with(kind, 3, 1, &["--cluster-node-timeout", "5000"]);
+    cluster.wait_synced();
+    let (opts, primaries) = sharded(&cluster, &unique("brief"));
+    let client = Arc::new(Client::open(&cluster.url()).unwrap());
+    let load = Load::start(client.clone(), opts, HANG_BOUND);
+    std::thread::sleep(Duration::from_millis(800));
+    let victim = cluster.nodes.iter().position(|n| n.port == primaries[1]).unwrap();
+    let fault = load.now();
+    cluster.nodes[victim].freeze();
+    std::thread::sleep(Duration::from_millis(1500));
+    cluster.nodes[victim].thaw();
+    std::thread::sleep(Duration::from_millis(1500));
+    let r = load.finish();
+    let scenario = "primary frozen 1.5 s, no failover";
+    Row {
+        kind,
+        scenario,
+        report: &r,
+        victim_group: Some(1),
+        fault,
+        promoted: None,
+    }
+    .print();
+    println!("  client stats: {}", brief(&client));
+    assert_sound(scenario, &r, Duration::ZERO);
+    assert_eq!(r.errors(), 0, "a 1.5 s freeze reached callers");
+    assert_eq!(
+        (r.stale, r.lost),
+        (0, 0),
+        "nothing was replaced, so nothing may be lost"
+    );
+    assert_healthy_fast(scenario, &r, Some(1));
+    assert_eq!(client.stats().marked_down, 0);
+}
 
 /// Followed twice: a primary frozen and replaced, woken (it rejoins as a replica of its successor and resyncs),
 /// then the successor frozen in turn and the old primary promoted back. The client follows both promotions.
@@ -578,7 +618,8 @@ fn followed_there_and_back(kind: Kind) {
     assert_followed(scenario, &r, 1, back);
     let g = &r.groups[1];
     assert!(
-        g.first_ok_after(promoted).is_some_and(|t| t <= promoted + RECOVERY_BOUND),
+        g.first_ok_after(promoted)
+            .is_some_and(|t| t <= promoted + RECOVERY_BOUND),
         "the first promotion was not followed: {g:?}"
     );
 }
@@ -618,7 +659,8 @@ fn frozen_primary_with_a_short_timeout(kind: Kind) {
     assert_sound(scenario, &r, fault);
     let g = &r.groups[1];
     assert!(
-        g.first_ok_after(promoted).is_some_and(|t| t <= promoted + RECOVERY_BOUND),
+        g.first_ok_after(promoted)
+            .is_some_and(|t| t <= promoted + RECOVERY_BOUND),
         "not followed: {g:?}"
     );
     assert!(
@@ -638,7 +680,13 @@ fn opened_while_a_seed_is_frozen(kind: Kind) {
     let replica = cluster.replica_of(primaries[1]);
     let slot = first_slot(&cluster, primaries[1]);
     let mut seeds = vec![cluster.nodes[victim].addr()];
-    seeds.extend(cluster.nodes.iter().filter(|n| n.port != primaries[1]).map(|n| n.addr()));
+    seeds.extend(
+        cluster
+            .nodes
+            .iter()
+            .filter(|n| n.port != primaries[1])
+            .map(|n| n.addr()),
+    );
     let url = format!("redis://{}", seeds.join(","));
     cluster.nodes[victim].freeze();
     let t = Instant::now();

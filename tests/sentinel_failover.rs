@@ -203,7 +203,8 @@ fn redis7_tls_failover_with_spread_reads() {
     );
 }
 
-/// A `SENTINEL FAILOVER` under load on `s`, followed by `client`; the row is `label`'s, for `scenario`.
+/// A `SENTINEL FAILOVER` under load on `s` (asked of its last Sentinel), followed by `client`; the row is
+/// `label`'s, for `scenario`.
 fn failover_on(s: &SentinelSet, client: Arc<Client>, opts: LoadOptions, label: &str, scenario: &str) {
     let load = Load::start(client.clone(), opts, HANG_BOUND);
     let watch = Switches::watch(s, s.known_addr(0), load.started);
@@ -212,7 +213,7 @@ fn failover_on(s: &SentinelSet, client: Arc<Client>, opts: LoadOptions, label: &
     redis::cmd("SENTINEL")
         .arg("FAILOVER")
         .arg(&s.service)
-        .exec(&mut s.sentinels[0].admin())
+        .exec(&mut s.sentinels.last().expect("a Sentinel").admin())
         .unwrap();
     watch.first();
     std::thread::sleep(Duration::from_millis(3000));
@@ -370,7 +371,7 @@ fn one_sentinel_down(kind: Kind) {
     let _serial = serial();
     let mut s = set(kind);
     let client = client(&s, ReadFrom::Primary);
-    s.sentinels[2].kill();
+    s.sentinels[0].kill();
     let scenario = "one Sentinel killed, then SENTINEL FAILOVER";
     failover_on(
         &s,
@@ -379,6 +380,28 @@ fn one_sentinel_down(kind: Kind) {
         &format!("{kind:?}"),
         scenario,
     );
+}
+
+/// One Sentinel frozen (it accepts connections and answers nothing) before the client opens: the client opens
+/// from the others at once and follows the next failover as fast as with every Sentinel up.
+fn one_sentinel_frozen(kind: Kind) {
+    let _serial = serial();
+    let s = set(kind);
+    s.sentinels[0].freeze();
+    let t = Instant::now();
+    let client = client(&s, ReadFrom::Primary);
+    let opened = t.elapsed();
+    println!("  opened in {opened:?} with the first Sentinel frozen");
+    assert!(opened < Duration::from_secs(2), "opening took {opened:?}");
+    let scenario = "one Sentinel frozen, then SENTINEL FAILOVER";
+    failover_on(
+        &s,
+        client,
+        load_opts(&unique("sfrz"), false),
+        &format!("{kind:?}"),
+        scenario,
+    );
+    s.sentinels[0].thaw();
 }
 
 /// Every Sentinel down while the primary is healthy: data calls go on untouched.
@@ -464,6 +487,7 @@ per_kind!(
     killed_primary,
     frozen_primary_woken_after,
     one_sentinel_down,
+    one_sentinel_frozen,
     every_sentinel_down,
     replica_killed_under_spread_reads,
     replica_frozen_under_spread_reads

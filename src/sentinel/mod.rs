@@ -87,7 +87,9 @@ impl Sentinels {
         let deadline = Instant::now() + timeout * 2;
         let mut until = deadline;
         while answers.iter().any(Option::is_none) {
-            let Ok((i, answer)) = rx.recv_deadline(until) else { break };
+            let Ok((i, answer)) = rx.recv_deadline(until) else {
+                break;
+            };
             answers[i] = Some(answer);
             let ok = answers.iter().filter(|a| matches!(a, Some(Ok(_)))).count();
             if ok >= majority {

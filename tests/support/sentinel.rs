@@ -237,21 +237,24 @@ impl SentinelSet {
     }
 }
 
-/// What each Sentinel (admin URL) names as the primary of `service` (`None` where it does not answer in time).
+/// What each Sentinel (admin URL) names as the primary of `service` (`None` where it does not answer in time);
+/// asked all at once, so that a frozen Sentinel delays no other's answer.
 pub fn primaries_named(urls: &[String], service: &str) -> Vec<Option<String>> {
-    urls.iter()
-        .map(|url| {
-            let client = redis::Client::open(url.as_str()).ok()?;
-            let mut conn = client.get_connection_with_timeout(Duration::from_millis(300)).ok()?;
-            conn.set_read_timeout(Some(Duration::from_millis(300))).ok()?;
-            let addr: Vec<String> = redis::cmd("SENTINEL")
-                .arg("GET-MASTER-ADDR-BY-NAME")
-                .arg(service)
-                .query(&mut conn)
-                .ok()?;
-            Some(format!("{}:{}", addr.first()?, addr.get(1)?))
-        })
-        .collect()
+    let ask = |url: &String| -> Option<String> {
+        let client = redis::Client::open(url.as_str()).ok()?;
+        let mut conn = client.get_connection_with_timeout(Duration::from_millis(300)).ok()?;
+        conn.set_read_timeout(Some(Duration::from_millis(300))).ok()?;
+        let addr: Vec<String> = redis::cmd("SENTINEL")
+            .arg("GET-MASTER-ADDR-BY-NAME")
+            .arg(service)
+            .query(&mut conn)
+            .ok()?;
+        Some(format!("{}:{}", addr.first()?, addr.get(1)?))
+    };
+    std::thread::scope(|s| {
+        let asks: Vec<_> = urls.iter().map(|url| s.spawn(move || ask(url))).collect();
+        asks.into_iter().map(|h| h.join().ok().flatten()).collect()
+    })
 }
 
 /// Every new primary any Sentinel names while it runs, and when (on the clock of `epoch`), sampled every 10 ms
