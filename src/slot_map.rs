@@ -73,7 +73,7 @@ impl SlotMap {
     }
 
     /// The nodes a read of a key of shard `i` may go to under `policy` (the primary first), of which `usable`
-    /// accepts the replicas; never empty.
+    /// accepts the replicas (and, spreading, the primary, unless none is usable); never empty.
     pub(crate) fn read_candidates(&self, i: usize, policy: ReadFrom, usable: &dyn Fn(&str) -> bool) -> Vec<&str> {
         let primary = self.nodes[i].as_str();
         let replicas = self
@@ -89,7 +89,11 @@ impl SlotMap {
                 let r: Vec<&str> = replicas.collect();
                 if r.is_empty() { vec![primary] } else { r }
             }
-            ReadFrom::Spread => std::iter::once(primary).chain(replicas).collect(),
+            ReadFrom::Spread => {
+                // A primary marked down or silent is left out while a replica can serve.
+                let spread: Vec<&str> = std::iter::once(primary).filter(|p| usable(p)).chain(replicas).collect();
+                if spread.is_empty() { vec![primary] } else { spread }
+            }
         }
     }
 
@@ -263,6 +267,20 @@ mod tests {
 
     fn bulk(s: &str) -> Value {
         Value::BulkString(s.as_bytes().to_vec())
+    }
+
+    #[test]
+    fn reads_leave_out_unusable_nodes_but_never_run_out_of_candidates() {
+        let map = SlotMap::sentinel("p:1".into(), vec!["r:1".into(), "r:2".into()]);
+        let all = |_: &str| true;
+        let not_p = |n: &str| n != "p:1";
+        let none = |_: &str| false;
+        assert_eq!(map.read_candidates(0, ReadFrom::Spread, &all), ["p:1", "r:1", "r:2"]);
+        assert_eq!(map.read_candidates(0, ReadFrom::Spread, &not_p), ["r:1", "r:2"]);
+        assert_eq!(map.read_candidates(0, ReadFrom::Spread, &none), ["p:1"]);
+        assert_eq!(map.read_candidates(0, ReadFrom::Replica, &all), ["r:1", "r:2"]);
+        assert_eq!(map.read_candidates(0, ReadFrom::Replica, &none), ["p:1"]);
+        assert_eq!(map.read_candidates(0, ReadFrom::Primary, &none), ["p:1"]);
     }
 
     #[test]

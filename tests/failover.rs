@@ -13,7 +13,7 @@ mod support;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use kvcache_redis::{Client, Config, Slot};
+use kvcache_redis::{Client, Config, ReadFrom, Slot};
 use support::load::{Load, LoadOptions, Report};
 use support::netns::Netns;
 use support::server::Options;
@@ -529,6 +529,7 @@ per_kind!(
     partitioned_primary_is_followed,
     partitioned_standalone_comes_back,
     a_primary_frozen_briefly_is_waited_for,
+    spread_reads_leave_a_frozen_primary,
     followed_there_and_back,
     frozen_primary_with_a_short_timeout,
     opened_while_a_seed_is_frozen
@@ -571,6 +572,76 @@ fn a_primary_frozen_briefly_is_waited_for(kind: Kind) {
     );
     assert_healthy_fast(scenario, &r, Some(1));
     assert_eq!(client.stats().marked_down, 0);
+}
+
+/// Reads spread over primaries and replicas while a primary is frozen for 1.5 s (no failover): its shard's reads
+/// move to its replica once it is found silent, so none fails and none waits much longer than `silence_timeout`.
+fn spread_reads_leave_a_frozen_primary(kind: Kind) {
+    let _serial = serial();
+    let cluster = Cluster::start_with(kind, 3, 1, &["--cluster-node-timeout", "5000"]);
+    cluster.wait_synced();
+    let config = Config::from_url(&cluster.url())
+        .unwrap()
+        .read_from(ReadFrom::Spread)
+        .wait_for_replicas(1, Duration::from_secs(2));
+    let client = Arc::new(Client::with_config(config).unwrap());
+    let owners = cluster.slot_owners();
+    let victim_port = owners[0];
+    let (keys, values) = support::store_values(&client, "spreadfrozen", 600, 4 << 10);
+    let (keys, values): (Vec<String>, Vec<Vec<u8>>) = keys
+        .into_iter()
+        .zip(values)
+        .filter(|(k, _)| owners[Slot::of(k.as_bytes()).get() as usize] == victim_port)
+        .unzip();
+    assert!(keys.len() > 100, "{} keys on the victim's shard", keys.len());
+    let victim = cluster.nodes.iter().position(|n| n.port == victim_port).unwrap();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let readers: Vec<_> = (0..2)
+        .map(|t| {
+            let (client, keys, values, stop) = (client.clone(), keys.clone(), values.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let (mut reads, mut errors, mut slowest) = (0u64, Vec::new(), Duration::ZERO);
+                let mut i = t;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let k = i % keys.len();
+                    let started = Instant::now();
+                    match client.get(&keys[k]) {
+                        Ok(Some(v)) => assert_eq!(v, values[k], "wrong value for {}", keys[k]),
+                        Ok(None) => errors.push(format!("{} missing", keys[k])),
+                        Err(e) => errors.push(e.to_string()),
+                    }
+                    slowest = slowest.max(started.elapsed());
+                    reads += 1;
+                    i += 2;
+                }
+                (reads, errors, slowest)
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(500));
+    cluster.nodes[victim].freeze();
+    std::thread::sleep(Duration::from_millis(1500));
+    cluster.nodes[victim].thaw();
+    std::thread::sleep(Duration::from_millis(500));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (mut reads, mut errors, mut slowest) = (0, Vec::new(), Duration::ZERO);
+    for r in readers {
+        let (n, e, s) = r.join().unwrap();
+        (reads, slowest) = (reads + n, slowest.max(s));
+        errors.extend(e);
+    }
+    println!(
+        "ROW | {kind:?} | spread reads, a primary frozen 1.5 s (no failover) | {reads} reads, errors {} | slowest read \
+         {} ms | {}",
+        errors.len(),
+        slowest.as_millis(),
+        brief(&client)
+    );
+    assert!(errors.is_empty(), "reads failed: {:?}", &errors[..errors.len().min(5)]);
+    assert!(
+        slowest < Duration::from_millis(1200),
+        "a read waited {slowest:?} for the frozen primary"
+    );
 }
 
 /// Followed twice: a primary frozen and replaced, woken (it rejoins as a replica of its successor and resyncs),

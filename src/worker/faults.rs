@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use super::{AVOID_REPLICA, Connected, REPORT_EVERY, SLOW_CONNECT, Worker};
 use crate::batch::Parts;
+use crate::config::ReadFrom;
 use crate::connection::Connection;
 use crate::error::Error;
 use crate::unit::Unit;
@@ -190,7 +191,7 @@ impl Worker {
         if !self.map.follows_failovers() {
             return;
         }
-        let mut silent_replicas = Vec::new();
+        let (mut silent_replicas, mut silent_primaries) = (Vec::new(), Vec::new());
         for i in 0..self.links.len() {
             let silence = self.silence_for(&self.links[i].node);
             let replica = self.map.is_replica(&self.links[i].node);
@@ -209,13 +210,17 @@ impl Worker {
             if quiet < silence {
                 continue;
             }
-            if link.conn.is_some() && !link.silent {
+            if !link.silent {
+                // Whatever it says next waits for a slot map read (it may have been replaced meanwhile), also when
+                // it is a connect that hung so long.
                 link.silent = true;
                 self.shared.stats.silences.add(1);
                 log::warn!("{node} owes replies and has sent nothing for {quiet:?}: re-reading the slot map");
             }
             if replica {
                 silent_replicas.push(node.clone());
+            } else if self.shared.config.read_from != ReadFrom::Primary {
+                silent_primaries.push(node.clone());
             }
             if link.reported.is_none_or(|at| now.duration_since(at) >= REPORT_EVERY) {
                 link.reported = Some(now);
@@ -227,6 +232,43 @@ impl Worker {
         for node in silent_replicas {
             self.avoid_replica(&node);
         }
+        for node in silent_primaries {
+            self.read_off_primary(&node);
+        }
+    }
+
+    /// A silent primary while replicas are read from: reads stay off it for now (its replicas serve them), and
+    /// the reads it owes are resent there when reads are all it owes and a replica of its shard is usable (writes
+    /// wait for it, or for its successor).
+    fn read_off_primary(&mut self, node: &str) {
+        let health = &self.shared.health;
+        health.avoid(node, AVOID_REPLICA);
+        self.replan = true;
+        let Some(shard) = self.map.nodes.iter().position(|n| n.as_str() == node) else {
+            return;
+        };
+        let usable = |n: &str| health.check(n).is_ok() && !health.avoided(n);
+        let elsewhere = self
+            .map
+            .read_candidates(shard, self.shared.config.read_from, &usable)
+            .iter()
+            .any(|n| *n != node);
+        let Some(&i) = self.index.get(node) else { return };
+        let units: Vec<Unit> = self.links[i].units().filter(|u| self.active.live(u)).cloned().collect();
+        let reads_only = units
+            .iter()
+            .all(|u| u.to.is_none() && Parts::part(&self.active, u.part).command.reads());
+        if !elsewhere || units.is_empty() || !reads_only {
+            return;
+        }
+        log::info!(
+            "primary {node} is silent: {} read(s) resent to its replicas",
+            units.len()
+        );
+        self.shared.stats.rerouted.add(units.len() as u64);
+        self.links[i].drop_unanswered();
+        self.ready.extend(units);
+        self.moved = true;
     }
 
     pub(super) fn start_connect(&mut self, i: usize, deadline: Instant) {
@@ -274,7 +316,9 @@ impl Worker {
             match c.result {
                 Ok(conn) => {
                     self.shared.stats.connects.add(1);
-                    link.reset();
+                    // A frozen server's kernel still accepts connections: a silence carried over from the
+                    // connection dropped unanswered goes on until the node sends a byte.
+                    link.reset_keeping_silence();
                     link.conn = Some(conn);
                 }
                 Err(e) => {

@@ -78,8 +78,16 @@ impl Link {
     /// frozen server's kernel still accepts connections and writes), and its replacement would never be looked for.
     pub(super) fn drop_unanswered(&mut self) {
         let since = self.last_progress();
-        self.reset();
+        self.reset_keeping_silence();
         self.unanswered_since = Some(since);
+    }
+
+    /// `reset`, but what is known of the node's current silence stays: since when it has said nothing, whether it
+    /// was found silent (what it says next waits for a slot map check) and when that was last reported.
+    pub(super) fn reset_keeping_silence(&mut self) {
+        let (since, silent, reported) = (self.unanswered_since, self.silent, self.reported);
+        self.reset();
+        (self.unanswered_since, self.silent, self.reported) = (since, silent, reported);
     }
 
     pub(super) fn busy(&self) -> bool {
