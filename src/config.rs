@@ -214,7 +214,9 @@ impl Config {
     /// moment it wakes, and they would be lost). A call whose deadline passes while its node is silent this long
     /// marks that node down (see [`Stats::nodes_down`](crate::Stats::nodes_down)). Shorter pauses (a fork, a
     /// `DEBUG SLEEP`, a slow command) cause nothing. Reads waiting on a *replica* are given up sooner (after
-    /// 100 ms of silence, or this timeout if shorter; see [`ReadFrom`]). Defaults to 500 ms.
+    /// 100 ms of silence, or this timeout if shorter; see [`ReadFrom`]); with replica reads, a primary silent this
+    /// long is left for its replicas too. The silence is the node's: it may outlast the request timeout (the
+    /// connections dropped unanswered at each deadline do not restart it). Defaults to 500 ms.
     pub fn silence_timeout(mut self, d: Duration) -> Self {
         self.silence_timeout = d;
         self

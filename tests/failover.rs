@@ -1,6 +1,8 @@
 //! Failures that are not deaths: a primary frozen (SIGSTOP: it still accepts connections and answers nothing) or
 //! cut off by a real network partition, and replaced by its replica; the same primary woken after it was replaced;
-//! a frozen replica; a primary paused briefly; a standalone server partitioned and joined again. Real 3+3
+//! replaced and promoted back; replaced under a request timeout shorter than `silence_timeout`; frozen before the
+//! client opens (its first seed); a frozen replica; a primary paused briefly, or frozen for less than the node
+//! timeout (with reads spread over replicas too); a standalone server partitioned and joined again. Real 3+3
 //! Clusters under the checked load of `support::load`, with the client's default settings (a 5 s request
 //! timeout). Each test prints one row of the table in the README.
 //!
@@ -529,20 +531,22 @@ per_kind!(
     partitioned_primary_is_followed,
     partitioned_standalone_comes_back,
     a_primary_frozen_briefly_is_waited_for,
-    spread_reads_leave_a_frozen_primary,
     followed_there_and_back,
     frozen_primary_with_a_short_timeout,
     opened_while_a_seed_is_frozen
 );
 
 /// A primary frozen for 1.5 s, less than the Cluster's node timeout (no failover): calls on its shard wait and
-/// succeed, nothing is marked down, and the other shards never wait for it.
+/// succeed, nothing is marked down, and the other shards never wait for it. A second client reading that shard's
+/// keys with reads spread over primaries and replicas moves them to the replica once the primary is found silent:
+/// none fails, none waits much longer than `silence_timeout`.
 fn a_primary_frozen_briefly_is_waited_for(kind: Kind) {
     let _serial = serial();
     let cluster = Cluster::start_with(kind, 3, 1, &["--cluster-node-timeout", "5000"]);
     cluster.wait_synced();
     let (opts, primaries) = sharded(&cluster, &unique("brief"));
     let client = Arc::new(Client::open(&cluster.url()).unwrap());
+    let spread = SpreadReads::start(&cluster, primaries[1]);
     let load = Load::start(client.clone(), opts, HANG_BOUND);
     std::thread::sleep(Duration::from_millis(800));
     let victim = cluster.nodes.iter().position(|n| n.port == primaries[1]).unwrap();
@@ -563,6 +567,12 @@ fn a_primary_frozen_briefly_is_waited_for(kind: Kind) {
     }
     .print();
     println!("  client stats: {}", brief(&client));
+    let (reads, errors, slowest, spread_stats) = spread.finish();
+    println!(
+        "  spread reads of that shard (second client): {reads} reads, errors {}, slowest {} ms; {spread_stats}",
+        errors.len(),
+        slowest.as_millis()
+    );
     assert_sound(scenario, &r, Duration::ZERO);
     assert_eq!(r.errors(), 0, "a 1.5 s freeze reached callers");
     assert_eq!(
@@ -572,76 +582,77 @@ fn a_primary_frozen_briefly_is_waited_for(kind: Kind) {
     );
     assert_healthy_fast(scenario, &r, Some(1));
     assert_eq!(client.stats().marked_down, 0);
-}
-
-/// Reads spread over primaries and replicas while a primary is frozen for 1.5 s (no failover): its shard's reads
-/// move to its replica once it is found silent, so none fails and none waits much longer than `silence_timeout`.
-fn spread_reads_leave_a_frozen_primary(kind: Kind) {
-    let _serial = serial();
-    let cluster = Cluster::start_with(kind, 3, 1, &["--cluster-node-timeout", "5000"]);
-    cluster.wait_synced();
-    let config = Config::from_url(&cluster.url())
-        .unwrap()
-        .read_from(ReadFrom::Spread)
-        .wait_for_replicas(1, Duration::from_secs(2));
-    let client = Arc::new(Client::with_config(config).unwrap());
-    let owners = cluster.slot_owners();
-    let victim_port = owners[0];
-    let (keys, values) = support::store_values(&client, "spreadfrozen", 600, 4 << 10);
-    let (keys, values): (Vec<String>, Vec<Vec<u8>>) = keys
-        .into_iter()
-        .zip(values)
-        .filter(|(k, _)| owners[Slot::of(k.as_bytes()).get() as usize] == victim_port)
-        .unzip();
-    assert!(keys.len() > 100, "{} keys on the victim's shard", keys.len());
-    let victim = cluster.nodes.iter().position(|n| n.port == victim_port).unwrap();
-    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let readers: Vec<_> = (0..2)
-        .map(|t| {
-            let (client, keys, values, stop) = (client.clone(), keys.clone(), values.clone(), stop.clone());
-            std::thread::spawn(move || {
-                let (mut reads, mut errors, mut slowest) = (0u64, Vec::new(), Duration::ZERO);
-                let mut i = t;
-                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                    let k = i % keys.len();
-                    let started = Instant::now();
-                    match client.get(&keys[k]) {
-                        Ok(Some(v)) => assert_eq!(v, values[k], "wrong value for {}", keys[k]),
-                        Ok(None) => errors.push(format!("{} missing", keys[k])),
-                        Err(e) => errors.push(e.to_string()),
-                    }
-                    slowest = slowest.max(started.elapsed());
-                    reads += 1;
-                    i += 2;
-                }
-                (reads, errors, slowest)
-            })
-        })
-        .collect();
-    std::thread::sleep(Duration::from_millis(500));
-    cluster.nodes[victim].freeze();
-    std::thread::sleep(Duration::from_millis(1500));
-    cluster.nodes[victim].thaw();
-    std::thread::sleep(Duration::from_millis(500));
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    let (mut reads, mut errors, mut slowest) = (0, Vec::new(), Duration::ZERO);
-    for r in readers {
-        let (n, e, s) = r.join().unwrap();
-        (reads, slowest) = (reads + n, slowest.max(s));
-        errors.extend(e);
-    }
-    println!(
-        "ROW | {kind:?} | spread reads, a primary frozen 1.5 s (no failover) | {reads} reads, errors {} | slowest read \
-         {} ms | {}",
-        errors.len(),
-        slowest.as_millis(),
-        brief(&client)
+    assert!(
+        errors.is_empty(),
+        "spread reads failed: {:?}",
+        &errors[..errors.len().min(5)]
     );
-    assert!(errors.is_empty(), "reads failed: {:?}", &errors[..errors.len().min(5)]);
     assert!(
         slowest < Duration::from_millis(1200),
-        "a read waited {slowest:?} for the frozen primary"
+        "a spread read waited {slowest:?} for the frozen primary"
     );
+}
+
+/// Two threads reading, through a client of their own with `ReadFrom::Spread`, values stored on the shard of
+/// primary `port`, each checked; they read until `finish`.
+struct SpreadReads {
+    client: Arc<Client>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    readers: Vec<std::thread::JoinHandle<(u64, Vec<String>, Duration)>>,
+}
+
+impl SpreadReads {
+    fn start(cluster: &Cluster, port: u16) -> SpreadReads {
+        let config = Config::from_url(&cluster.url())
+            .unwrap()
+            .read_from(ReadFrom::Spread)
+            .wait_for_replicas(1, Duration::from_secs(2));
+        let client = Arc::new(Client::with_config(config).unwrap());
+        let owners = cluster.slot_owners();
+        let (keys, values) = support::store_values(&client, "spread", 600, 4 << 10);
+        let (keys, values): (Vec<String>, Vec<Vec<u8>>) = keys
+            .into_iter()
+            .zip(values)
+            .filter(|(k, _)| owners[Slot::of(k.as_bytes()).get() as usize] == port)
+            .unzip();
+        assert!(keys.len() > 100, "{} keys on the shard", keys.len());
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let readers = (0..2)
+            .map(|t| {
+                let (client, keys, values, stop) = (client.clone(), keys.clone(), values.clone(), stop.clone());
+                std::thread::spawn(move || {
+                    let (mut reads, mut errors, mut slowest) = (0u64, Vec::new(), Duration::ZERO);
+                    let mut i = t;
+                    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        let k = i % keys.len();
+                        let started = Instant::now();
+                        match client.get(&keys[k]) {
+                            Ok(Some(v)) => assert_eq!(v, values[k], "wrong value for {}", keys[k]),
+                            Ok(None) => errors.push(format!("{} missing", keys[k])),
+                            Err(e) => errors.push(e.to_string()),
+                        }
+                        slowest = slowest.max(started.elapsed());
+                        reads += 1;
+                        i += 2;
+                    }
+                    (reads, errors, slowest)
+                })
+            })
+            .collect();
+        SpreadReads { client, stop, readers }
+    }
+
+    /// Reads done, errors, the slowest read, and the client's counters.
+    fn finish(self) -> (u64, Vec<String>, Duration, String) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let (mut reads, mut errors, mut slowest) = (0, Vec::new(), Duration::ZERO);
+        for r in self.readers {
+            let (n, e, s) = r.join().expect("a reader panicked (wrong value?)");
+            (reads, slowest) = (reads + n, slowest.max(s));
+            errors.extend(e);
+        }
+        (reads, errors, slowest, brief(&self.client))
+    }
 }
 
 /// Followed twice: a primary frozen and replaced, woken (it rejoins as a replica of its successor and resyncs),
