@@ -91,6 +91,49 @@ fn wait_promoted(cluster: &Cluster, load: &Load, exclude: &[usize], slot: u16, n
     }
 }
 
+/// A 3+3 Cluster (extra server arguments `extra`) with its replicas synced; its shards are the load's groups (see
+/// `sharded`), and the victim is the primary of shard 1.
+struct Stage {
+    cluster: Cluster,
+    primaries: Vec<u16>,
+    /// Node indices of the victim and of its replica.
+    victim: usize,
+    replica: usize,
+    /// A slot of the victim's.
+    slot: u16,
+}
+
+impl Stage {
+    fn start(kind: Kind, extra: &[&str], prefix: &str) -> (Stage, LoadOptions) {
+        let cluster = Cluster::start_with(kind, 3, 1, extra);
+        cluster.wait_synced();
+        let (opts, primaries) = sharded(&cluster, &unique(prefix));
+        let victim = cluster.nodes.iter().position(|n| n.port == primaries[1]).unwrap();
+        let replica = cluster.replica_of(primaries[1]);
+        let slot = first_slot(&cluster, primaries[1]);
+        let stage = Stage {
+            cluster,
+            primaries,
+            victim,
+            replica,
+            slot,
+        };
+        (stage, opts)
+    }
+
+    /// Freezes node `frozen` and waits until every other node shows node `heir` owning the victim's slot; when
+    /// each happened, on the load's clock.
+    fn freeze_until_promoted(&self, load: &Load, frozen: usize, heir: usize) -> (Duration, Duration) {
+        let fault = load.now();
+        self.cluster.nodes[frozen].freeze();
+        let heir_port = self.cluster.nodes[heir].port;
+        (
+            fault,
+            wait_promoted(&self.cluster, load, &[frozen], self.slot, heir_port),
+        )
+    }
+}
+
 /// One row of the table: what the callers saw.
 struct Row<'a> {
     kind: Kind,
@@ -179,6 +222,18 @@ fn assert_sound(what: &str, r: &Report, fault: Duration) {
 
 /// The victim's shard serves again within the bound after the promotion, and the others saw no error.
 fn assert_followed(what: &str, r: &Report, victim: usize, promoted: Duration) {
+    assert_shard_followed(what, r, victim, promoted);
+    for (i, other) in r.groups.iter().enumerate().filter(|(i, _)| *i != victim) {
+        assert_eq!(
+            other.errors, 0,
+            "{what}: shard {i} is healthy but saw errors: {:?}",
+            other.samples
+        );
+    }
+}
+
+/// The victim's shard first serves, and last fails, within the bound after the promotion.
+fn assert_shard_followed(what: &str, r: &Report, victim: usize, promoted: Duration) {
     let g = &r.groups[victim];
     let first = g.first_ok_after(promoted);
     assert!(
@@ -193,31 +248,18 @@ fn assert_followed(what: &str, r: &Report, victim: usize, promoted: Duration) {
             last - promoted
         );
     }
-    for (i, other) in r.groups.iter().enumerate().filter(|(i, _)| *i != victim) {
-        assert_eq!(
-            other.errors, 0,
-            "{what}: shard {i} is healthy but saw errors: {:?}",
-            other.samples
-        );
-    }
 }
 
 /// A primary frozen and left frozen (or woken once replaced) while its replica is promoted.
 fn frozen_primary(kind: Kind, full_coverage: bool, thaw: bool) {
     let _serial = serial();
     let coverage = if full_coverage { "yes" } else { "no" };
-    let cluster = Cluster::start_with(kind, 3, 1, &["--cluster-require-full-coverage", coverage]);
-    cluster.wait_synced();
-    let (opts, primaries) = sharded(&cluster, &unique("frozen"));
+    let (stage, opts) = Stage::start(kind, &["--cluster-require-full-coverage", coverage], "frozen");
+    let (cluster, victim, replica) = (&stage.cluster, stage.victim, stage.replica);
     let client = Arc::new(Client::open(&cluster.url()).unwrap());
     let load = Load::start(client.clone(), opts, HANG_BOUND);
     std::thread::sleep(Duration::from_millis(1000));
-    let victim = cluster.nodes.iter().position(|n| n.port == primaries[1]).unwrap();
-    let replica = cluster.replica_of(primaries[1]);
-    let slot = first_slot(&cluster, primaries[1]);
-    let fault = load.now();
-    cluster.nodes[victim].freeze();
-    let promoted = wait_promoted(&cluster, &load, &[victim], slot, cluster.nodes[replica].port);
+    let (fault, promoted) = stage.freeze_until_promoted(&load, victim, replica);
     println!("promoted at {promoted:?}");
     if thaw {
         cluster.nodes[victim].thaw();
@@ -247,7 +289,7 @@ fn frozen_primary(kind: Kind, full_coverage: bool, thaw: bool) {
     if thaw {
         // The woken node rejoined as a replica (it answers MOVED for its former slots).
         assert_eq!(
-            owner_seen_by(&cluster.nodes[victim], slot),
+            owner_seen_by(&cluster.nodes[victim], stage.slot),
             Some(cluster.nodes[replica].port)
         );
     }
@@ -288,13 +330,11 @@ fn a_woken_old_primary_acknowledges_nothing(kind: Kind) {
 /// A frozen replica changes nothing for callers.
 fn frozen_replica(kind: Kind) {
     let _serial = serial();
-    let cluster = Cluster::start(kind, 3, 1);
-    cluster.wait_synced();
-    let (opts, primaries) = sharded(&cluster, &unique("replica"));
+    let (stage, opts) = Stage::start(kind, &[], "replica");
+    let (cluster, replica) = (&stage.cluster, stage.replica);
     let client = Arc::new(Client::open(&cluster.url()).unwrap());
     let load = Load::start(client.clone(), opts, HANG_BOUND);
     std::thread::sleep(Duration::from_millis(800));
-    let replica = cluster.replica_of(primaries[1]);
     let fault = load.now();
     cluster.nodes[replica].freeze();
     std::thread::sleep(Duration::from_millis(3000));
@@ -320,13 +360,11 @@ fn frozen_replica(kind: Kind) {
 /// silent, no storm of slot-map refreshes.
 fn a_paused_primary_is_not_a_failed_one(kind: Kind) {
     let _serial = serial();
-    let cluster = Cluster::start(kind, 3, 1);
-    cluster.wait_synced();
-    let (opts, primaries) = sharded(&cluster, &unique("pause"));
+    let (stage, opts) = Stage::start(kind, &[], "pause");
+    let (cluster, victim) = (&stage.cluster, stage.victim);
     let client = Arc::new(Client::open(&cluster.url()).unwrap());
     let load = Load::start(client.clone(), opts, HANG_BOUND);
     std::thread::sleep(Duration::from_millis(800));
-    let victim = cluster.nodes.iter().position(|n| n.port == primaries[1]).unwrap();
     let before = client.stats();
     let fault = load.now();
     for _ in 0..3 {
@@ -542,14 +580,12 @@ per_kind!(
 /// none fails, none waits much longer than `silence_timeout`.
 fn a_primary_frozen_briefly_is_waited_for(kind: Kind) {
     let _serial = serial();
-    let cluster = Cluster::start_with(kind, 3, 1, &["--cluster-node-timeout", "5000"]);
-    cluster.wait_synced();
-    let (opts, primaries) = sharded(&cluster, &unique("brief"));
+    let (stage, opts) = Stage::start(kind, &["--cluster-node-timeout", "5000"], "brief");
+    let (cluster, victim) = (&stage.cluster, stage.victim);
     let client = Arc::new(Client::open(&cluster.url()).unwrap());
-    let spread = SpreadReads::start(&cluster, primaries[1]);
+    let spread = SpreadReads::start(cluster, stage.primaries[1]);
     let load = Load::start(client.clone(), opts, HANG_BOUND);
     std::thread::sleep(Duration::from_millis(800));
-    let victim = cluster.nodes.iter().position(|n| n.port == primaries[1]).unwrap();
     let fault = load.now();
     cluster.nodes[victim].freeze();
     std::thread::sleep(Duration::from_millis(1500));
@@ -659,25 +695,17 @@ impl SpreadReads {
 /// then the successor frozen in turn and the old primary promoted back. The client follows both promotions.
 fn followed_there_and_back(kind: Kind) {
     let _serial = serial();
-    let cluster = Cluster::start(kind, 3, 1);
-    cluster.wait_synced();
-    let (opts, primaries) = sharded(&cluster, &unique("twice"));
-    let client = Arc::new(Client::open(&cluster.url()).unwrap());
+    let (stage, opts) = Stage::start(kind, &[], "twice");
+    let (first, second) = (stage.victim, stage.replica);
+    let client = Arc::new(Client::open(&stage.cluster.url()).unwrap());
     let load = Load::start(client.clone(), opts, HANG_BOUND);
     std::thread::sleep(Duration::from_millis(800));
-    let first = cluster.nodes.iter().position(|n| n.port == primaries[1]).unwrap();
-    let second = cluster.replica_of(primaries[1]);
-    let slot = first_slot(&cluster, primaries[1]);
-    let fault = load.now();
-    cluster.nodes[first].freeze();
-    let promoted = wait_promoted(&cluster, &load, &[first], slot, cluster.nodes[second].port);
-    cluster.nodes[first].thaw();
+    let (fault, promoted) = stage.freeze_until_promoted(&load, first, second);
+    stage.cluster.nodes[first].thaw();
     std::thread::sleep(Duration::from_millis(500));
-    cluster.wait_synced();
+    stage.cluster.wait_synced();
     std::thread::sleep(Duration::from_millis(1500));
-    let back_fault = load.now();
-    cluster.nodes[second].freeze();
-    let back = wait_promoted(&cluster, &load, &[second], slot, cluster.nodes[first].port);
+    let (back_fault, back) = stage.freeze_until_promoted(&load, second, first);
     std::thread::sleep(Duration::from_millis(2500));
     let r = load.finish();
     let scenario = "primary frozen and replaced, then its successor frozen and the old primary promoted back";
@@ -698,11 +726,10 @@ fn followed_there_and_back(kind: Kind) {
     );
     assert_sound(scenario, &r, fault);
     assert_followed(scenario, &r, 1, back);
-    let g = &r.groups[1];
+    let first_ok = r.groups[1].first_ok_after(promoted);
     assert!(
-        g.first_ok_after(promoted)
-            .is_some_and(|t| t <= promoted + RECOVERY_BOUND),
-        "the first promotion was not followed: {g:?}"
+        first_ok.is_some_and(|t| t <= promoted + RECOVERY_BOUND),
+        "the first promotion was not followed: first success {first_ok:?}, promoted {promoted:?}"
     );
 }
 
@@ -710,21 +737,14 @@ fn followed_there_and_back(kind: Kind) {
 /// time until the promotion, which is followed as fast as with the default.
 fn frozen_primary_with_a_short_timeout(kind: Kind) {
     let _serial = serial();
-    let cluster = Cluster::start(kind, 3, 1);
-    cluster.wait_synced();
-    let (opts, primaries) = sharded(&cluster, &unique("short"));
-    let config = Config::from_url(&cluster.url())
+    let (stage, opts) = Stage::start(kind, &[], "short");
+    let config = Config::from_url(&stage.cluster.url())
         .unwrap()
         .request_timeout(Duration::from_millis(300));
     let client = Arc::new(Client::with_config(config).unwrap());
     let load = Load::start(client.clone(), opts, Duration::from_secs(2));
     std::thread::sleep(Duration::from_millis(800));
-    let victim = cluster.nodes.iter().position(|n| n.port == primaries[1]).unwrap();
-    let replica = cluster.replica_of(primaries[1]);
-    let slot = first_slot(&cluster, primaries[1]);
-    let fault = load.now();
-    cluster.nodes[victim].freeze();
-    let promoted = wait_promoted(&cluster, &load, &[victim], slot, cluster.nodes[replica].port);
+    let (fault, promoted) = stage.freeze_until_promoted(&load, stage.victim, stage.replica);
     std::thread::sleep(Duration::from_millis(3000));
     let r = load.finish();
     let scenario = "primary frozen, replica promoted, 300 ms request timeout";
@@ -739,34 +759,22 @@ fn frozen_primary_with_a_short_timeout(kind: Kind) {
     .print();
     println!("  client stats: {}", brief(&client));
     assert_sound(scenario, &r, fault);
-    let g = &r.groups[1];
-    assert!(
-        g.first_ok_after(promoted)
-            .is_some_and(|t| t <= promoted + RECOVERY_BOUND),
-        "not followed: {g:?}"
-    );
-    assert!(
-        g.last_error.is_none_or(|e| e <= promoted + RECOVERY_BOUND),
-        "errors long after the promotion: {g:?}"
-    );
+    // The healthy shards of Redis 7 answer CLUSTERDOWN for longer than a 300 ms deadline around a failover.
+    assert_shard_followed(scenario, &r, 1, promoted);
 }
 
 /// A client opened while a primary is frozen, with the frozen node as its first seed: it opens from the other
 /// seeds in bounded time, fails that shard's calls (typed, in time) until the promotion, and follows it.
 fn opened_while_a_seed_is_frozen(kind: Kind) {
     let _serial = serial();
-    let cluster = Cluster::start(kind, 3, 1);
-    cluster.wait_synced();
-    let (opts, primaries) = sharded(&cluster, &unique("seedfrozen"));
-    let victim = cluster.nodes.iter().position(|n| n.port == primaries[1]).unwrap();
-    let replica = cluster.replica_of(primaries[1]);
-    let slot = first_slot(&cluster, primaries[1]);
+    let (stage, opts) = Stage::start(kind, &[], "seedfrozen");
+    let (cluster, victim, replica) = (&stage.cluster, stage.victim, stage.replica);
     let mut seeds = vec![cluster.nodes[victim].addr()];
     seeds.extend(
         cluster
             .nodes
             .iter()
-            .filter(|n| n.port != primaries[1])
+            .filter(|n| n.port != stage.primaries[1])
             .map(|n| n.addr()),
     );
     let url = format!("redis://{}", seeds.join(","));
@@ -775,7 +783,7 @@ fn opened_while_a_seed_is_frozen(kind: Kind) {
     let client = Arc::new(Client::open(&url).unwrap());
     let opened = t.elapsed();
     let load = Load::start(client.clone(), opts, HANG_BOUND);
-    let promoted = wait_promoted(&cluster, &load, &[victim], slot, cluster.nodes[replica].port);
+    let promoted = wait_promoted(cluster, &load, &[victim], stage.slot, cluster.nodes[replica].port);
     std::thread::sleep(Duration::from_millis(3000));
     let r = load.finish();
     let scenario = "client opened while its first seed (a primary) is frozen; replica promoted";
