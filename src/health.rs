@@ -93,14 +93,19 @@ impl Health {
         nodes
     }
 
-    /// Stops reads from going to replica `node` for `span`.
+    /// Whether reads may go to `node` now: not marked down, not avoided.
+    pub(crate) fn readable(&self, node: &str) -> bool {
+        self.check(node).is_ok() && !self.avoided(node)
+    }
+
+    /// Stops reads from going to `node` (a replica, or a silent primary while replicas are read from) for `span`.
     pub(crate) fn avoid(&self, node: &str, span: Duration) {
         let mut avoided = self.avoided.lock();
         avoided.insert(node.to_string(), Instant::now() + span);
         self.avoided_count.store(avoided.len(), Ordering::Release);
     }
 
-    /// Whether reads should stay off replica `node` for now.
+    /// Whether reads should stay off `node` for now.
     pub(crate) fn avoided(&self, node: &str) -> bool {
         if self.avoided_count.load(Ordering::Acquire) == 0 {
             return false;

@@ -30,7 +30,7 @@ where
     loop {
         let now = Instant::now();
         // Start the next node when the stagger has passed, or when nothing is pending any more.
-        if started < nodes.len() && (now >= next_start || finished == started) {
+        if started < nodes.len() && now < deadline && (now >= next_start || finished == started) {
             let (node, tx, ask) = (nodes[started].clone(), tx.clone(), ask.clone());
             let i = started;
             let spawned = std::thread::Builder::new()
@@ -54,7 +54,7 @@ where
         } else {
             deadline
         };
-        match rx.recv_timeout(until.saturating_duration_since(now)) {
+        match rx.recv_deadline(until) {
             Ok((_, Ok(answer))) => return Ok(answer),
             Ok((i, Err(e))) => {
                 errors[i] = Some(e);

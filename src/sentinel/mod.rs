@@ -46,30 +46,11 @@ impl Sentinels {
             .collect()
     }
 
-    /// Asks every Sentinel (each within `timeout`) for the service; their answers, in order.
+    /// Asks every Sentinel at once (each within `timeout`) for the service; their answers, in order. Returns once
+    /// all have answered, or once a majority has and the others had `GRACE` more: a frozen or cut-off Sentinel
+    /// must not hold an open or every refresh for a whole `timeout` (the one after a failover among them).
+    /// Sentinels that had not answered by then appear with a timeout error.
     pub(crate) fn ask_all(&self, timeout: Duration) -> Vec<(String, Result<SentinelView>)> {
-        // All at once, so that unreachable Sentinels cost one timeout, not one each.
-        std::thread::scope(|s| {
-            let asks: Vec<_> = self
-                .addrs
-                .iter()
-                .map(|a| (a, s.spawn(move || self.ask(a, timeout))))
-                .collect();
-            asks.into_iter()
-                .map(|(a, h)| {
-                    let r = h
-                        .join()
-                        .unwrap_or_else(|_| Err(Error::Topology(format!("asking Sentinel {a} panicked"))));
-                    (a.clone(), r)
-                })
-                .collect()
-        })
-    }
-
-    /// Asks every Sentinel at once, and returns once all have answered, or once a majority has and the others
-    /// had `GRACE` more: a frozen or cut-off Sentinel must not hold every refresh for a whole `timeout` (the one
-    /// after a failover among them). Sentinels that had not answered by then appear with a timeout error.
-    fn ask_enough(&self, timeout: Duration) -> Vec<(String, Result<SentinelView>)> {
         let (tx, rx) = crossbeam_channel::unbounded();
         let mut answers: Vec<Option<Result<SentinelView>>> = self.addrs.iter().map(|_| None).collect();
         for (i, addr) in self.addrs.iter().enumerate() {
@@ -143,7 +124,7 @@ impl Sentinels {
     /// primary that is cut off would hold every refresh for a connect timeout, the failover's among them), and its
     /// usable replicas. The error says which Sentinels were asked and what each answered.
     pub(crate) fn discover(&self, data: &ConnectOptions, timeout: Duration, current: Option<&str>) -> Result<SlotMap> {
-        let answers = self.ask_enough(timeout);
+        let answers = self.ask_all(timeout);
         let best = answers
             .iter()
             .filter_map(|(a, r)| r.as_ref().ok().map(|v| (a, v)))

@@ -35,10 +35,9 @@ impl Worker {
             read_from: config.read_from,
         };
         let health = &self.shared.health;
-        let usable = |n: &str| health.check(n).is_ok() && !health.avoided(n);
         let spread = Spread {
             next: &mut self.pick,
-            usable: &usable,
+            usable: &|n| health.readable(n),
         };
         let plan = batch::plan(&self.active, units, &self.map, limits, spread);
         for (unit, err) in plan.unroutable {
@@ -175,10 +174,11 @@ impl Worker {
             };
             let before = conn.last_io();
             let result = conn.read(&front.expect);
-            if conn.last_io() != before {
+            let spoke = conn.last_io() != before;
+            if spoke {
                 link.unanswered_since = None;
             }
-            if link.silent && conn.last_io() != before {
+            if link.silent && spoke {
                 // It speaks again after a silence: it may have been replaced meanwhile (a frozen primary still
                 // acknowledges writes the moment it wakes). Its answers wait for a slot map read from now on.
                 link.silent = false;

@@ -219,11 +219,13 @@ impl Worker {
             }
             if replica {
                 silent_replicas.push(node.clone());
-            } else if self.shared.config.read_from != ReadFrom::Primary {
-                silent_primaries.push(node.clone());
             }
             if link.reported.is_none_or(|at| now.duration_since(at) >= REPORT_EVERY) {
                 link.reported = Some(now);
+                if !replica && self.shared.config.read_from != ReadFrom::Primary {
+                    // Renewed with each report (the avoidance outlasts REPORT_EVERY), not replanned every turn.
+                    silent_primaries.push(node.clone());
+                }
                 self.shared.health.report_silent(node);
                 self.shared.topology.request_refresh();
             }
@@ -247,27 +249,35 @@ impl Worker {
         let Some(shard) = self.map.nodes.iter().position(|n| n.as_str() == node) else {
             return;
         };
-        let usable = |n: &str| health.check(n).is_ok() && !health.avoided(n);
         let elsewhere = self
             .map
-            .read_candidates(shard, self.shared.config.read_from, &usable)
+            .read_candidates(shard, self.shared.config.read_from, &|n| health.readable(n))
             .iter()
             .any(|n| *n != node);
         let Some(&i) = self.index.get(node) else { return };
-        let units: Vec<Unit> = self.links[i].units().filter(|u| self.active.live(u)).cloned().collect();
+        let units = self.owed_units(i);
         let reads_only = units
             .iter()
             .all(|u| u.to.is_none() && Parts::part(&self.active, u.part).command.reads());
-        if !elsewhere || units.is_empty() || !reads_only {
-            return;
+        if elsewhere && !units.is_empty() && reads_only {
+            self.links[i].drop_unanswered();
+            self.resend(units, &format!("primary {node} is silent"));
         }
-        log::info!(
-            "primary {node} is silent: {} read(s) resent to its replicas",
-            units.len()
-        );
-        self.shared.stats.rerouted.add(units.len() as u64);
-        self.links[i].drop_unanswered();
+    }
+
+    /// The live units link `i` owes replies for.
+    fn owed_units(&self, i: usize) -> Vec<Unit> {
+        self.links[i].units().filter(|u| self.active.live(u)).cloned().collect()
+    }
+
+    /// Plans `units` again (their link was dropped) and counts them as rerouted, saying why.
+    fn resend(&mut self, units: Vec<Unit>, why: &str) {
+        if !units.is_empty() {
+            log::info!("{why}: {} read(s) resent elsewhere", units.len());
+            self.shared.stats.rerouted.add(units.len() as u64);
+        }
         self.ready.extend(units);
+        self.replan = true;
         self.moved = true;
     }
 
@@ -387,17 +397,8 @@ impl Worker {
     pub(super) fn avoid_replica(&mut self, node: &str) {
         self.shared.health.avoid(node, AVOID_REPLICA);
         let Some(&i) = self.index.get(node) else { return };
-        let units: Vec<Unit> = self.links[i].units().filter(|u| self.active.live(u)).cloned().collect();
-        if !units.is_empty() {
-            log::info!(
-                "replica {node} is avoided for reads: {} read(s) resent elsewhere",
-                units.len()
-            );
-            self.shared.stats.rerouted.add(units.len() as u64);
-        }
+        let units = self.owed_units(i);
         self.links[i].reset();
-        self.ready.extend(units);
-        self.replan = true;
-        self.moved = true;
+        self.resend(units, &format!("replica {node} is avoided for reads"));
     }
 }
