@@ -8,62 +8,90 @@ use bytes::{Bytes, BytesMut};
 
 use crate::command::Command;
 use crate::error::{Error, Result};
-use crate::pending::{Pending, PendingGet, REPLY_GRACE, into_value, prefix};
+use crate::pending::{Pending, PendingGet, into_value, prefix};
 use crate::request::{Part, Priority, ReplySlot};
 use crate::shared::Shared;
 use crate::split::{self, Limits};
 use crate::value::{DestSlot, Fill, KeyReply, SetValue};
 
+/// A check a waiting caller runs between slices of its wait (see [`Call::interruptible`]): `true` stops the wait.
+pub type Interrupt = Arc<dyn Fn() -> bool + Send + Sync>;
+
+/// How often a wait runs its [`Interrupt`] check.
+pub(crate) const INTERRUPT_CHECK: Duration = Duration::from_millis(50);
+
+/// The per-call settings, kept apart from the call so that a chunk store can carry them too.
+#[derive(Clone, Default)]
+pub(crate) struct Settings {
+    pub(crate) priority: Option<Priority>,
+    pub(crate) timeout: Option<Duration>,
+    pub(crate) size_hint: Option<usize>,
+    pub(crate) ttl_secs: Option<Option<u64>>,
+    pub(crate) interrupt: Option<Interrupt>,
+    /// Reads check each value as a chunk frame while reading it (the chunk layer's framed layout).
+    pub(crate) verify_frames: bool,
+}
+
+impl std::fmt::Debug for Settings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Settings")
+            .field("priority", &self.priority)
+            .field("timeout", &self.timeout)
+            .field("size_hint", &self.size_hint)
+            .field("ttl_secs", &self.ttl_secs)
+            .field("interruptible", &self.interrupt.is_some())
+            .field("verify_frames", &self.verify_frames)
+            .finish()
+    }
+}
+
 /// One call with per-call settings; every setter is optional. Built by [`Client::call`](crate::Client::call).
 #[must_use = "a Call does nothing until one of its operations is invoked"]
 pub struct Call<'a> {
     shared: &'a Arc<Shared>,
-    priority: Option<Priority>,
-    timeout: Option<Duration>,
-    size_hint: Option<usize>,
-    ttl_secs: Option<Option<u64>>,
-    verify_frames: bool,
+    settings: Settings,
 }
 
 impl<'a> Call<'a> {
     pub(crate) fn new(shared: &'a Arc<Shared>) -> Call<'a> {
-        Call {
-            shared,
-            priority: None,
-            timeout: None,
-            size_hint: None,
-            ttl_secs: None,
-            verify_frames: false,
-        }
+        Call::with(shared, Settings::default())
     }
 
-    /// Reads check each value as a chunk frame while reading it (the chunk layer's framed layout).
-    pub(crate) fn verify_frames(mut self) -> Self {
-        self.verify_frames = true;
-        self
+    pub(crate) fn with(shared: &'a Arc<Shared>, settings: Settings) -> Call<'a> {
+        Call { shared, settings }
     }
 
     /// Overrides the operation's default priority.
     pub fn priority(mut self, p: Priority) -> Self {
-        self.priority = Some(p);
+        self.settings.priority = Some(p);
         self
     }
 
     /// Overrides [`Config::request_timeout`](crate::Config::request_timeout) for this call.
     pub fn timeout(mut self, d: Duration) -> Self {
-        self.timeout = Some(d);
+        self.settings.timeout = Some(d);
         self
     }
 
     /// Expected size of each value read, to bound round trips before the client has learned it.
     pub fn size_hint(mut self, bytes: usize) -> Self {
-        self.size_hint = Some(bytes);
+        self.settings.size_hint = Some(bytes);
         self
     }
 
     /// Overrides [`Config::ttl_secs`](crate::Config::ttl_secs) for this call's writes (`None`: no expiry).
     pub fn ttl_secs(mut self, ttl: Option<u64>) -> Self {
-        self.ttl_secs = Some(ttl);
+        self.settings.ttl_secs = Some(ttl);
+        self
+    }
+
+    /// While waiting for its answers, the call runs `check` every 50 ms on the calling thread; when it returns
+    /// `true` the call stops waiting and fails with [`Error::Interrupted`] (what was queued may still be carried
+    /// out, and its answers are dropped; caller buffers of [`batched_get_into`](Self::batched_get_into) are taken
+    /// back first, so nothing writes into them afterwards). For callers that must react to signals while they wait,
+    /// such as a binding for another language's Ctrl-C. Defaults to none: waits end with the answers or the deadline.
+    pub fn interruptible(mut self, check: Interrupt) -> Self {
+        self.settings.interrupt = Some(check);
         self
     }
 
@@ -127,9 +155,17 @@ impl<'a> Call<'a> {
     /// `Filled(len)`, `Value(None)` when missing or damaged, or the key's error.
     pub(crate) fn get_into(self, keys: Vec<Bytes>, dests: Vec<DestSlot>, fill: Fill) -> Result<Vec<Result<KeyReply>>> {
         let mut pending = self.submit_with(Command::Get, Priority::Get, keys, Vec::new(), Some((dests, fill)))?;
-        let until = pending.deadline + REPLY_GRACE;
-        pending.receive(until);
+        pending.wait(self.settings.interrupt.as_ref())?;
         pending.into_replies()
+    }
+
+    /// See [`Client::batched_get_into`](crate::Client::batched_get_into).
+    pub fn batched_get_into<K, B>(self, keys: &[K], bufs: Vec<B>) -> Vec<crate::FillResult<B>>
+    where
+        K: AsRef<[u8]>,
+        B: AsMut<[u8]> + Send + 'static,
+    {
+        crate::fill::fill(self, to_keys(keys), bufs, Fill::Fit)
     }
 
     /// See [`Client::batched_get`](crate::Client::batched_get).
@@ -170,7 +206,7 @@ impl<'a> Call<'a> {
         for v in &values {
             self.shared.learn_value_size(v.len());
         }
-        let ttl_secs = self.ttl_secs.unwrap_or(self.shared.config.ttl_secs);
+        let ttl_secs = self.settings.ttl_secs.unwrap_or(self.shared.config.ttl_secs);
         if ttl_secs == Some(0) {
             return Err(Error::InvalidInput("a TTL of 0 seconds would expire at once".into()));
         }
@@ -209,8 +245,7 @@ impl<'a> Call<'a> {
         values: Vec<SetValue>,
     ) -> Result<Vec<Result<KeyReply>>> {
         let mut pending = self.submit(command, default, keys, values)?;
-        let until = pending.deadline + REPLY_GRACE;
-        pending.receive(until);
+        pending.wait(self.settings.interrupt.as_ref())?;
         pending.into_replies()
     }
 
@@ -231,8 +266,8 @@ impl<'a> Call<'a> {
         let shared = self.shared;
         let config = &shared.config;
         let stats = &shared.stats;
-        let priority = self.priority.unwrap_or(default);
-        let deadline = Instant::now() + self.timeout.unwrap_or(config.request_timeout);
+        let priority = self.settings.priority.unwrap_or(default);
+        let deadline = Instant::now() + self.settings.timeout.unwrap_or(config.request_timeout);
         // Every key passes here, whatever the call: checked before anything is queued.
         if let Some((i, k)) = keys.iter().enumerate().find(|(_, k)| k.len() > config.max_key_bytes) {
             return Err(Error::InvalidInput(format!(
@@ -245,7 +280,11 @@ impl<'a> Call<'a> {
             return Err(Error::Closed);
         }
         stats.call(command.op(), priority, keys.len());
-        let expected = self.size_hint.unwrap_or_else(|| shared.expected_value_size()).max(1);
+        let expected = self
+            .settings
+            .size_hint
+            .unwrap_or_else(|| shared.expected_value_size())
+            .max(1);
         let mut pending = Pending::new(shared.clone(), deadline, priority);
         let fill = dests.as_ref().map(|(_, fill)| *fill);
         let limits = Limits {
@@ -269,7 +308,7 @@ impl<'a> Call<'a> {
                 values: piece.values,
                 bytes: piece.bytes,
                 expected_value: expected,
-                verify_frames: self.verify_frames,
+                verify_frames: self.settings.verify_frames,
                 dests: fill.map(|f| (piece.dests, f)),
                 deadline,
                 reply,

@@ -231,6 +231,31 @@ impl Client {
         self.call().batched_get(keys)
     }
 
+    /// Reads `keys[i]` straight into `bufs[i]` (anything `AsMut<[u8]> + Send`: pre-allocated or pinned slabs), from
+    /// the socket with no copy in between, and hands every buffer back with its result, in order: `Ok(Some(n))`
+    /// when the value is the buffer's first `n` bytes (a buffer may be larger than its value), `Ok(None)` when
+    /// missing, or the key's error: [`Error::InvalidInput`](crate::Error::InvalidInput) when the value is larger
+    /// than its buffer (nothing is written into it). Priority [`Priority::Get`](crate::Priority::Get).
+    ///
+    /// ```no_run
+    /// let client = kvcache_redis::Client::open("redis://127.0.0.1:6379")?;
+    /// let bufs = vec![vec![0u8; 32 << 20]; 2];
+    /// for r in client.batched_get_into(&["chunk-a", "chunk-b"], bufs) {
+    ///     match r.result? {
+    ///         Some(n) => println!("{n} bytes, in place"),
+    ///         None => println!("missing"),
+    ///     }
+    /// }
+    /// # Ok::<(), kvcache_redis::Error>(())
+    /// ```
+    pub fn batched_get_into<K, B>(&self, keys: &[K], bufs: Vec<B>) -> Vec<crate::FillResult<B>>
+    where
+        K: AsRef<[u8]>,
+        B: AsMut<[u8]> + Send + 'static,
+    {
+        self.call().batched_get_into(keys, bufs)
+    }
+
     /// Stores `values[i]` under `keys[i]` with pipelined, non-transactional `SET`s; one result per key.
     /// Values cross to the workers without being copied. Priority [`Priority::Put`](crate::Priority::Put).
     pub fn batched_put<K, V, I>(&self, keys: &[K], values: I) -> Result<Vec<Result<()>>>

@@ -152,6 +152,23 @@ impl Config {
         url.parse()
     }
 
+    /// Sets one option by its URL name, as `?name=value` would in a URL (see the type's docs for the names), but
+    /// with `value` taken as it is (not percent-decoded); `db` selects the database. For settings that come as
+    /// names and strings (environment variables, another language's keyword arguments).
+    ///
+    /// ```
+    /// let config = kvcache_redis::Config::from_url("redis://127.0.0.1:6379")?
+    ///     .option("workers", "8")?
+    ///     .option("read_from", "primary")?;
+    /// assert!(config.clone().option("colour", "blue").is_err());
+    /// # Ok::<(), kvcache_redis::Error>(())
+    /// ```
+    pub fn option(mut self, name: &str, value: &str) -> Result<Config> {
+        crate::url::apply_option(&mut self, name, value, crate::url::Source::Setter)
+            .map_err(|why| Error::Config(format!("option {name}: {why}")))?;
+        Ok(self)
+    }
+
     /// Forces standalone or cluster mode. Defaults to [`Mode::Auto`].
     pub fn mode(mut self, mode: Mode) -> Self {
         self.mode = mode;

@@ -69,6 +69,9 @@ pub enum Error {
     Config(String),
     /// The worker that took the request stopped without answering (a bug: it panicked).
     WorkerLost,
+    /// The caller's interrupt check (see [`Call::interruptible`](crate::Call::interruptible)) stopped the wait; what
+    /// was queued may still be carried out, its answers dropped.
+    Interrupted,
     /// A put was stored on its primary, but fewer replicas than asked for confirmed it within the wait timeout
     /// ([`Config::wait_for_replicas`](crate::Config::wait_for_replicas)). The value is not rolled back: it is
     /// readable, and may still reach the replicas later.
@@ -151,6 +154,7 @@ impl fmt::Display for Error {
             Error::InvalidInput(m) => write!(f, "invalid input: {m}"),
             Error::Config(m) => write!(f, "invalid configuration: {m}"),
             Error::WorkerLost => write!(f, "worker lost: it stopped without answering"),
+            Error::Interrupted => write!(f, "interrupted: the caller stopped waiting"),
             Error::NotReplicated { node, acked, wanted } => write!(
                 f,
                 "not replicated: {node} stored the write, but {acked} of the {wanted} replicas asked for confirmed it \

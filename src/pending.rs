@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use oneshot::RecvTimeoutError;
 
+use crate::call::{INTERRUPT_CHECK, Interrupt};
 use crate::error::{Error, Result};
 use crate::request::{Priority, ReplyReceiver};
 use crate::shared::Shared;
@@ -66,6 +67,24 @@ impl Pending {
             part.got = answer;
         }
         done
+    }
+
+    /// Receives every answer (parts unanswered by the deadline plus grace are answered with a timeout), running
+    /// `interrupt` between slices of the wait: when it says so, stops with [`Error::Interrupted`].
+    pub(crate) fn wait(&mut self, interrupt: Option<&Interrupt>) -> Result<()> {
+        let until = self.deadline + REPLY_GRACE;
+        let Some(interrupted) = interrupt else {
+            self.receive(until);
+            return Ok(());
+        };
+        loop {
+            if self.receive((Instant::now() + INTERRUPT_CHECK).min(until)) {
+                return Ok(());
+            }
+            if interrupted() {
+                return Err(Error::Interrupted);
+            }
+        }
     }
 
     /// Every key's reply in order; the whole call's error when nothing at all was answered.

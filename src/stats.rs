@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use parking_lot::Mutex;
 
 use crate::latency::{Histogram, Latency};
-use crate::request::Priority;
+use crate::priority::Priority;
 use crate::telemetry::{self, Stat};
 
 /// A snapshot of the client's counters since it was opened. Counters only grow.

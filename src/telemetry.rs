@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
 use crate::error::Error;
-use crate::request::Priority;
+use crate::priority::Priority;
 
 /// One counter: what [`Client::stats`](crate::Client::stats) reads and, with the `metrics` feature, the facade's
 /// counter of the same event.
@@ -76,6 +76,7 @@ pub(crate) fn error_kind(e: &Error) -> &'static str {
         Error::Overloaded(_) => "overloaded",
         Error::InvalidInput(_) | Error::Config(_) => "invalid",
         Error::WorkerLost => "worker_lost",
+        Error::Interrupted => "interrupted",
         Error::NotReplicated { .. } => "not_replicated",
     }
 }

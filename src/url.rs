@@ -110,7 +110,7 @@ fn parse_url(url: &str) -> Result<Config> {
         let (k, v) = pair
             .split_once('=')
             .ok_or_else(|| bad(&format!("option {pair:?} has no value")))?;
-        apply_option(&mut cfg, k, v, unix).map_err(|why| bad(&why))?;
+        apply_option(&mut cfg, k, v, Source::Url { unix }).map_err(|why| bad(&why))?;
     }
     if cfg.mode == Mode::Cluster && cfg.db != 0 {
         return Err(bad("a database number is not allowed in cluster mode"));
@@ -119,14 +119,33 @@ fn parse_url(url: &str) -> Result<Config> {
     Ok(cfg)
 }
 
-/// Sets option `k` (of a URL's query) to `v`; the error says what was wrong. `unix`: the URL is a Unix socket's.
-fn apply_option(cfg: &mut Config, k: &str, v: &str, unix: bool) -> std::result::Result<(), String> {
-    let sentinel_only = || format!("{k} is for Sentinel URLs (redis+sentinel://...)");
+/// Where an option's value comes from.
+#[derive(Clone, Copy)]
+pub(crate) enum Source {
+    /// A URL's query (`unix`: a Unix socket's): values are percent-encoded, and the database is in the path
+    /// except for Unix sockets.
+    Url { unix: bool },
+    /// [`Config::option`]: values as they are.
+    Setter,
+}
+
+/// Sets option `k` to `v`; the error says what was wrong.
+pub(crate) fn apply_option(cfg: &mut Config, k: &str, v: &str, source: Source) -> std::result::Result<(), String> {
+    let sentinel_only = || format!("{k} is for Sentinel deployments (redis+sentinel://...)");
     let num =
         |v: &str| -> std::result::Result<u64, String> { v.parse().map_err(|_| format!("bad number for {k}: {v:?}")) };
-    let decoded = |v: &str| percent_decode(v).ok_or_else(|| "bad percent-encoding".to_string());
+    let decoded = |v: &str| match source {
+        Source::Url { .. } => percent_decode(v).ok_or_else(|| "bad percent-encoding".to_string()),
+        Source::Setter => Ok(v.to_string()),
+    };
+    let unix = match source {
+        Source::Url { unix } => unix,
+        Source::Setter => cfg.seeds.iter().any(|s| s.starts_with("unix:")),
+    };
     match k {
-        "db" if unix => cfg.db = v.parse().map_err(|_| format!("bad database {v:?}"))?,
+        "db" if unix || matches!(source, Source::Setter) => {
+            cfg.db = v.parse().map_err(|_| format!("bad database {v:?}"))?
+        }
         "mode" if unix => return Err("a Unix socket is one standalone server".into()),
         "mode" => {
             cfg.mode = match v {
@@ -170,7 +189,7 @@ fn apply_option(cfg: &mut Config, k: &str, v: &str, unix: bool) -> std::result::
         "tls_ca" => *cfg = std::mem::take(cfg).tls_ca_file(decoded(v)?),
         "tls_cert" => cfg.tls.get_or_insert_with(Default::default).cert_file = Some(decoded(v)?.into()),
         "tls_key" => cfg.tls.get_or_insert_with(Default::default).key_file = Some(decoded(v)?.into()),
-        "tls_server_name" => *cfg = std::mem::take(cfg).tls_server_name(v),
+        "tls_server_name" => *cfg = std::mem::take(cfg).tls_server_name(&decoded(v)?),
         "tls_insecure_skip_verify" => match v {
             "true" => *cfg = std::mem::take(cfg).tls_insecure_skip_verify(true),
             "false" => {}
@@ -354,7 +373,7 @@ mod tests {
             ("redis+sentinel://h/", "names the service"),
             ("redis+sentinel://h/svc/x", "bad database"),
             ("redis+sentinel://h/svc?mode=cluster", "mode must stay auto"),
-            ("redis://h?sentinel_password=x", "is for Sentinel URLs"),
+            ("redis://h?sentinel_password=x", "is for Sentinel deployments"),
             ("redis://h?read_from=nearest", "bad read_from"),
             ("redis-sentinel://h:1,h:2", "LMCache's spelling"),
         ];

@@ -39,6 +39,8 @@ pub(crate) type DestSlot = std::sync::Arc<parking_lot::Mutex<Option<Box<dyn Dest
 pub(crate) enum Fill {
     /// The value is exactly the buffer's size.
     Raw,
+    /// The value is at most the buffer's size; it fills the buffer's first bytes.
+    Fit,
     /// The value is a chunk frame whose payload is exactly the buffer's size; the header is read apart and checked.
     Framed,
 }

@@ -35,6 +35,45 @@ fn timeout_discards_the_poisoned_connection(kind: Kind) {
     assert!(stats.timeouts >= 1 && stats.connects >= 2, "{stats:?}");
 }
 
+/// A caller's interrupt check (what a binding runs for Ctrl-C) ends a wait on a frozen server long before the
+/// deadline; buffers lent for the call come back untouched, and the client answers again once the server does.
+fn an_interrupt_ends_the_wait_and_the_client_stays_usable(kind: Kind) {
+    let server = Server::standalone(kind);
+    let client = Client::open(&server.url()).unwrap();
+    client.put("k", vec![7u8; 100_000]).unwrap();
+    server.freeze();
+    let interrupt_after = |d: Duration| -> kvcache_redis::Interrupt {
+        let start = Instant::now();
+        std::sync::Arc::new(move || start.elapsed() >= d)
+    };
+    let started = Instant::now();
+    let call = client.call().timeout(Duration::from_secs(10));
+    let err = call
+        .interruptible(interrupt_after(Duration::from_millis(150)))
+        .get("k")
+        .unwrap_err();
+    let took = started.elapsed();
+    assert!(matches!(err, Error::Interrupted), "{err:?}");
+    assert!(
+        took >= Duration::from_millis(150) && took < Duration::from_secs(2),
+        "took {took:?}"
+    );
+    let call = client.call().timeout(Duration::from_secs(10));
+    let got = call
+        .interruptible(interrupt_after(Duration::from_millis(100)))
+        .batched_get_into(&["k", "k"], vec![vec![1u8; 100_000], vec![1u8; 10]]);
+    for r in &got {
+        assert!(matches!(r.result, Err(Error::Interrupted)), "{:?}", r.result);
+        let buf = r.buf.as_ref().expect("handed back");
+        assert!(buf.iter().all(|&b| b == 1), "nothing written");
+    }
+    // An interrupt that never fires changes nothing.
+    server.thaw();
+    let never: kvcache_redis::Interrupt = std::sync::Arc::new(|| false);
+    let value = client.call().interruptible(never).get("k").unwrap();
+    assert_eq!(value.as_deref(), Some(&vec![7u8; 100_000][..]));
+}
+
 fn stopped_server_fails_fast_and_recovers(kind: Kind) {
     let mut server = Server::standalone(kind);
     let config = Config::from_url(&server.url()).unwrap().workers(2);
@@ -317,6 +356,7 @@ fn a_blackholed_node_does_not_stall_the_others(kind: Kind) {
 }
 
 per_kind!(
+    an_interrupt_ends_the_wait_and_the_client_stays_usable,
     a_blackholed_node_does_not_stall_the_others,
     timeout_discards_the_poisoned_connection,
     stopped_server_fails_fast_and_recovers,

@@ -9,15 +9,14 @@ use rayon::prelude::*;
 mod into;
 mod split;
 
-pub use into::FillResult;
-
-use crate::call::Call;
+use crate::call::{Call, Interrupt, Settings};
 use crate::chunk_key::ChunkKey;
 use crate::chunk_meta::ChunkMeta;
 use crate::client::Client;
 use crate::error::{Error, Result};
 use crate::frame;
 use crate::pending::PendingGet;
+use crate::priority::Priority;
 use crate::value::SetValue;
 
 /// How a chunk is laid out in the store.
@@ -91,8 +90,8 @@ pub struct ChunkStore {
     client: Client,
     layout: Layout,
     namespace: String,
-    /// `Some` overrides the client's TTL for writes through this store.
-    ttl_secs: Option<Option<u64>>,
+    /// Per-call settings of every call through this store (its TTL overrides the client's for writes).
+    settings: Settings,
 }
 
 impl ChunkStore {
@@ -102,7 +101,7 @@ impl ChunkStore {
             client,
             layout,
             namespace: String::new(),
-            ttl_secs: None,
+            settings: Settings::default(),
         }
     }
 
@@ -117,18 +116,39 @@ impl ChunkStore {
     /// [`Config::ttl_secs`](crate::Config::ttl_secs). Cheap: use it per call, `store.with_ttl(Some(600)).put(..)`.
     /// Defaults to the client's setting.
     pub fn with_ttl(&self, ttl_secs: Option<u64>) -> ChunkStore {
-        ChunkStore {
-            ttl_secs: Some(ttl_secs),
-            ..self.clone()
-        }
+        self.with_settings(|s| s.ttl_secs = Some(ttl_secs))
     }
 
-    /// A write call with this store's TTL.
-    fn writes(&self) -> Call<'_> {
-        match self.ttl_secs {
-            Some(ttl) => self.client.call().ttl_secs(ttl),
-            None => self.client.call(),
-        }
+    /// Calls through the returned store run at `priority` instead of each operation's default (see
+    /// [`Call::priority`](crate::Call::priority)). Cheap, like [`with_ttl`](Self::with_ttl). Defaults to each
+    /// operation's own level.
+    pub fn with_priority(&self, priority: Priority) -> ChunkStore {
+        self.with_settings(|s| s.priority = Some(priority))
+    }
+
+    /// Calls through the returned store have this deadline instead of the client's
+    /// [`Config::request_timeout`](crate::Config::request_timeout). Cheap, like [`with_ttl`](Self::with_ttl).
+    /// Defaults to the client's setting.
+    pub fn with_timeout(&self, timeout: Duration) -> ChunkStore {
+        self.with_settings(|s| s.timeout = Some(timeout))
+    }
+
+    /// Calls through the returned store run `check` while they wait (see
+    /// [`Call::interruptible`](crate::Call::interruptible)). Cheap, like [`with_ttl`](Self::with_ttl). Defaults to
+    /// none.
+    pub fn with_interrupt(&self, check: Interrupt) -> ChunkStore {
+        self.with_settings(|s| s.interrupt = Some(check))
+    }
+
+    fn with_settings(&self, change: impl FnOnce(&mut Settings)) -> ChunkStore {
+        let mut store = self.clone();
+        change(&mut store.settings);
+        store
+    }
+
+    /// A call with this store's settings.
+    fn call(&self) -> Call<'_> {
+        Call::with(self.client.shared(), self.settings.clone())
     }
 
     /// The byte-level client underneath.
@@ -214,7 +234,7 @@ impl ChunkStore {
             })
             .collect::<Result<Vec<_>>>()?;
         let keys = self.store_keys(keys).into_iter().map(Bytes::from).collect();
-        self.writes().put_values(keys, values)
+        self.call().put_values(keys, values)
     }
 
     /// One chunk, or `None` when it is missing or did not check out.
@@ -244,7 +264,7 @@ impl ChunkStore {
     /// The number of consecutive chunks, from the first, that are present (in the split layout, both keys).
     /// Presence only: a damaged value counts until a read finds it out.
     pub fn batched_contains(&self, keys: &[ChunkKey]) -> Result<usize> {
-        let present = self.client.batched_contains(&self.store_keys(keys))?;
+        let present = self.call().batched_contains(&self.store_keys(keys))?;
         Ok(match self.layout {
             Layout::Split { .. } => present / 2,
             _ => present,
@@ -262,10 +282,9 @@ impl ChunkStore {
     /// A read call: framed values are checksummed by the workers while they read them, bytes still hot in the
     /// CPU's caches and several chunks at once; those that fail come back as counted misses.
     fn reads(&self) -> Call<'_> {
-        match self.layout {
-            Layout::Framed => self.client.call().verify_frames(),
-            Layout::Raw { .. } | Layout::Split { .. } => self.client.call(),
-        }
+        let mut settings = self.settings.clone();
+        settings.verify_frames = self.layout == Layout::Framed;
+        Call::with(self.client.shared(), settings)
     }
 
     /// Checks a stored value against the layout (the checksum was checked while reading); a bad one is

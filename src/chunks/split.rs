@@ -71,12 +71,12 @@ impl ChunkStore {
             .map(|p| Bytes::from(split_meta(p.len(), meta)))
             .collect();
         let kv_values = payloads.into_iter().map(SetValue::from).collect();
-        let mut results = self.writes().put_values(kv_keys, kv_values)?;
+        let mut results = self.call().put_values(kv_keys, kv_values)?;
         let landed: Vec<usize> = (0..keys.len()).filter(|&i| results[i].is_ok()).collect();
         if !landed.is_empty() {
             let keys = landed.iter().map(|&i| meta_keys[i].clone()).collect();
             let values = landed.iter().map(|&i| SetValue::from(metas[i].clone())).collect();
-            for (i, r) in landed.iter().zip(self.writes().put_values(keys, values)?) {
+            for (i, r) in landed.iter().zip(self.call().put_values(keys, values)?) {
                 results[*i] = r;
             }
         }
@@ -113,7 +113,7 @@ impl ChunkStore {
         }
         let safe = naming == SplitNaming::HashTagged || !self.client.is_cluster();
         if !orphans.0.is_empty() && safe {
-            match self.client.call().delete_orphans(orphans.0, orphans.1, orphans.2) {
+            match self.call().delete_orphans(orphans.0, orphans.1, orphans.2) {
                 Ok(r) => log::info!(
                     "removed {} of {} orphaned metadata keys",
                     r.iter().filter(|d| matches!(d, Ok(true))).count(),

@@ -61,6 +61,9 @@ pub(super) fn answers(keys: usize, reply: Reply, node: &str, corrupt: &mut u64) 
             Ok(Filled::WrongSize(n)) => Err(Refusal::Local(Error::InvalidInput(format!(
                 "the stored value is {n} bytes, the buffer given for it is not that size"
             )))),
+            Ok(Filled::TooLarge(n)) => Err(Refusal::Local(Error::InvalidInput(format!(
+                "the stored value is {n} bytes, more than the buffer given for it holds (nothing was written to it)"
+            )))),
             Err(e) => refused(e),
         }],
         Reply::Bulks(Ok(items)) if items.len() == keys => {
@@ -127,6 +130,7 @@ mod tests {
         assert_eq!(keys(a(1, Reply::Filled(Ok(Filled::Bytes(3))))), vec!["Filled(3)"]);
         assert_eq!(keys(a(1, Reply::Filled(Ok(Filled::Abandoned)))), vec!["Value(None)"]);
         assert!(keys(a(1, Reply::Filled(Ok(Filled::WrongSize(3)))))[0].starts_with("local"));
+        assert!(keys(a(1, Reply::Filled(Ok(Filled::TooLarge(3)))))[0].starts_with("local"));
         let items = vec![Ok(Bulk::Nil), Err(err("ERR", "x")), Err(err("WRONGTYPE", "x"))];
         assert_eq!(
             keys(a(3, Reply::Bulks(Ok(items)))),

@@ -79,8 +79,10 @@ pub(crate) enum Filled {
     Bytes(usize),
     /// Not a sound frame (framed fills only).
     Corrupt,
-    /// The stored value does not fit the buffer: its size (payload size when framed). It was read and dropped.
+    /// The stored value is not the buffer's size: its size (payload size when framed). It was read and dropped.
     WrongSize(usize),
+    /// The stored value is larger than the buffer (`Fill::Fit`): its size. It was read and dropped.
+    TooLarge(usize),
     /// The caller took its buffer back before the value arrived; it was read and dropped.
     Abandoned,
 }

@@ -79,7 +79,10 @@ impl Payload {
             None => Sink::Discard {
                 outcome: Filled::Abandoned,
             },
-            Some(size) if size + header_len != len => Sink::Discard {
+            Some(size) if fill == Fill::Fit && len > size => Sink::Discard {
+                outcome: Filled::TooLarge(len),
+            },
+            Some(size) if fill != Fill::Fit && size + header_len != len => Sink::Discard {
                 outcome: Filled::WrongSize(len.saturating_sub(header_len)),
             },
             Some(_) => Sink::Fill {

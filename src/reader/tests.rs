@@ -190,6 +190,50 @@ fn fills_go_into_the_callers_buffer_and_check_frames() {
 }
 
 #[test]
+fn fit_fills_take_values_up_to_the_buffers_size_and_write_nothing_past_it() {
+    let big: Vec<u8> = (0..300_000u32).map(|i| (i % 249) as u8).collect();
+    let mut data = bulk(&big);
+    data.extend(bulk(&big[..1000]));
+    data.extend(bulk(&big));
+    data.extend(bulk(b""));
+    for chunk in [1, 4096, 1 << 20] {
+        // Exactly the size, larger than the value, one byte short, and an empty value.
+        let sizes = [big.len(), 5000, big.len() - 1, 16];
+        let dests: Vec<DestSlot> = sizes
+            .iter()
+            .map(|&n| Arc::new(Mutex::new(Some(Box::new(vec![0xAAu8; n]) as Box<dyn Destination>))))
+            .collect();
+        let expects: Vec<Expect> = dests
+            .iter()
+            .map(|d| Expect::Fill {
+                dest: d.clone(),
+                fill: Fill::Fit,
+            })
+            .collect();
+        let r = read_all(&data, chunk, &expects);
+        let outcome = |i: usize| match &r[i] {
+            Reply::Filled(Ok(f)) => format!("{f:?}"),
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(outcome(0), format!("{:?}", Filled::Bytes(big.len())));
+        assert_eq!(contents(&dests[0]), big);
+        assert_eq!(outcome(1), format!("{:?}", Filled::Bytes(1000)));
+        let second = contents(&dests[1]);
+        assert_eq!(&second[..1000], &big[..1000]);
+        assert!(
+            second[1000..].iter().all(|&b| b == 0xAA),
+            "nothing written past the value"
+        );
+        assert_eq!(outcome(2), format!("{:?}", Filled::TooLarge(big.len())));
+        assert!(
+            contents(&dests[2]).iter().all(|&b| b == 0xAA),
+            "nothing written when too large"
+        );
+        assert_eq!(outcome(3), format!("{:?}", Filled::Bytes(0)));
+    }
+}
+
+#[test]
 fn a_buffer_taken_back_midway_is_let_go() {
     let payload = vec![9u8; 200_000];
     let data = bulk(&payload);

@@ -29,13 +29,14 @@ macro_rules! contract_tests {
     ($($extra:ident),* $(,)?) => {
         contract_tests!(@wrap single_key_operations, batched_get_is_positional, prefix_calls_stop_at_the_first_miss,
             empty_batches_are_answered_locally, large_values_round_trip, bad_input_is_rejected,
-            many_threads_share_one_client);
+            many_threads_share_one_client, batched_get_into_fills_callers_buffers);
         fn ttl_is_set_per_call(kind: crate::support::Kind) {
             crate::support::suite::ttl_is_set_per_call(&client(kind), &|key: &[u8]| ttl_of(kind, key));
         }
         per_kind!(single_key_operations, batched_get_is_positional, prefix_calls_stop_at_the_first_miss,
             empty_batches_are_answered_locally, large_values_round_trip, bad_input_is_rejected,
-            many_threads_share_one_client, ttl_is_set_per_call, $($extra),*);
+            many_threads_share_one_client, ttl_is_set_per_call, batched_get_into_fills_callers_buffers,
+            $($extra),*);
     };
     (@wrap $($name:ident),*) => {$(
         fn $name(kind: crate::support::Kind) {

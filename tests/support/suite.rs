@@ -80,6 +80,55 @@ pub fn batched_get_is_positional(client: &Client) {
     assert!(client.batched_remove::<&str>(&[]).unwrap().is_empty());
 }
 
+/// Values read straight into caller buffers: larger buffers take smaller values (nothing written past them),
+/// a buffer too small is that key's error with nothing written into it, misses and duplicates in place, large
+/// values included.
+pub fn batched_get_into_fills_callers_buffers(client: &Client) {
+    let p = unique("into");
+    let sizes = [0usize, 7, 5000, 300_000, 3 << 20];
+    let keys: Vec<String> = (0..sizes.len()).map(|i| format!("{p}{i}")).collect();
+    let values: Vec<Vec<u8>> = sizes.iter().enumerate().map(|(i, &n)| value(&p, i, n)).collect();
+    let put = client.batched_put(&keys, values.clone()).unwrap();
+    assert!(put.iter().all(Result::is_ok), "{put:?}");
+    let missing = format!("{p}missing");
+    let ask = [
+        &keys[0], &keys[1], &missing, &keys[2], &keys[3], &keys[4], &keys[1], &keys[3],
+    ];
+    let fill = 0x5Au8;
+    let lens = [16, 7, 64, 5000 + 100, 300_000, 3 << 20, 6, 299_999];
+    let bufs: Vec<Vec<u8>> = lens.iter().map(|&n| vec![fill; n]).collect();
+    let got = client.batched_get_into(&ask, bufs);
+    assert_eq!(got.len(), ask.len());
+    let expect = [Some(0), Some(7), None, Some(5000), Some(300_000), Some(3 << 20)];
+    for (i, want) in expect.iter().enumerate() {
+        let buf = got[i].buf.as_ref().expect("buffer handed back");
+        assert_eq!(got[i].result.as_ref().unwrap(), want, "key {i}");
+        let n = want.unwrap_or(0);
+        let source = [0, 1, 1, 2, 3, 4][i];
+        if want.is_some() {
+            assert_eq!(&buf[..n], &values[source][..], "key {i}: the value, in place");
+        }
+        assert!(buf[n..].iter().all(|&b| b == fill), "key {i}: nothing past the value");
+    }
+    for i in [6, 7] {
+        let err = got[i].result.as_ref().unwrap_err();
+        assert!(
+            err.is_invalid_input() && err.to_string().contains("more than the buffer"),
+            "{err}"
+        );
+        let buf = got[i].buf.as_ref().unwrap();
+        assert!(
+            buf.iter().all(|&b| b == fill),
+            "key {i}: nothing written into a buffer too small"
+        );
+    }
+    // A count mismatch hands every buffer back with the error; the client is still usable.
+    let got = client.batched_get_into(&ask[..2], vec![vec![0u8; 8]]);
+    assert!(got[0].result.as_ref().unwrap_err().is_invalid_input());
+    assert_eq!(got[0].buf.as_deref(), Some(&[0u8; 8][..]));
+    assert_eq!(client.get(&keys[1]).unwrap().as_deref(), Some(&values[1][..]));
+}
+
 pub fn prefix_calls_stop_at_the_first_miss(client: &Client) {
     let p = unique("prefix");
     let keys: Vec<String> = (0..6).map(|i| format!("{p}{i}")).collect();
