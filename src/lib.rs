@@ -62,6 +62,7 @@ pub use priority::Priority;
 pub use sentinel::{SentinelAnswer, SentinelReplica, SentinelView};
 pub use slot::{SLOTS, Slot, hash_tag};
 pub use stats::{NodeStats, Stats};
+pub use url::redact_url;
 
 #[doc(hidden)]
 pub mod bench_support;

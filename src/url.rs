@@ -17,7 +17,7 @@ impl FromStr for Config {
 }
 
 fn parse_url(url: &str) -> Result<Config> {
-    let bad = |what: &str| Error::Config(format!("{what} in URL {}", redact(url)));
+    let bad = |what: &str| Error::Config(format!("{what} in URL {}", redact_url(url)));
     let (scheme, rest) = url.split_once("://").ok_or_else(|| bad("no scheme"))?;
     let mut cfg = Config::default();
     match scheme {
@@ -255,16 +255,46 @@ fn percent_decode(s: &str) -> Option<String> {
     String::from_utf8(out).ok()
 }
 
-/// The URL with any password replaced, for error messages.
-pub(crate) fn redact(url: &str) -> String {
+/// `url` with its password, and the value of every option whose name contains `password`, replaced by `***`
+/// (the user name stays), for messages and logs.
+///
+/// ```
+/// use kvcache_redis::redact_url;
+/// assert_eq!(redact_url("redis://bob:s3cret@h:6379/2"), "redis://bob:***@h:6379/2");
+/// assert_eq!(
+///     redact_url("redis+sentinel://s1/svc?sentinel_password=x&read_from=spread"),
+///     "redis+sentinel://s1/svc?sentinel_password=***&read_from=spread"
+/// );
+/// ```
+pub fn redact_url(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
         return "<unparsable URL>".into();
     };
-    let authority_end = rest.find('/').unwrap_or(rest.len());
-    match rest[..authority_end].rsplit_once('@') {
-        Some((_, hosts)) => format!("{scheme}://<redacted>@{hosts}{}", &rest[authority_end..]),
-        None => url.to_string(),
+    let (rest, query) = match rest.split_once('?') {
+        Some((r, q)) => (r, Some(q)),
+        None => (rest, None),
+    };
+    let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    let authority = match authority.rsplit_once('@') {
+        Some((userinfo, hosts)) => match userinfo.split_once(':') {
+            Some((user, _)) => format!("{user}:***@{hosts}"),
+            // `redis://secret@host` is a password alone.
+            None => format!("***@{hosts}"),
+        },
+        None => authority.to_string(),
+    };
+    let mut out = format!("{scheme}://{authority}{path}");
+    if let Some(query) = query {
+        let options: Vec<String> = query
+            .split('&')
+            .map(|o| match o.split_once('=') {
+                Some((name, _)) if name.contains("password") => format!("{name}=***"),
+                _ => o.to_string(),
+            })
+            .collect();
+        out = format!("{out}?{}", options.join("&"));
     }
+    out
 }
 
 #[cfg(test)]
@@ -393,5 +423,25 @@ mod tests {
         let cfg: Config = "redis://bob:hunter2@h:1".parse().unwrap();
         let dbg = format!("{cfg:?}");
         assert!(!dbg.contains("hunter2") && dbg.contains("<redacted>"), "{dbg}");
+        let err = "redis+sentinel://h/svc?sentinel_password=hunter2&colour=x".parse::<Config>().unwrap_err();
+        assert!(!err.to_string().contains("hunter2"), "{err}");
+    }
+
+    #[test]
+    fn redacts_passwords_in_urls() {
+        let cases = [
+            ("redis://u:p%40ss@h:1/0", "redis://u:***@h:1/0"),
+            ("rediss://secret@h:1", "rediss://***@h:1"),
+            ("redis://h:1", "redis://h:1"),
+            ("unix://:pw@/tmp/r.sock?db=2", "unix://:***@/tmp/r.sock?db=2"),
+            (
+                "redis+sentinel://u:p@h:1,h:2/svc?sentinel_password=s3&read_from=spread",
+                "redis+sentinel://u:***@h:1,h:2/svc?sentinel_password=***&read_from=spread",
+            ),
+            ("no scheme:pw@h", "<unparsable URL>"),
+        ];
+        for (url, shown) in cases {
+            assert_eq!(redact_url(url), shown, "{url}");
+        }
     }
 }

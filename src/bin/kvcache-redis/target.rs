@@ -132,42 +132,7 @@ impl Target {
 
     /// The URL with any password replaced by `***`.
     pub fn redacted(&self) -> String {
-        redact(&self.url)
-    }
-}
-
-/// `scheme://user:secret@host?sentinel_password=secret` -> `scheme://user:***@host?sentinel_password=***`.
-pub fn redact(url: &str) -> String {
-    match url.split_once('?') {
-        Some((base, query)) => {
-            let options: Vec<String> = query
-                .split('&')
-                .map(|o| match o.split_once('=') {
-                    Some((name, _)) if name.contains("password") => format!("{name}=***"),
-                    _ => o.to_string(),
-                })
-                .collect();
-            format!("{}?{}", redact_userinfo(base), options.join("&"))
-        }
-        None => redact_userinfo(url),
-    }
-}
-
-/// The password in a URL's user information replaced by `***`.
-fn redact_userinfo(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_string();
-    };
-    match rest.rsplit_once('@') {
-        Some((userinfo, hosts)) => match userinfo.split_once(':') {
-            Some((user, _)) => format!("{scheme}://{user}:***@{hosts}"),
-            None if url.starts_with("redis") || url.starts_with("valkey") => {
-                // `redis://secret@host` is a password alone.
-                format!("{scheme}://***@{hosts}")
-            }
-            None => url.to_string(),
-        },
-        None => url.to_string(),
+        kvcache_redis::redact_url(&self.url)
     }
 }
 
@@ -233,17 +198,6 @@ pub fn run_namespace(tool: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn redacts_passwords() {
-        assert_eq!(redact("redis://u:p%40ss@h:1/0"), "redis://u:***@h:1/0");
-        assert_eq!(redact("rediss://secret@h:1"), "rediss://***@h:1");
-        assert_eq!(redact("redis://h:1"), "redis://h:1");
-        assert_eq!(
-            redact("redis+sentinel://u:p@h:1,h:2/svc?sentinel_password=s3&read_from=spread"),
-            "redis+sentinel://u:***@h:1,h:2/svc?sentinel_password=***&read_from=spread"
-        );
-    }
 
     #[test]
     fn parses_sizes() {
