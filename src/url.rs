@@ -423,7 +423,9 @@ mod tests {
         let cfg: Config = "redis://bob:hunter2@h:1".parse().unwrap();
         let dbg = format!("{cfg:?}");
         assert!(!dbg.contains("hunter2") && dbg.contains("<redacted>"), "{dbg}");
-        let err = "redis+sentinel://h/svc?sentinel_password=hunter2&colour=x".parse::<Config>().unwrap_err();
+        let err = "redis+sentinel://h/svc?sentinel_password=hunter2&colour=x"
+            .parse::<Config>()
+            .unwrap_err();
         assert!(!err.to_string().contains("hunter2"), "{err}");
     }
 

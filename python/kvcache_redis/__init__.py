@@ -13,6 +13,7 @@ deadline. Values are read straight into caller buffers (``batched_get_into``) an
 from __future__ import annotations
 
 from ._enums import DTYPES, MemoryFormat, Priority
+from ._types import Latency, NodeStats, SentinelAnswer, SentinelReplica, Stats
 from ._native import (
     Chunk,
     ChunkKey,
@@ -57,12 +58,17 @@ __all__ = [
     "Error",
     "ForkedError",
     "InvalidInputError",
+    "Latency",
     "MemoryFormat",
+    "NodeStats",
     "NotReplicatedError",
     "OverloadedError",
     "PendingGet",
     "Priority",
     "ProtocolError",
+    "SentinelAnswer",
+    "SentinelReplica",
+    "Stats",
     "RedirectError",
     "ServerError",
     "TimeoutError",

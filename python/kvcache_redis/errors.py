@@ -92,8 +92,11 @@ class BatchError(Error):
     """Some keys of a batched call failed while others were answered.
 
     ``results`` holds one entry per key, in the order of the call: what the key got (as the call would have
-    returned it) or its exception; ``errors`` maps the failed keys' positions to their exceptions. Calls that fail
-    as a whole (a closed client, every key timed out) raise that error itself instead.
+    returned it) or its exception; ``errors`` maps the failed keys' positions to their exceptions. A batched call
+    whose keys *all* failed raises the first key's own exception instead (``ConnectionError`` for a dead node,
+    ``TimeoutError``...), as does a call that fails as a whole (a closed client). Every batched call follows this
+    rule; the prefix calls (``batched_contains``, ``PendingGet.wait``) instead stop their prefix at a failed key
+    and raise only when it is the first.
     """
 
     def __init__(self, message: str, results: list[KeyResult]) -> None:

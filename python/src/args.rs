@@ -233,7 +233,9 @@ fn option_text(name: &str, v: &Bound<'_, PyAny>) -> PyResult<String> {
     if v.is_instance_of::<PyInt>() {
         let n: i128 = v.extract()?;
         if n < 0 {
-            return Err(PyValueError::new_err(format!("option {name} must not be negative, not {n}")));
+            return Err(PyValueError::new_err(format!(
+                "option {name} must not be negative, not {n}"
+            )));
         }
         return Ok(n.to_string());
     }
@@ -251,5 +253,8 @@ fn option_text(name: &str, v: &Bound<'_, PyAny>) -> PyResult<String> {
 
 /// The name of an object's type, for messages.
 pub fn type_name(v: &Bound<'_, PyAny>) -> String {
-    v.get_type().name().map(|n| n.to_string()).unwrap_or_else(|_| "?".into())
+    v.get_type()
+        .name()
+        .map(|n| n.to_string())
+        .unwrap_or_else(|_| "?".into())
 }

@@ -1,18 +1,20 @@
 //! Python buffers lent to the workers without a copy: writable windows that values are read into, and read-only
 //! views that values are written from. A view stays exported (its object alive, its memory pinned) until every
-//! window or value made from it is gone; only then is it released.
+//! window or value made from it is gone; only then is it released. A call that returns while a worker still holds
+//! one (interrupted by Ctrl-C while its write was queued) leaves its views exported until the worker lets go.
 //!
 //! The buffer protocol entered the limited API in CPython 3.11 with the layout it has had since 3.3, so the
 //! functions and struct are declared here for this abi3-py310 build (PyO3 offers them only from 3.11).
 
 use std::ffi::{c_char, c_int, c_void};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use parking_lot::{Condvar, Mutex};
 use pyo3::exceptions::{PyTypeError, PyValueError};
-use pyo3::ffi::{PyObject, Py_ssize_t};
+use pyo3::ffi::{Py_ssize_t, PyObject};
 use pyo3::prelude::*;
 
 /// CPython's `Py_buffer` (stable since 3.3, in the limited API since 3.11).
@@ -174,10 +176,14 @@ pub struct Loans {
     lease: Arc<Lease>,
 }
 
-/// How long a call's loans may stay out after it returned before their views are leaked instead (kept exported
-/// for ever, never freed under a worker). A worker holds a loan for one non-blocking read or write at most, so in
-/// practice they are back within microseconds.
-const LOAN_GRACE: Duration = Duration::from_secs(5);
+/// How long a call that returned waits for its loans before leaving them to `sweep`. A worker holds a loan until it
+/// has written the value (or answered the call), so after an answer they are back within microseconds; only a
+/// call that gave up early (Ctrl-C) or at its deadline while its write was still under way leaves one out.
+const LOAN_WAIT: Duration = Duration::from_millis(200);
+
+/// Views whose loans were still out when their call returned: released by `sweep` once the loans are back.
+static DEFERRED: Mutex<Vec<Loans>> = Mutex::new(Vec::new());
+static ANY_DEFERRED: AtomicBool = AtomicBool::new(false);
 
 impl Loans {
     pub fn new() -> Loans {
@@ -218,23 +224,43 @@ impl Loans {
         }
     }
 
-    /// Waits (GIL released) for every loan, then releases the views (GIL held). Views whose loans did not come
-    /// back in time are leaked: their memory stays valid for whoever still holds it.
-    pub fn settle(self, py: Python<'_>) {
+    /// Once the call has returned: waits (GIL released) up to `LOAN_WAIT` for every loan (not at all when the
+    /// call was interrupted), then releases the views (GIL held). Views with loans still out stay exported (their
+    /// memory valid, their objects alive) until `sweep` finds the loans back.
+    pub fn settle(self, py: Python<'_>, interrupted: bool) {
+        sweep(py);
         if self.views.is_empty() {
             return;
         }
         let lease = self.lease.clone();
-        if py.detach(move || lease.wait_all_back(LOAN_GRACE)) {
+        let wait = if interrupted { Duration::ZERO } else { LOAN_WAIT };
+        if py.detach(move || lease.wait_all_back(wait)) {
             drop(self.views);
         } else {
-            eprintln!(
-                "kvcache_redis: {} buffer(s) still held by a worker {LOAN_GRACE:?} after their call: kept exported",
-                self.views.len()
-            );
-            std::mem::forget(self.views);
+            DEFERRED.lock().push(self);
+            ANY_DEFERRED.store(true, Ordering::Release);
         }
     }
+
+    fn all_back(&self) -> bool {
+        *self.lease.out.lock() == 0
+    }
+}
+
+/// Releases the views of earlier calls whose loans have come back since (GIL held). Cheap when there are none.
+pub fn sweep(_py: Python<'_>) {
+    if !ANY_DEFERRED.load(Ordering::Acquire) {
+        return;
+    }
+    let back: Vec<Loans> = {
+        let mut deferred = DEFERRED.lock();
+        let (back, out): (Vec<Loans>, Vec<Loans>) =
+            std::mem::take(&mut *deferred).into_iter().partition(Loans::all_back);
+        *deferred = out;
+        ANY_DEFERRED.store(!deferred.is_empty(), Ordering::Release);
+        back
+    };
+    drop(back);
 }
 
 /// Bytes of a view lent to the library as a value (read by a worker writing it to a socket).

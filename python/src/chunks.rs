@@ -26,7 +26,8 @@ pub struct PyChunkKey {
 }
 
 fn dtype(name: &str) -> PyResult<Dtype> {
-    name.parse().map_err(|e: kvcache_redis::Error| PyValueError::new_err(e.to_string()))
+    name.parse()
+        .map_err(|e: kvcache_redis::Error| PyValueError::new_err(e.to_string()))
 }
 
 #[pymethods]
@@ -43,8 +44,8 @@ impl PyChunkKey {
         layer: Option<u32>,
         tags: Option<Vec<(String, String)>>,
     ) -> PyResult<PyChunkKey> {
-        let mut key = ChunkKey::new(model, world_size, worker_id, chunk_hash, self::dtype(dtype)?)
-            .map_err(|e| to_py(py, &e))?;
+        let mut key =
+            ChunkKey::new(model, world_size, worker_id, chunk_hash, self::dtype(dtype)?).map_err(|e| to_py(py, &e))?;
         key.layer = layer;
         key.tags = tags.unwrap_or_default();
         key.validate().map_err(|e| to_py(py, &e))?;
@@ -136,7 +137,9 @@ fn chunk_key(py: Python<'_>, k: &Bound<'_, PyAny>, what: &dyn Fn() -> String) ->
 
 fn chunk_keys(py: Python<'_>, keys: &Bound<'_, PyAny>) -> PyResult<Vec<ChunkKey>> {
     if keys.is_instance_of::<PyString>() {
-        return Err(PyTypeError::new_err("keys must be a list of chunk keys, not a single str"));
+        return Err(PyTypeError::new_err(
+            "keys must be a list of chunk keys, not a single str",
+        ));
     }
     keys.try_iter()?
         .enumerate()
@@ -147,8 +150,10 @@ fn chunk_keys(py: Python<'_>, keys: &Bound<'_, PyAny>) -> PyResult<Vec<ChunkKey>
 /// The `kvcache_redis.MemoryFormat` enum (Python), for `ChunkMeta.fmt`.
 fn memory_format_enum(py: Python<'_>) -> PyResult<&Bound<'_, PyAny>> {
     static ENUM: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
-    ENUM.get_or_try_init(py, || Ok::<_, PyErr>(py.import("kvcache_redis._enums")?.getattr("MemoryFormat")?.unbind()))
-        .map(|e| e.bind(py))
+    ENUM.get_or_try_init(py, || {
+        Ok::<_, PyErr>(py.import("kvcache_redis._enums")?.getattr("MemoryFormat")?.unbind())
+    })
+    .map(|e| e.bind(py))
 }
 
 /// LMCache's chunk metadata: memory format, dtype and shape (up to 4 dimensions).
@@ -173,7 +178,10 @@ impl PyChunkMeta {
             MemoryFormat::from_code(code)
         } else {
             MemoryFormat::from_code(fmt.extract::<i32>().map_err(|_| {
-                PyTypeError::new_err(format!("fmt must be a MemoryFormat, its code or name, not {}", type_name(fmt)))
+                PyTypeError::new_err(format!(
+                    "fmt must be a MemoryFormat, its code or name, not {}",
+                    type_name(fmt)
+                ))
             })?)
         };
         let meta = ChunkMeta::new(fmt, self::dtype(dtype)?, &shape).map_err(|e| to_py(py, &e))?;
@@ -213,7 +221,11 @@ impl PyChunkMeta {
     }
 
     fn __repr__(&self) -> String {
-        let dtype = self.meta.dtype.dtype().map_or_else(|| format!("code {}", self.meta.dtype.0), |d| d.to_string());
+        let dtype = self
+            .meta
+            .dtype
+            .dtype()
+            .map_or_else(|| format!("code {}", self.meta.dtype.0), |d| d.to_string());
         format!("ChunkMeta({}, {dtype}, {:?})", self.meta.fmt, self.meta.dims())
     }
 }
@@ -292,7 +304,9 @@ fn layout(layout: &str, size: Option<usize>, naming: Option<&str>) -> PyResult<L
     match (layout, size, naming) {
         ("framed", None, None) => Ok(Layout::Framed),
         ("raw", Some(size), None) if size > 0 => Ok(Layout::Raw { size }),
-        ("raw", _, None) => Err(PyValueError::new_err("the raw layout needs size= (every chunk's bytes, > 0)")),
+        ("raw", _, None) => Err(PyValueError::new_err(
+            "the raw layout needs size= (every chunk's bytes, > 0)",
+        )),
         ("split", None, naming) => Ok(Layout::Split {
             naming: naming.unwrap_or(SplitNaming::Plain),
         }),
@@ -307,6 +321,7 @@ fn layout(layout: &str, size: Option<usize>, naming: Option<&str>) -> PyResult<L
 impl PyChunkStore {
     /// The store with a call's settings and signal check.
     fn with(&self, py: Python<'_>, call: &CallArgs) -> PyResult<ChunkStore> {
+        crate::buffers::sweep(py);
         let mut store = self.store.get(py, "chunk store")?.with_interrupt(call.signals.check());
         if let Some(p) = call.priority {
             store = store.with_priority(p);
@@ -331,8 +346,8 @@ impl PyChunkStore {
         namespace: &str,
         ttl_secs: Option<u64>,
     ) -> PyResult<PyChunkStore> {
-        let mut store = ChunkStore::new(client.get().inner(py)?, self::layout(layout, size, naming)?)
-            .with_namespace(namespace);
+        let mut store =
+            ChunkStore::new(client.get().inner(py)?, self::layout(layout, size, naming)?).with_namespace(namespace);
         if let Some(ttl) = ttl_secs {
             store = store.with_ttl(Some(ttl));
         }
@@ -402,7 +417,7 @@ impl PyChunkStore {
         let payload = values::value(py, payload, &mut loans)?;
         let meta = meta.map(|m| m.meta);
         let done = py.detach(|| store.put(&key, payload, meta));
-        loans.settle(py);
+        loans.settle(py, matches!(done, Err(kvcache_redis::Error::Interrupted)));
         done.map_err(|e| call.error(py, &e))
     }
 
@@ -424,7 +439,7 @@ impl PyChunkStore {
         let payloads = values::values(py, payloads, &mut loans)?;
         let meta = meta.map(|m| m.meta);
         let done = py.detach(|| store.batched_put(&keys, payloads, meta));
-        loans.settle(py);
+        loans.settle(py, matches!(done, Err(kvcache_redis::Error::Interrupted)));
         let done = done.map_err(|e| call.error(py, &e))?;
         call.results(py, done, |()| Ok(py.None().into_bound(py)))?;
         Ok(())
@@ -484,7 +499,8 @@ impl PyChunkStore {
         let call = CallArgs::new(priority, timeout)?;
         let store = self.with(py, &call)?;
         let keys = chunk_keys(py, keys)?;
-        py.detach(|| store.batched_contains(&keys)).map_err(|e| call.error(py, &e))
+        py.detach(|| store.batched_contains(&keys))
+            .map_err(|e| call.error(py, &e))
     }
 
     /// Starts loading and returns at once; the handle's `wait` gives the consecutive prefix of good chunks.
@@ -527,12 +543,8 @@ impl PyChunkStore {
         }
         let windows = (0..keys.len()).map(|i| loans.window(i)).collect();
         let filled = py.detach(|| store.batched_get_into(&keys, windows));
-        let (results, all_back) = take_back(filled);
-        if all_back {
-            loans.settle(py);
-        } else {
-            std::mem::forget(loans);
-        }
+        let results = take_back(filled);
+        loans.settle(py, false);
         call.results(py, results, |n| {
             Ok(match n {
                 Some(n) => n.into_pyobject(py)?.into_any(),

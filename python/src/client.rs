@@ -120,7 +120,10 @@ fn open(py: Python<'_>, config: Config) -> PyResult<Client> {
 }
 
 impl PyClient {
+    /// The client, in the process that opened it; every call passes here, and releases on the way the buffers of
+    /// earlier calls that workers have let go since.
     fn client(&self, py: Python<'_>) -> PyResult<&Client> {
+        buffers::sweep(py);
         self.client.get(py, "client")
     }
 
@@ -151,7 +154,10 @@ impl PyClient {
         let text = std::fs::read_to_string(&path).map_err(PyErr::from)?;
         let read = Config::from_lmcache_yaml(&text).map_err(|e| errors::to_py(py, &e))?;
         for key in &read.unknown {
-            report::warn(py, &format!("LMCache config {}: unknown key {key:?} ignored", path.display()))?;
+            report::warn(
+                py,
+                &format!("LMCache config {}: unknown key {key:?} ignored", path.display()),
+            )?;
         }
         for why in &read.not_applied {
             report::warn(py, &format!("LMCache config {}: not applied: {why}", path.display()))?;
@@ -225,7 +231,7 @@ impl PyClient {
         let mut loans = Loans::new();
         let value = values::value(py, value, &mut loans)?;
         let done = py.detach(|| with_ttl(call.on(client), ttl_secs).put(&key, value));
-        loans.settle(py);
+        loans.settle(py, matches!(done, Err(Error::Interrupted)));
         done.map_err(|e| call.error(py, &e))
     }
 
@@ -239,7 +245,8 @@ impl PyClient {
     ) -> PyResult<bool> {
         let (client, call) = (self.client(py)?, CallArgs::new(priority, timeout)?);
         let key = args::key(key)?;
-        py.detach(|| call.on(client).exists(&key)).map_err(|e| call.error(py, &e))
+        py.detach(|| call.on(client).exists(&key))
+            .map_err(|e| call.error(py, &e))
     }
 
     #[pyo3(signature = (key, *, priority=None, timeout=None))]
@@ -252,7 +259,8 @@ impl PyClient {
     ) -> PyResult<bool> {
         let (client, call) = (self.client(py)?, CallArgs::new(priority, timeout)?);
         let key = args::key(key)?;
-        py.detach(|| call.on(client).remove(&key)).map_err(|e| call.error(py, &e))
+        py.detach(|| call.on(client).remove(&key))
+            .map_err(|e| call.error(py, &e))
     }
 
     #[pyo3(signature = (keys, *, priority=None, timeout=None))]
@@ -300,12 +308,8 @@ impl PyClient {
         }
         let windows = (0..keys.len()).map(|i| loans.window(i)).collect();
         let filled = py.detach(|| call.on(client).batched_get_into(&keys.slices(), windows));
-        let (results, all_back) = take_back(filled);
-        if all_back {
-            loans.settle(py);
-        } else {
-            std::mem::forget(loans);
-        }
+        let results = take_back(filled);
+        loans.settle(py, false);
         call.results(py, results, |n| {
             Ok(match n {
                 Some(n) => n.into_pyobject(py)?.into_any(),
@@ -336,7 +340,7 @@ impl PyClient {
             )));
         }
         let done = py.detach(|| with_ttl(call.on(client), ttl_secs).batched_put(&keys.slices(), values));
-        loans.settle(py);
+        loans.settle(py, matches!(done, Err(Error::Interrupted)));
         let done = done.map_err(|e| call.error(py, &e))?;
         call.results(py, done, |()| Ok(py.None().into_bound(py)))?;
         Ok(())
@@ -433,10 +437,10 @@ pub fn windows(buffers: &Bound<'_, PyAny>) -> PyResult<Loans> {
     Ok(loans)
 }
 
-/// Each buffer's result, and whether every window came back (a window still out keeps its view exported).
-pub fn take_back<B>(filled: Vec<kvcache_redis::FillResult<B>>) -> (Vec<kvcache_redis::Result<Option<usize>>>, bool) {
-    let all_back = filled.iter().all(|f| f.buf.is_some());
-    (filled.into_iter().map(|f| f.result).collect(), all_back)
+/// Each buffer's result; the windows handed back are let go (one a worker still holds keeps its view exported,
+/// see `Loans::settle`).
+pub fn take_back<B>(filled: Vec<kvcache_redis::FillResult<B>>) -> Vec<kvcache_redis::Result<Option<usize>>> {
+    filled.into_iter().map(|f| f.result).collect()
 }
 
 /// What a non-blocking get waits for: values, or chunks.
@@ -484,7 +488,9 @@ impl PyPendingGet {
         };
         let value: Py<PyAny> = match answer {
             Ok(Answer::Bytes(values)) => PyList::new(py, values::to_bytes_all(py, &values)?)?.into_any().unbind(),
-            Ok(Answer::Chunks(chunks)) => PyList::new(py, crate::chunks::chunks_to_py(py, chunks)?)?.into_any().unbind(),
+            Ok(Answer::Chunks(chunks)) => PyList::new(py, crate::chunks::chunks_to_py(py, chunks)?)?
+                .into_any()
+                .unbind(),
             // A failure is kept too, and raised again by every later wait.
             Err(e) => errors::to_py(py, &e).into_value(py).into_any(),
         };
@@ -540,8 +546,11 @@ impl PyPendingGet {
     }
 
     fn __repr__(&self) -> String {
-        let state = if self.result.lock().is_some() { "done" } else { "pending" };
+        let state = if self.result.lock().is_some() {
+            "done"
+        } else {
+            "pending"
+        };
         format!("<kvcache_redis.PendingGet ({state})>")
     }
 }
-

@@ -10,7 +10,11 @@ use pyo3::types::{PyList, PyType};
 fn class<'py>(py: Python<'py>, name: &str) -> PyResult<Bound<'py, PyType>> {
     static MODULE: PyOnceLock<Py<PyModule>> = PyOnceLock::new();
     let module = MODULE.get_or_try_init(py, || PyModule::import(py, "kvcache_redis.errors").map(Bound::unbind))?;
-    module.bind(py).getattr(name)?.cast_into::<PyType>().map_err(PyErr::from)
+    module
+        .bind(py)
+        .getattr(name)?
+        .cast_into::<PyType>()
+        .map_err(PyErr::from)
 }
 
 /// A new exception of class `name` (of `kvcache_redis.errors`) with `message`, and attributes.
@@ -70,8 +74,9 @@ pub fn forked(py: Python<'_>, what: &str, owner: u32, here: u32) -> PyErr {
     )
 }
 
-/// The per-key outcome of a batched call: each key's Python result, or its error. Raises `BatchError` when any
-/// key failed, else returns the results as a list.
+/// The per-key outcome of a batched call: each key's Python result, or its error. Returns the results as a list
+/// when every key succeeded; raises the first key's own exception when every key failed (a dead node, a timeout:
+/// `except ConnectionError` works), and `BatchError`, carrying every key's result, when only some failed.
 pub fn results<'py>(py: Python<'py>, per_key: Vec<Result<Bound<'py, PyAny>, Error>>) -> PyResult<Bound<'py, PyList>> {
     let failed: Vec<(usize, &Error)> = per_key
         .iter()
@@ -83,6 +88,9 @@ pub fn results<'py>(py: Python<'py>, per_key: Vec<Result<Bound<'py, PyAny>, Erro
         return PyList::new(py, ok);
     }
     let (first, first_err) = failed[0];
+    if failed.len() == per_key.len() {
+        return Err(to_py(py, first_err));
+    }
     let message = format!(
         "{} of {} keys failed; key {first}: {first_err}",
         failed.len(),

@@ -33,7 +33,10 @@ fn latency<'py>(py: Python<'py>, l: &Latency) -> PyResult<Bound<'py, PyAny>> {
 /// `Stats` as a dict with the same names (`requests` and `latency` keyed by priority name).
 pub fn stats<'py>(py: Python<'py>, s: &Stats) -> PyResult<Bound<'py, PyDict>> {
     let d = PyDict::new(py);
-    d.set_item("requests", per_level(py, &s.requests, |n| Ok(n.into_pyobject(py)?.into_any()))?)?;
+    d.set_item(
+        "requests",
+        per_level(py, &s.requests, |n| Ok(n.into_pyobject(py)?.into_any()))?,
+    )?;
     let counters = [
         ("parts", s.parts),
         ("keys", s.keys),
