@@ -13,7 +13,6 @@ deadline. Values are read straight into caller buffers (``batched_get_into``) an
 from __future__ import annotations
 
 from ._enums import DTYPES, MemoryFormat, Priority
-from ._types import Latency, NodeStats, SentinelAnswer, SentinelReplica, Stats
 from ._native import (
     Chunk,
     ChunkKey,
@@ -23,6 +22,7 @@ from ._native import (
     PendingGet,
     __version__,
 )
+from ._types import Latency, NodeStats, SentinelAnswer, SentinelReplica, Stats
 from .errors import (
     AuthenticationError,
     BatchError,
@@ -66,11 +66,11 @@ __all__ = [
     "PendingGet",
     "Priority",
     "ProtocolError",
+    "RedirectError",
     "SentinelAnswer",
     "SentinelReplica",
-    "Stats",
-    "RedirectError",
     "ServerError",
+    "Stats",
     "TimeoutError",
     "TlsError",
     "TopologyError",

@@ -3,13 +3,14 @@
 from collections.abc import Iterable, Sequence
 from os import PathLike
 from types import TracebackType
-from typing import Any, Literal, final
+from typing import Any, Literal, TypeAlias, final
 
-from typing_extensions import Buffer, Self, TypeAlias
+from typing_extensions import Buffer, Self
 
 from ._enums import MemoryFormat, Priority
 from ._types import SentinelAnswer, Stats
 
+__all__ = ["Chunk", "ChunkKey", "ChunkMeta", "ChunkStore", "Client", "PendingGet", "__version__"]
 __version__: str
 
 #: A key: ``str`` (stored as UTF-8) or bytes (``bytes``, ``bytearray``, ``memoryview``, any buffer).
@@ -30,8 +31,8 @@ class Client:
     ``username``, ``password`` and ``tls``.
     """
 
-    def __init__(
-        self,
+    def __new__(
+        cls,
         url: str,
         *,
         mode: Literal["auto", "standalone", "cluster"] = ...,
@@ -75,7 +76,7 @@ class Client:
         sentinel_password: str = ...,
         username: str = ...,
         password: str = ...,
-    ) -> None: ...
+    ) -> Self: ...
     @staticmethod
     def from_lmcache_yaml(path: str | PathLike[str], **options: Any) -> Client:
         """A client from an LMCache configuration file (YAML); unknown keys are reported as warnings."""
@@ -163,8 +164,8 @@ class PendingGet:
 class ChunkKey:
     """LMCache's chunk key: ``model@world_size@worker_id@chunk_hash@dtype[@layer][@tag%value...]``."""
 
-    def __init__(
-        self,
+    def __new__(
+        cls,
         model: str,
         world_size: int,
         worker_id: int,
@@ -172,7 +173,7 @@ class ChunkKey:
         dtype: str,
         layer: int | None = None,
         tags: Sequence[tuple[str, str]] | None = None,
-    ) -> None: ...
+    ) -> Self: ...
     @staticmethod
     def parse(text: str) -> ChunkKey: ...
     @staticmethod
@@ -194,13 +195,13 @@ class ChunkKey:
     @property
     def tags(self) -> list[tuple[str, str]]: ...
     def __hash__(self) -> int: ...
-    def __eq__(self, other: object) -> bool: ...
+    def __eq__(self, other: object, /) -> bool: ...
 
 @final
 class ChunkMeta:
     """LMCache's chunk metadata: memory format, dtype, shape (up to 4 dimensions)."""
 
-    def __init__(self, fmt: MemoryFormat | int | str, dtype: str, shape: Sequence[int]) -> None: ...
+    def __new__(cls, fmt: MemoryFormat | int | str, dtype: str, shape: Sequence[int]) -> Self: ...
     @property
     def fmt(self) -> MemoryFormat | int: ...
     @property
@@ -209,7 +210,7 @@ class ChunkMeta:
     def dtype_code(self) -> int: ...
     @property
     def shape(self) -> tuple[int, ...]: ...
-    def __eq__(self, other: object) -> bool: ...
+    def __eq__(self, other: object, /) -> bool: ...
 
 @final
 class Chunk:
@@ -225,8 +226,8 @@ class ChunkStore:
     """KV-cache chunks over a client, in a layout: ``"framed"`` (default), ``"raw"`` (``size=``) or ``"split"``
     (``naming=`` ``"plain"``, ``"hash_tagged"`` or ``"colon"``)."""
 
-    def __init__(
-        self,
+    def __new__(
+        cls,
         client: Client,
         layout: Literal["framed", "raw", "split"] = "framed",
         *,
@@ -234,7 +235,7 @@ class ChunkStore:
         naming: Literal["plain", "hash_tagged", "colon"] | None = None,
         namespace: str = "",
         ttl_secs: int | None = None,
-    ) -> None: ...
+    ) -> Self: ...
     @property
     def client(self) -> Client: ...
     @property

@@ -79,4 +79,3 @@ class SentinelAnswer(TypedDict, total=False):
     flags: str
     replicas: list[SentinelReplica]
     error: str | None
-

@@ -8,13 +8,12 @@ working. Messages are the Rust library's, and never contain a password.
 from __future__ import annotations
 
 import builtins
-from typing import Optional, Union
 
 
 class Error(Exception):
     """Anything kvcache_redis raises. ``node`` is the server concerned (``host:port``) when one is known."""
 
-    node: Optional[str] = None
+    node: str | None = None
 
 
 class ClosedError(Error):
@@ -85,7 +84,7 @@ class ForkedError(Error, builtins.RuntimeError):
 
 #: What one key of a batched call got: its value or count (``bytes``, ``int``, ``bool``), ``None`` for a miss or
 #: a plain success, or the key's own exception.
-KeyResult = Union[bytes, int, bool, None, Error]
+KeyResult = bytes | int | bool | None | Error
 
 
 class BatchError(Error):

@@ -146,8 +146,8 @@ impl PyClient {
     }
 
     /// Opens a client from an LMCache configuration file (YAML), as `Config::from_lmcache_yaml` reads it; keyword
-    /// options as for `Client(...)` apply on top. Keys the file has that this client does not use are reported
-    /// with a warning.
+    /// options as for `Client(...)` apply on top. Keys the file has that this client does not know are reported
+    /// with a `UserWarning` (the engine's own settings, such as `chunk_size`, are not).
     #[staticmethod]
     #[pyo3(signature = (path, **options))]
     fn from_lmcache_yaml(py: Python<'_>, path: PathBuf, options: Option<&Bound<'_, PyDict>>) -> PyResult<PyClient> {
@@ -158,9 +158,6 @@ impl PyClient {
                 py,
                 &format!("LMCache config {}: unknown key {key:?} ignored", path.display()),
             )?;
-        }
-        for why in &read.not_applied {
-            report::warn(py, &format!("LMCache config {}: not applied: {why}", path.display()))?;
         }
         let config = args::apply(py, read.config, options)?;
         Ok(PyClient {

@@ -19,17 +19,12 @@ import kvcache_redis
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def launcher() -> Path:
-    """The `local_deployment` binary: `$KVCACHE_LOCAL_DEPLOYMENT`, else built (release) from this checkout."""
-    given = os.environ.get("KVCACHE_LOCAL_DEPLOYMENT")
-    if given:
-        return Path(given)
-    subprocess.run(
-        ["cargo", "build", "--quiet", "--release", "--example", "local_deployment"],
-        cwd=ROOT,
-        check=True,
-    )
-    return ROOT / "target" / "release" / "examples" / "local_deployment"
+def example(name: str) -> Path:
+    """One of the crate's examples, built (release) once per session unless `$KVCACHE_EXAMPLES_BUILT` says
+    scripts/test.sh already did."""
+    if not os.environ.get("KVCACHE_EXAMPLES_BUILT"):
+        subprocess.run(["cargo", "build", "--quiet", "--release", "--example", name], cwd=ROOT, check=True)
+    return ROOT / "target" / "release" / "examples" / name
 
 
 @dataclass
@@ -67,7 +62,7 @@ class Deployment:
 
 def start(kind: str, topology: str, *extra: str) -> Deployment:
     process = subprocess.Popen(
-        [str(launcher()), f"--{kind}", topology, *extra],
+        [str(example("local_deployment")), f"--{kind}", topology, *extra],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         cwd=ROOT,

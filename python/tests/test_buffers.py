@@ -84,7 +84,7 @@ def test_writes_refuse_what_is_not_a_buffer(client: Client, prefix: str) -> None
     with pytest.raises(TypeError, match="value 1 must support the buffer protocol"):
         client.batched_put([prefix + "a", prefix + "b"], [b"ok", "text"])  # type: ignore[list-item]
     with pytest.raises(TypeError, match="not a single bytes"):
-        client.batched_put([prefix + "a"], b"abc")
+        client.batched_put([prefix + "a"], b"abc")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="not C-contiguous"):
         client.put(prefix + "a", np.zeros((4, 4), dtype=np.uint8)[:, 1])
     with pytest.raises(ValueError, match="one value per key"):
@@ -110,6 +110,8 @@ def test_chunk_store_reads_into_buffers_too(client: Client, prefix: str) -> None
     out = [np.zeros(1 << 20, dtype=np.uint8) for _ in range(3)]
     assert store.batched_get_into(keys, out) == [1 << 20, 1 << 20, None]
     assert out[0].tobytes() == payloads[0] and out[1].tobytes() == payloads[1]
+    with pytest.raises(InvalidInputError, match="not that size"):
+        store.batched_get_into(keys[:1], [bytearray(10)])  # the only key failed: its own error
     with pytest.raises(BatchError) as raised:
-        store.batched_get_into(keys[:1], [bytearray(10)])
-    assert isinstance(raised.value.errors[0], InvalidInputError)
+        store.batched_get_into(keys[:2], [bytearray(10), np.zeros(1 << 20, dtype=np.uint8)])
+    assert isinstance(raised.value.errors[0], InvalidInputError) and raised.value.results[1] == 1 << 20

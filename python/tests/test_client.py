@@ -36,7 +36,7 @@ def test_single_key_calls(client: Client, prefix: str) -> None:
 def test_batched_get_is_positional(client: Client, prefix: str) -> None:
     keys = [f"{prefix}{i}" for i in range(40)]
     values = [value_of(prefix, i, 100 + i) for i in range(40)]
-    assert client.batched_put(keys, values) is None
+    client.batched_put(keys, values)
     missing = prefix + "missing"
     ask = [keys[3], missing, keys[0], keys[3], missing, keys[39]]
     assert client.batched_get(ask) == [values[3], None, values[0], values[3], None, values[39]]
@@ -91,7 +91,7 @@ def test_large_values_round_trip(client: Client, prefix: str) -> None:
     values = [value_of(prefix, i, n) for i, n in enumerate(sizes)]
     client.batched_put(keys, values)
     assert client.batched_get(keys) == values
-    for k, v in zip(keys, values):
+    for k, v in zip(keys, values, strict=True):
         assert client.get(k) == v
 
 

@@ -7,6 +7,7 @@ import os
 import signal
 import threading
 import time
+from collections.abc import Callable
 
 import pytest
 
@@ -49,19 +50,19 @@ def test_bad_urls_are_config_errors(url: str, why: str) -> None:
 
 def test_bad_options_say_which(standalone: Deployment) -> None:
     with pytest.raises(kvcache_redis.ConfigError, match="unknown option"):
-        Client(standalone.url, colour="blue")
+        Client(standalone.url, colour="blue")  # type: ignore[call-arg]
     with pytest.raises(TypeError, match="workers must be an int"):
-        Client(standalone.url, workers=[4])
+        Client(standalone.url, workers=[4])  # type: ignore[arg-type]
     with pytest.raises(kvcache_redis.ConfigError, match="bad number"):
-        Client(standalone.url, workers="four")
+        Client(standalone.url, workers="four")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="must not be negative"):
         Client(standalone.url, workers=-1)
     with pytest.raises(ValueError, match="positive number of seconds"):
         Client(standalone.url, timeout=-1.0)
     with pytest.raises(TypeError, match="duration in seconds"):
-        Client(standalone.url, connect_timeout="5")
+        Client(standalone.url, connect_timeout="5")  # type: ignore[arg-type]
     with pytest.raises(kvcache_redis.ConfigError, match="bad read_from"):
-        Client(standalone.url, read_from="nearest")
+        Client(standalone.url, read_from="nearest")  # type: ignore[arg-type]
     with pytest.raises(kvcache_redis.ConfigError, match="is for Sentinel"):
         Client(standalone.url, sentinel_password="x")
     with pytest.raises(kvcache_redis.ConfigError):
@@ -94,7 +95,12 @@ def test_a_closed_client_raises_and_a_handle_still_resolves(standalone: Deployme
     pending = c.batched_get_non_blocking([prefix + "k"])
     c.close()
     assert pending.wait(timeout=5) in ([b"v"], [])
-    for call in [lambda: c.get("k"), lambda: c.batched_put(["k"], [b"v"]), lambda: c.batched_contains(["k"])]:
+    calls: list[Callable[[], object]] = [
+        lambda: c.get("k"),
+        lambda: c.batched_put(["k"], [b"v"]),
+        lambda: c.batched_contains(["k"]),
+    ]
+    for call in calls:
         with pytest.raises(kvcache_redis.ClosedError):
             call()
 
