@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # The whole test suite, from nothing: installs the Redis and Valkey server binaries if missing, then runs every
-# test. Tests start their own servers on free loopback ports and stop them by PID, even when a test fails.
+# test, the Python package's included. Tests start their own servers on free loopback ports and stop them by PID, even when a test fails.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-servers.sh
 cargo test "$@"
-# The `metrics` feature's own test (a recorder is global, so it has a test binary of its own).
+# The `metrics` feature's own test (a recorder is global, so it has a test binary of its own), then the Python
+# package's lints, type checks and tests.
 if [[ $# -eq 0 ]]; then
   cargo test --features metrics --test metrics
+  scripts/test-python.sh
 fi

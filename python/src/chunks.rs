@@ -34,6 +34,7 @@ fn dtype(name: &str) -> PyResult<Dtype> {
 impl PyChunkKey {
     #[new]
     #[pyo3(signature = (model, world_size, worker_id, chunk_hash, dtype, layer=None, tags=None))]
+    #[allow(clippy::too_many_arguments)] // Python's constructor: one argument per field of LMCache's key.
     fn new(
         py: Python<'_>,
         model: &str,

@@ -100,7 +100,7 @@ fn open(py: Python<'_>, config: Config) -> PyResult<Client> {
         .spawn(move || {
             let _ = tx.send(Client::with_config(config));
         })
-        .map_err(|e| PyErr::from(e))?;
+        .map_err(PyErr::from)?;
     let mut rx = Some(rx);
     loop {
         let (back, got) = py.detach(move || {

@@ -20,11 +20,13 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def example(name: str) -> Path:
-    """One of the crate's examples, built (release) once per session unless `$KVCACHE_EXAMPLES_BUILT` says
-    scripts/test.sh already did."""
-    if not os.environ.get("KVCACHE_EXAMPLES_BUILT"):
-        subprocess.run(["cargo", "build", "--quiet", "--release", "--example", name], cwd=ROOT, check=True)
-    return ROOT / "target" / "release" / "examples" / name
+    """One of the crate's examples: from `$KVCACHE_EXAMPLES_DIR` (scripts/test-python.sh builds them there), else
+    built here."""
+    built = os.environ.get("KVCACHE_EXAMPLES_DIR")
+    if built:
+        return Path(built) / name
+    subprocess.run(["cargo", "build", "--quiet", "--example", name], cwd=ROOT, check=True)
+    return ROOT / "target" / "debug" / "examples" / name
 
 
 @dataclass
