@@ -216,3 +216,15 @@ def test_databases_are_apart(standalone: Deployment, prefix: str) -> None:
         assert two.get(prefix + "k") == b"db2"
     with Client(standalone.url) as zero:
         assert zero.get(prefix + "k") is None
+
+
+def test_the_readme_example_runs_as_written(standalone: Deployment, monkeypatch: pytest.MonkeyPatch) -> None:
+    import re
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    section = readme[readme.index("## From Python") :]
+    code = re.search(r"```python\n(.*?)```", section, re.S)
+    assert code is not None
+    monkeypatch.setenv("KVCACHE_URL", standalone.url)
+    exec(compile(code.group(1), "README.md", "exec"), {})

@@ -11,7 +11,7 @@ use hdrhistogram::Histogram;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use kvcache_redis::{ChunkKey, ChunkStore, Dtype, Layout, SplitNaming};
 
-use crate::bench_caller::{Caller, Counters, payload};
+use crate::bench_caller::{Caller, Counters, histogram, payload};
 use crate::target::{Failure, Target, describe, exit, human, parse_size, run_namespace};
 
 /// Arguments of `bench`.
@@ -79,10 +79,6 @@ impl LayoutArg {
 
 /// Most the working set may hold, so that a typo cannot fill a production server.
 const MAX_WORKING_SET: u64 = 64 << 30;
-
-pub(crate) fn histogram() -> Histogram<u64> {
-    Histogram::<u64>::new_with_bounds(1, 3_600_000_000, 3).expect("histogram bounds")
-}
 
 /// Runs the phases: fill the working set, run the callers while watching them, clean up, report.
 pub fn run(args: Args) -> Result<ExitCode, Failure> {

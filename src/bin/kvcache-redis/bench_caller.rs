@@ -9,7 +9,10 @@ use bytes::Bytes;
 use hdrhistogram::Histogram;
 use kvcache_redis::{ChunkKey, ChunkStore};
 
-use crate::bench::histogram;
+/// A latency histogram in microseconds, from 1 us to an hour (every caller's, and the run's merged one).
+pub fn histogram() -> Histogram<u64> {
+    Histogram::<u64>::new_with_bounds(1, 3_600_000_000, 3).expect("histogram bounds")
+}
 
 /// What every caller counts.
 #[derive(Default)]
