@@ -10,7 +10,6 @@
 //! Sentinels (service `kvcache-svc`); `tls` a Redis with a TLS port (the URL is `rediss://` with `tls_ca`).
 //! Every server stops when this program's standard input reaches its end (or the program is killed).
 
-#[allow(dead_code, unused_imports, unused_macros)]
 #[path = "../tests/support/mod.rs"]
 mod support;
 

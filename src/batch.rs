@@ -9,6 +9,7 @@ use crate::error::Error;
 use crate::request::Part;
 use crate::slot_map::SlotMap;
 use crate::unit::Unit;
+use crate::value::Fill;
 
 /// One command in a node's pipeline and the units it answers, in reply order (several for an `MGET`).
 #[derive(Debug)]
@@ -76,19 +77,22 @@ pub(crate) fn plan<P: Parts + ?Sized>(
     let mut out = Plan::default();
     // Map node index -> index in `out.nodes`, so routing a key costs no string work.
     let mut planned: Vec<Option<usize>> = vec![None; map.nodes.len()];
-    // (node, slot) -> index of the open MGET step in that node's pipeline.
-    let mut open_mget: HashMap<(usize, Option<u16>), usize> = HashMap::new();
+    // (node, slot, how values are read) -> index of the open MGET step in that node's pipeline. Parts that read
+    // values differently (checked as chunk frames, or into caller buffers, and how) never share an `MGET`: its
+    // reply is read one way.
+    let mut open_mget: HashMap<(usize, Option<u16>, ReadMode), usize> = HashMap::new();
     // (shard, slot) -> the node this plan reads that slot's merged keys from.
     let mut read_at: HashMap<(usize, Option<u16>), usize> = HashMap::new();
     for unit in units {
         let part = parts.part(unit.part);
         // Keys of one slot share one command (`MGET`), bounded in keys and expected bytes; not when a key must go
-        // alone (ASK, a refused `MGET` being retried key by key), into a caller's buffer, or is expected large.
-        let merges = part.command.merges()
-            && !unit.asking
-            && !unit.alone
-            && part.dests.is_none()
-            && part.expected_value <= limits.mget_max_value_size;
+        // alone (ASK, a refused `MGET` being retried key by key) or is expected large (a caller's buffer says how
+        // large it may be).
+        let expected = match &part.dests {
+            Some((dests, _)) => dests[unit.key].lock().as_mut().map_or(0, |d| d.bytes().len()),
+            None => part.expected_value,
+        };
+        let merges = part.command.merges() && !unit.asking && !unit.alone && expected <= limits.mget_max_value_size;
         let (n, slot) = match &unit.to {
             // Rare (ASK targets, pings): found by name.
             Some(to) => match out.nodes.iter().position(|p| &p.node == to) {
@@ -146,11 +150,12 @@ pub(crate) fn plan<P: Parts + ?Sized>(
             units: Vec::new(),
         };
         if merges {
-            let per_step = (limits.mget_max_bytes / part.expected_value.max(1)).clamp(1, limits.mget_max_keys);
-            match open_mget.get(&(n, slot)).copied() {
+            let per_step = (limits.mget_max_bytes / expected.max(1)).clamp(1, limits.mget_max_keys);
+            let mode = ReadMode::of(part);
+            match open_mget.get(&(n, slot, mode)).copied() {
                 Some(i) if steps[i].units.len() < per_step => steps[i].units.push(unit),
                 _ => {
-                    open_mget.insert((n, slot), steps.len());
+                    open_mget.insert((n, slot, mode), steps.len());
                     let mut step = single();
                     step.units.push(unit);
                     steps.push(step);
@@ -163,6 +168,22 @@ pub(crate) fn plan<P: Parts + ?Sized>(
         steps.push(step);
     }
     out
+}
+
+/// How a part's values are read: what decides whether two parts' keys may share an `MGET`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct ReadMode {
+    verify: bool,
+    fill: Option<Fill>,
+}
+
+impl ReadMode {
+    fn of(part: &Part) -> ReadMode {
+        ReadMode {
+            verify: part.verify_frames,
+            fill: part.dests.as_ref().map(|(_, f)| *f),
+        }
+    }
 }
 
 fn push_node(out: &mut Plan, node: &str) -> usize {
@@ -277,6 +298,33 @@ mod tests {
                 .all(|s| s.command == Command::Get && s.units.len() == 1)
         );
         assert_eq!(p.nodes[0].steps.len(), 3);
+    }
+
+    #[test]
+    fn reads_into_buffers_merge_by_buffer_size() {
+        use crate::value::{DestSlot, Destination, Fill};
+        use parking_lot::Mutex;
+        use std::sync::Arc;
+        let keys: Vec<String> = (0..40).map(|i| format!("k{i}")).collect();
+        let refs: Vec<&str> = keys.iter().map(String::as_str).collect();
+        let map = SlotMap::standalone("h:1".into());
+        let with_buffers = |size: usize| {
+            let mut p = part(Command::Get, &refs, 10);
+            let dests: Vec<DestSlot> = (0..refs.len())
+                .map(|_| Arc::new(Mutex::new(Some(Box::new(vec![0u8; size]) as Box<dyn Destination>))))
+                .collect();
+            p.dests = Some((dests, Fill::Fit));
+            vec![p]
+        };
+        // Small buffers: MGETs of as many keys as their sizes allow (1 MiB / 64 KiB = 16 keys each).
+        let parts = with_buffers(64 << 10);
+        let p = plan_all(&parts[..], units(&parts), &map, LIMITS);
+        let sizes: Vec<_> = p.nodes[0].steps.iter().map(|s| s.units.len()).collect();
+        assert_eq!(sizes, vec![16, 16, 8]);
+        // Buffers above the MGET value bound: one GET each, whatever the size hint says.
+        let parts = with_buffers(1 << 20);
+        let p = plan_all(&parts[..], units(&parts), &map, LIMITS);
+        assert!(p.nodes[0].steps.iter().all(|s| s.units.len() == 1));
     }
 
     #[test]

@@ -35,7 +35,7 @@ impl<B: AsMut<[u8]> + Send + 'static> Destination for B {
 pub(crate) type DestSlot = std::sync::Arc<parking_lot::Mutex<Option<Box<dyn Destination>>>>;
 
 /// How a value read into a destination is to be checked.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub(crate) enum Fill {
     /// The value is exactly the buffer's size.
     Raw,

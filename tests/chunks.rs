@@ -154,6 +154,74 @@ fn damaged_values_are_misses_never_returned(d: &Deployment) {
     assert!(store.get(&ks[1]).unwrap().unwrap().payload[..] == payloads[1][..]);
 }
 
+/// One client shared by framed chunk reads (checksummed while read), plain gets and reads into buffers, from many
+/// threads at once: their keys ride in shared pipelines, but never in one `MGET` read two ways. A damaged chunk is
+/// never returned, a plain value is never taken for a damaged chunk, and every buffer gets its own key's value.
+fn reads_of_different_kinds_never_share_an_mget(kind: Kind) {
+    let server = support::Server::standalone(kind);
+    // One worker: every thread's parts meet in the same batches.
+    let client = Client::with_config(Config::from_url(&server.url()).unwrap().workers(1)).unwrap();
+    let store = ChunkStore::new(client.clone(), Layout::Framed).with_namespace(unique("mixed"));
+    let ks = keys(8, "org/mixed");
+    let payloads: Vec<Bytes> = (0..8).map(|i| value("mixed", i, 3000).into()).collect();
+    store.batched_put(&ks, payloads.clone(), None).unwrap();
+    let damaged = store.store_key(&ks[7]);
+    let mut bytes = redis::cmd("GET")
+        .arg(&damaged)
+        .query::<Vec<u8>>(&mut server.admin())
+        .unwrap();
+    bytes[100] ^= 1;
+    redis::cmd("SET")
+        .arg(&damaged)
+        .arg(&bytes)
+        .exec(&mut server.admin())
+        .unwrap();
+    let plain: Vec<String> = (0..8).map(|i| format!("{}plain{i}", unique("mixed"))).collect();
+    let plain_values: Vec<Vec<u8>> = (0..8).map(|i| value("plain", i, 2000 + i)).collect();
+    client.batched_put(&plain, plain_values.clone()).unwrap();
+    let threads: Vec<_> = (0..6)
+        .map(|t| {
+            let (store, client, ks, payloads) = (store.clone(), client.clone(), ks.clone(), payloads.clone());
+            let (plain, plain_values) = (plain.clone(), plain_values.clone());
+            std::thread::spawn(move || {
+                for _ in 0..200 {
+                    match t % 3 {
+                        0 => {
+                            let got = store.batched_get(&ks).unwrap();
+                            for (i, r) in got.iter().enumerate() {
+                                let chunk = r.as_ref().unwrap();
+                                match i {
+                                    7 => assert!(chunk.is_none(), "the damaged chunk was returned"),
+                                    _ => assert_eq!(chunk.as_ref().unwrap().payload, payloads[i], "chunk {i}"),
+                                }
+                            }
+                        }
+                        1 => {
+                            let got = client.batched_get(&plain).unwrap();
+                            for (i, r) in got.into_iter().enumerate() {
+                                assert_eq!(r.unwrap().as_deref(), Some(&plain_values[i][..]), "plain {i}");
+                            }
+                        }
+                        _ => {
+                            let filled = client.batched_get_into(&plain, vec![vec![0u8; 2100]; 8]);
+                            for (i, f) in filled.into_iter().enumerate() {
+                                let n = plain_values[i].len();
+                                assert_eq!(f.result.unwrap(), Some(n), "filled {i}");
+                                let buf = f.buf.unwrap();
+                                assert_eq!(&buf[..n], &plain_values[i][..], "filled {i}");
+                                assert!(buf[n..].iter().all(|&b| b == 0), "filled {i}: nothing past it");
+                            }
+                        }
+                    }
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+}
+
 fn raw_layout_checks_the_size(d: &Deployment) {
     let store = d.store(Layout::Raw { size: 4096 });
     let ks = keys(3, "raw/model");
@@ -482,6 +550,7 @@ fn cluster_namespaces_and_ttl(kind: Kind) {
 }
 
 per_kind!(
+    reads_of_different_kinds_never_share_an_mget,
     standalone_get_into,
     cluster_get_into,
     out_of_memory_fails_only_its_chunks,

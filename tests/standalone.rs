@@ -76,6 +76,15 @@ fn a_batch_is_one_mget_in_one_round_trip(kind: Kind) {
     assert_eq!(client.stats().round_trips - rt_before, 1, "one round trip");
     let node = client.stats().node(&server.addr()).cloned().unwrap();
     assert!(node.keys >= 2000, "{node:?}");
+    // Into caller buffers too: one MGET, each value straight into its buffer.
+    let (mget_before, get_before) = (command_calls(&server, "mget"), command_calls(&server, "get"));
+    let filled = client.batched_get_into(&keys, vec![vec![0u8; 16]; 1000]);
+    for (f, v) in filled.iter().zip(&values) {
+        assert_eq!(f.result.as_ref().unwrap(), &Some(v.len()));
+        assert_eq!(&f.buf.as_ref().unwrap()[..v.len()], &v[..]);
+    }
+    assert_eq!(command_calls(&server, "mget") - mget_before, 1, "one MGET into buffers");
+    assert_eq!(command_calls(&server, "get") - get_before, 0, "no single GETs");
 }
 
 fn empty_key_and_database_selection(kind: Kind) {

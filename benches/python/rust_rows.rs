@@ -156,6 +156,9 @@ fn main() {
             list(&out.cpu),
             out.checked
         ),
-        Err(e) => println!(r#"{{"client": "rust", "row": "{row}", "error": "{}"}}"#, e.replace('"', "'")),
+        Err(e) => println!(
+            r#"{{"client": "rust", "row": "{row}", "error": "{}"}}"#,
+            e.replace('"', "'")
+        ),
     }
 }

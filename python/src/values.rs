@@ -2,9 +2,9 @@
 //! without a copy), and values read back as `bytes` (copied once, without the GIL when there is much to copy).
 
 use bytes::{Bytes, BytesMut};
-use rayon::prelude::*;
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
+use rayon::prelude::*;
 
 use crate::buffers::{Access, Loans, View};
 

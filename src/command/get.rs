@@ -22,10 +22,14 @@ pub(super) fn encode(args: &Args, out: &mut Outgoing) {
 }
 
 pub(super) fn expect(args: &Args) -> Expect {
-    match args.dest {
-        Some((dest, fill)) => Expect::Fill {
-            dest: dest.clone(),
-            fill,
+    match &args.dests {
+        Some((dests, fill)) if dests.len() == 1 => Expect::Fill {
+            dest: dests[0].clone(),
+            fill: *fill,
+        },
+        Some((dests, fill)) => Expect::Fills {
+            dests: dests.iter().map(|d| (*d).clone()).collect(),
+            fill: *fill,
         },
         None if args.keys.len() == 1 => Expect::Bulk { verify: args.verify },
         None => Expect::Bulks {
@@ -54,29 +58,24 @@ pub(super) fn answers(keys: usize, reply: Reply, node: &str, corrupt: &mut u64) 
     };
     let answers = match reply {
         Reply::Bulk(r) if keys == 1 => vec![r.map(&mut value).or_else(refused)],
-        Reply::Filled(r) if keys == 1 => vec![match r {
-            Ok(Filled::Nil | Filled::Abandoned) => Ok(KeyReply::Value(None)),
-            Ok(Filled::Bytes(n)) => Ok(KeyReply::Filled(n)),
-            Ok(Filled::Corrupt) => Ok(value(Bulk::Corrupt)),
-            Ok(Filled::WrongSize(n)) => Err(Refusal::Local(Error::InvalidInput(format!(
-                "the stored value is {n} bytes, the buffer given for it is not that size"
-            )))),
-            Ok(Filled::TooLarge(n)) => Err(Refusal::Local(Error::InvalidInput(format!(
-                "the stored value is {n} bytes, more than the buffer given for it holds (nothing was written to it)"
-            )))),
-            Err(e) => refused(e),
-        }],
+        Reply::Filled(r) if keys == 1 => vec![r.map_or_else(refused, |f| filled(f, &mut value))],
+        Reply::Fills(Ok(items)) if items.len() == keys => items
+            .into_iter()
+            .map(|r| r.map_or_else(refused, |f| filled(f, &mut value)))
+            .collect(),
         Reply::Bulks(Ok(items)) if items.len() == keys => {
             items.into_iter().map(|r| r.map(&mut value).or_else(refused)).collect()
         }
-        Reply::Bulks(Err(e)) if e.code == "TRYAGAIN" || Redirect::parse(&e.code, &e.detail).is_none() => {
+        Reply::Bulks(Err(e)) | Reply::Fills(Err(e))
+            if e.code == "TRYAGAIN" || Redirect::parse(&e.code, &e.detail).is_none() =>
+        {
             log::debug!(
                 "{node}: MGET of {keys} keys refused ({}); reading them one by one",
                 e.code
             );
             return Ok(Answers::OneByOne { code: e.code });
         }
-        Reply::Bulks(Err(e)) => vec![Err(Refusal::Server(e)); keys],
+        Reply::Bulks(Err(e)) | Reply::Fills(Err(e)) => vec![Err(Refusal::Server(e)); keys],
         other => {
             return Err(Error::protocol(
                 node,
@@ -85,6 +84,21 @@ pub(super) fn answers(keys: usize, reply: Reply, node: &str, corrupt: &mut u64) 
         }
     };
     Ok(Answers::Keys(answers))
+}
+
+/// The answer for a value read into a caller's buffer; a damaged frame reads (and is counted) as `value` says.
+fn filled(f: Filled, value: &mut impl FnMut(Bulk) -> KeyReply) -> Answer {
+    match f {
+        Filled::Nil | Filled::Abandoned => Ok(KeyReply::Value(None)),
+        Filled::Bytes(n) => Ok(KeyReply::Filled(n)),
+        Filled::Corrupt => Ok(value(Bulk::Corrupt)),
+        Filled::WrongSize(n) => Err(Refusal::Local(Error::InvalidInput(format!(
+            "the stored value is {n} bytes, the buffer given for it is not that size"
+        )))),
+        Filled::TooLarge(n) => Err(Refusal::Local(Error::InvalidInput(format!(
+            "the stored value is {n} bytes, more than the buffer given for it holds (nothing was written to it)"
+        )))),
+    }
 }
 
 #[cfg(test)]
@@ -145,6 +159,22 @@ mod tests {
             assert!(matches!(r, Answers::OneByOne { code: c } if c == code));
         }
         assert!(a(3, Reply::Bulks(Ok(vec![Ok(Bulk::Nil)]))).is_err(), "too few values");
+        let fills = vec![
+            Ok(Filled::Bytes(4)),
+            Ok(Filled::Nil),
+            Err(err("WRONGTYPE", "x")),
+            Ok(Filled::TooLarge(9)),
+            Err(err("MOVED", "1 h:2")),
+        ];
+        let answered = keys(a(5, Reply::Fills(Ok(fills))));
+        assert_eq!(answered[..3], ["Filled(4)", "Value(None)", "Value(None)"]);
+        assert!(
+            answered[3].starts_with("local") && answered[4] == "MOVED",
+            "{answered:?}"
+        );
+        let r = a(2, Reply::Fills(Err(err("TRYAGAIN", "x")))).unwrap();
+        assert!(matches!(r, Answers::OneByOne { .. }));
+        assert!(a(2, Reply::Fills(Ok(vec![]))).is_err(), "too few values");
         assert!(a(1, Reply::Scalar(crate::resp::Head::Int(1))).is_err());
         assert_eq!(corrupt, 1);
     }

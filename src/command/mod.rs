@@ -80,8 +80,8 @@ pub(crate) struct Args<'a> {
     pub(crate) keys: Vec<&'a [u8]>,
     /// The value of a one-key write or comparison.
     pub(crate) value: Option<&'a SetValue>,
-    /// Where a one-key read goes, when the caller gave a buffer.
-    pub(crate) dest: Option<(&'a DestSlot, Fill)>,
+    /// Where each key's value goes, when the caller gave buffers (one per key).
+    pub(crate) dests: Option<(Vec<&'a DestSlot>, Fill)>,
     /// Reads: check each value as a chunk frame.
     pub(crate) verify: bool,
     /// Sent to a slot's importing node: `ASKING` first.
@@ -179,7 +179,7 @@ pub(crate) mod test_support {
         Args {
             keys: keys.to_vec(),
             value,
-            dest: None,
+            dests: None,
             verify: false,
             asking: false,
         }

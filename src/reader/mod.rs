@@ -50,6 +50,8 @@ pub(crate) enum Expect {
     Fill { dest: DestSlot, fill: Fill },
     /// An array of `n` bulk strings (`MGET`).
     Bulks { n: usize, verify: bool },
+    /// An array of bulk strings (`MGET`), each read straight into its caller's buffer.
+    Fills { dests: Vec<DestSlot>, fill: Fill },
 }
 
 /// A reply, shaped as its `Expect` asked.
@@ -59,6 +61,7 @@ pub(crate) enum Reply {
     Bulk(std::result::Result<Bulk, ServerReply>),
     Filled(std::result::Result<Filled, ServerReply>),
     Bulks(std::result::Result<Vec<std::result::Result<Bulk, ServerReply>>, ServerReply>),
+    Fills(std::result::Result<Vec<std::result::Result<Filled, ServerReply>>, ServerReply>),
     Value(redis::Value),
 }
 
@@ -108,11 +111,56 @@ enum State {
     Single(Payload),
     /// An `MGET`: the elements so far, how many are left, and the one being read.
     Array {
-        items: Vec<std::result::Result<Bulk, ServerReply>>,
+        items: Items,
         left: usize,
         verify: bool,
         current: Option<Payload>,
     },
+}
+
+/// The elements of an `MGET` read so far: values, or values read into caller buffers (the next one's buffer is
+/// `dests[got.len()]`).
+enum Items {
+    Bulks(Vec<std::result::Result<Bulk, ServerReply>>),
+    Fills {
+        dests: Vec<DestSlot>,
+        fill: Fill,
+        got: Vec<std::result::Result<Filled, ServerReply>>,
+    },
+}
+
+impl Items {
+    /// A nil element.
+    fn nil(&mut self) {
+        match self {
+            Items::Bulks(items) => items.push(Ok(Bulk::Nil)),
+            Items::Fills { got, .. } => got.push(Ok(Filled::Nil)),
+        }
+    }
+
+    /// An error element.
+    fn error(&mut self, e: ServerReply) {
+        match self {
+            Items::Bulks(items) => items.push(Err(e)),
+            Items::Fills { got, .. } => got.push(Err(e)),
+        }
+    }
+
+    /// A finished payload's reply, as the next element.
+    fn finished(&mut self, reply: Reply) {
+        match (self, reply) {
+            (Items::Bulks(items), Reply::Bulk(item)) => items.push(item),
+            (Items::Fills { got, .. }, Reply::Filled(item)) => got.push(item),
+            _ => unreachable!("a payload finishes as its items expect"),
+        }
+    }
+
+    fn into_reply(self) -> Reply {
+        match self {
+            Items::Bulks(items) => Reply::Bulks(Ok(items)),
+            Items::Fills { got, .. } => Reply::Fills(Ok(got)),
+        }
+    }
 }
 
 /// What `advance` needs next.
@@ -254,8 +302,12 @@ impl Reader {
                         (Expect::Bulk { verify }, Head::Bulk(Some(len))) => {
                             if len <= SMALL_VALUE {
                                 // Whole or not at all: the head stays unread until the value is buffered.
-                                return match self.small_value(used, len, *verify)? {
-                                    Some(bulk) => Ok(Progress::Done(Reply::Bulk(Ok(bulk)))),
+                                let (pos, end) = (self.pos, self.end);
+                                return match small_value(&self.buf[pos..end], &mut self.arena, used, len, *verify)? {
+                                    Some((bulk, taken)) => {
+                                        self.pos += taken;
+                                        Ok(Progress::Done(Reply::Bulk(Ok(bulk))))
+                                    }
                                     None => Ok(Progress::Need),
                                 };
                             }
@@ -278,12 +330,29 @@ impl Reader {
                             self.pos += used;
                             return Ok(Progress::Done(Reply::Bulks(Err(e))));
                         }
+                        (Expect::Fills { .. }, Head::Error(e)) => {
+                            self.pos += used;
+                            return Ok(Progress::Done(Reply::Fills(Err(e))));
+                        }
                         (Expect::Bulks { n, verify }, Head::Array(Some(m))) if m == *n => {
                             self.pos += used;
                             self.state = State::Array {
-                                items: Vec::with_capacity(m),
+                                items: Items::Bulks(Vec::with_capacity(m)),
                                 left: m,
                                 verify: *verify,
+                                current: None,
+                            };
+                        }
+                        (Expect::Fills { dests, fill }, Head::Array(Some(m))) if m == dests.len() => {
+                            self.pos += used;
+                            self.state = State::Array {
+                                items: Items::Fills {
+                                    dests: dests.clone(),
+                                    fill: *fill,
+                                    got: Vec::with_capacity(m),
+                                },
+                                left: m,
+                                verify: false,
                                 current: None,
                             };
                         }
@@ -319,75 +388,88 @@ impl Reader {
                     else {
                         unreachable!()
                     };
-                    let Reply::Bulk(item) = current.take().expect("checked").finish(self.pool.as_ref()) else {
-                        unreachable!("an owned payload finishes as a bulk")
-                    };
-                    items.push(item);
+                    items.finished(current.take().expect("checked").finish(self.pool.as_ref()));
                     *left -= 1;
                 }
                 State::Array { left: 0, .. } => {
                     let State::Array { items, .. } = std::mem::replace(&mut self.state, State::Idle) else {
                         unreachable!()
                     };
-                    return Ok(Progress::Done(Reply::Bulks(Ok(items))));
+                    return Ok(Progress::Done(items.into_reply()));
                 }
-                State::Array { verify, .. } => {
+                State::Array { verify, items, .. } => {
                     let verify = *verify;
+                    let filling = matches!(items, Items::Fills { .. });
                     let Some((head, used)) = parse_head(&self.buf[self.pos..self.end])? else {
                         return Ok(Progress::Need);
                     };
-                    let item = match head {
+                    let State::Array {
+                        items, left, current, ..
+                    } = &mut self.state
+                    else {
+                        unreachable!()
+                    };
+                    match head {
                         Head::Bulk(None) => {
                             self.pos += used;
-                            Ok(Bulk::Nil)
+                            items.nil();
                         }
                         Head::Error(e) => {
                             self.pos += used;
-                            Err(e)
+                            items.error(e);
                         }
-                        Head::Bulk(Some(len)) if len <= SMALL_VALUE => match self.small_value(used, len, verify)? {
-                            Some(bulk) => Ok(bulk),
-                            None => return Ok(Progress::Need),
-                        },
+                        Head::Bulk(Some(len)) if !filling && len <= SMALL_VALUE => {
+                            let (pos, end) = (self.pos, self.end);
+                            match small_value(&self.buf[pos..end], &mut self.arena, used, len, verify)? {
+                                Some((bulk, taken)) => {
+                                    self.pos += taken;
+                                    items.finished(Reply::Bulk(Ok(bulk)));
+                                }
+                                None => return Ok(Progress::Need),
+                            }
+                        }
                         Head::Bulk(Some(len)) => {
                             self.pos += used;
-                            let payload = Payload::owned(len, verify, self.pool.as_ref());
-                            let State::Array { current, .. } = &mut self.state else {
-                                unreachable!()
-                            };
-                            *current = Some(payload);
+                            *current = Some(match items {
+                                Items::Bulks(_) => Payload::owned(len, verify, self.pool.as_ref()),
+                                Items::Fills { dests, fill, got } => Payload::fill(len, &dests[got.len()], *fill),
+                            });
                             continue;
                         }
                         other => return Err(format!("unexpected element {other:?} in an array of values")),
-                    };
-                    let State::Array { items, left, .. } = &mut self.state else {
-                        unreachable!()
-                    };
-                    items.push(item);
+                    }
                     *left -= 1;
                 }
             }
         }
     }
+}
 
-    /// A small value whose head is `head_len` bytes, taken whole from the buffer (head included) into a shared
-    /// block; `None` when it is not all buffered yet.
-    fn small_value(&mut self, head_len: usize, len: usize, verify: bool) -> std::result::Result<Option<Bulk>, String> {
-        let start = self.pos + head_len;
-        if self.end < start + len + 2 {
-            return Ok(None);
-        }
-        if &self.buf[start + len..start + len + 2] != b"\r\n" {
-            return Err("bulk string not followed by CRLF".into());
-        }
-        if self.arena.capacity() < len {
-            self.arena.reserve(ARENA_BLOCK);
-        }
-        self.arena.extend_from_slice(&self.buf[start..start + len]);
-        self.pos = start + len + 2;
-        let value = self.arena.split().freeze();
-        Ok(Some(checked(value, verify.then(Verifier::default), false)))
+/// A small value whose head is `head_len` bytes at the start of `avail`, taken whole (head included) into a shared
+/// block of `arena`: the value and the bytes it took; `None` when it is not all buffered yet.
+fn small_value(
+    avail: &[u8],
+    arena: &mut BytesMut,
+    head_len: usize,
+    len: usize,
+    verify: bool,
+) -> std::result::Result<Option<(Bulk, usize)>, String> {
+    let start = head_len;
+    if avail.len() < start + len + 2 {
+        return Ok(None);
     }
+    if &avail[start + len..start + len + 2] != b"\r\n" {
+        return Err("bulk string not followed by CRLF".into());
+    }
+    if arena.capacity() < len {
+        arena.reserve(ARENA_BLOCK);
+    }
+    arena.extend_from_slice(&avail[start..start + len]);
+    let value = arena.split().freeze();
+    Ok(Some((
+        checked(value, verify.then(Verifier::default), false),
+        start + len + 2,
+    )))
 }
 
 fn closed(node: &str) -> Error {

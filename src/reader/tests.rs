@@ -234,6 +234,58 @@ fn fit_fills_take_values_up_to_the_buffers_size_and_write_nothing_past_it() {
 }
 
 #[test]
+fn an_mget_fills_each_callers_buffer_at_every_split_point() {
+    let big: Vec<u8> = (0..200_000u32).map(|i| (i % 241) as u8).collect();
+    let mut data = b"*5\r\n".to_vec();
+    data.extend(bulk(b"small"));
+    data.extend(b"$-1\r\n");
+    data.extend(bulk(&big));
+    data.extend(b"-WRONGTYPE no\r\n");
+    data.extend(bulk(&big[..100]));
+    for chunk in [1, 3, 4096, 1 << 20] {
+        let sizes = [16, 16, 200_000, 16, 50];
+        let dests: Vec<DestSlot> = sizes
+            .iter()
+            .map(|&n| Arc::new(Mutex::new(Some(Box::new(vec![0u8; n]) as Box<dyn Destination>))))
+            .collect();
+        let expect = Expect::Fills {
+            dests: dests.clone(),
+            fill: Fill::Fit,
+        };
+        let r = read_all(&data, chunk, std::slice::from_ref(&expect));
+        let Reply::Fills(Ok(items)) = &r[0] else {
+            panic!("{:?}", r[0])
+        };
+        let outcome: Vec<String> = items
+            .iter()
+            .map(|i| match i {
+                Ok(f) => format!("{f:?}"),
+                Err(e) => e.code.clone(),
+            })
+            .collect();
+        assert_eq!(
+            outcome,
+            ["Bytes(5)", "Nil", "Bytes(200000)", "WRONGTYPE", "TooLarge(100)"]
+        );
+        assert_eq!(&contents(&dests[0])[..5], b"small");
+        assert_eq!(contents(&dests[2]), big);
+        assert!(
+            contents(&dests[4]).iter().all(|&b| b == 0),
+            "nothing written past a buffer"
+        );
+    }
+    let refused = read_all(
+        b"-NOPERM no\r\n",
+        1,
+        &[Expect::Fills {
+            dests: vec![dest(1)],
+            fill: Fill::Fit,
+        }],
+    );
+    assert!(matches!(&refused[0], Reply::Fills(Err(e)) if e.code == "NOPERM"));
+}
+
+#[test]
 fn a_buffer_taken_back_midway_is_let_go() {
     let payload = vec![9u8; 200_000];
     let data = bulk(&payload);

@@ -103,7 +103,15 @@ impl Worker {
             let args = Args {
                 keys: step_keys,
                 value: part.command.takes_values().then(|| &part.values[step.units[0].key]),
-                dest: part.dests.as_ref().map(|(d, fill)| (&d[step.units[0].key], *fill)),
+                // Each unit's own buffer, from its own part (an `MGET` may carry several callers' keys; planning
+                // merges only parts that read alike).
+                dests: part.dests.as_ref().map(|(_, fill)| {
+                    let dests = step.units.iter().map(|u| {
+                        let (d, _) = self.active.part(u.part).dests.as_ref().expect("parts that read alike");
+                        &d[u.key]
+                    });
+                    (dests.collect(), *fill)
+                }),
                 verify: part.verify_frames,
                 asking: step.asking,
             };

@@ -108,7 +108,13 @@ pub fn batched_get_into_fills_callers_buffers(client: &Client) {
         if want.is_some() {
             assert_eq!(&buf[..n], &values[source][..], "key {i}: the value, in place");
         }
-        assert!(buf[n..].iter().all(|&b| b == fill), "key {i}: nothing past the value");
+        let past = buf[n..].iter().position(|&b| b != fill);
+        assert!(
+            past.is_none(),
+            "key {i}: nothing past the value (byte {past:?} of {} past it changed; {:?})",
+            buf.len() - n,
+            got[i].result
+        );
     }
     for i in [6, 7] {
         let err = got[i].result.as_ref().unwrap_err();
