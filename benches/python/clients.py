@@ -3,7 +3,8 @@
     python clients.py CLIENT ROW URL REPS
 
 CLIENT: kvcache (this package), redis-py, redis-py-mget, glide, glide-x8 (LMCache's way: 8 threads, a glide client
-each, one key per call, reads into buffers). ROW: read8x32, write8x32, read1000x4k, threads16x4k. The data the
+each, one key per call, reads into buffers). ROW: read8x32, write8x32, read1000x4k (values as bytes),
+read1000x4k_into (into slices of one preallocated slab), threads16x4k. The data the
 read rows need is written by run.py beforehand; values are `value(i, size)` below, the same as the Rust runner's.
 """
 
@@ -186,6 +187,22 @@ def run(client_name: str, row: str, url: str, reps: int) -> dict[str, Any]:
                 cpus.append(c1 - c0)
         return {"secs": secs, "cpu": cpus, "bytes": 8 * BIG, "ops": 8, "checked": checked}
     expected_small = [value(i, SMALL).tobytes() for i in range(1000)]
+    if row == "read1000x4k_into":
+        slab = np.zeros(1000 * SMALL, dtype=np.uint8)
+        views = [slab[i * SMALL : (i + 1) * SMALL] for i in range(1000)]
+        whole = np.concatenate([value(i, SMALL) for i in range(1000)])
+        for rep in range(reps + 1):
+            slab.fill(0)
+            c0, t0 = cpu(), time.perf_counter()
+            got = ops["read_into"](SMALL_KEYS, views)
+            t1, c1 = time.perf_counter(), cpu()
+            check([int(n) for n in got] == [SMALL] * 1000, "lengths")
+            check(np.array_equal(slab, whole), "values")
+            checked += 1000
+            if rep:
+                secs.append(t1 - t0)
+                cpus.append(c1 - c0)
+        return {"secs": secs, "cpu": cpus, "bytes": 1000 * SMALL, "ops": 1000, "checked": checked}
     if row == "read1000x4k":
         for rep in range(reps + 1):
             c0, t0 = cpu(), time.perf_counter()

@@ -31,7 +31,8 @@ from clients import BIG, SMALL, value  # noqa: E402
 ROWS = {
     "read8x32": "8 x 32 MiB reads into buffers",
     "write8x32": "8 x 32 MiB writes",
-    "read1000x4k": "one call of 1000 x 4 KiB",
+    "read1000x4k": "one call of 1000 x 4 KiB (bytes)",
+    "read1000x4k_into": "one call of 1000 x 4 KiB into buffers",
     "threads16x4k": "16 threads of single 4 KiB gets",
 }
 ALTERNATIVES = ["redis-py", "redis-py-mget", "glide", "glide-x8"]
@@ -69,7 +70,7 @@ def once(client: str, row: str, url: str, reps: int) -> dict[str, Any]:
 
 
 #: Timed runs per process and row (after one warm-up run): many for the row that takes milliseconds.
-REPS = {"read8x32": 3, "write8x32": 3, "read1000x4k": 40, "threads16x4k": 3}
+REPS = {"read8x32": 3, "write8x32": 3, "read1000x4k": 40, "read1000x4k_into": 40, "threads16x4k": 3}
 
 
 def measure(url: str, rows: list[str], rounds: int, quick: bool) -> dict[str, dict[str, dict[str, Any]]]:
@@ -108,7 +109,7 @@ def fmt_rate(row: str, agg: dict[str, Any]) -> str:
     r = rate(agg)
     if r is None:
         return "error" if agg.get("error") else "-"
-    if row in ("read1000x4k", "threads16x4k"):
+    if row in ("read1000x4k", "read1000x4k_into", "threads16x4k"):
         return f"{r / SMALL / 1000:.0f}k keys/s"
     return f"{r / (1 << 30):.2f} GiB/s"
 

@@ -103,6 +103,27 @@ fn run(row: &str, url: &str, reps: usize) -> Result<(Out, usize, usize), String>
             }
             Ok((out, 1000 * SMALL, 1000))
         }
+        "read1000x4k_into" => {
+            let keys: Vec<String> = (0..1000).map(|i| format!("pybench:small:{i}")).collect();
+            let expected: Vec<Vec<u8>> = (0..1000).map(|i| value(i, SMALL)).collect();
+            let mut bufs: Vec<Vec<u8>> = (0..1000).map(|_| vec![0u8; SMALL]).collect();
+            for rep in 0..=reps {
+                bufs.iter_mut().for_each(|b| b.fill(0));
+                let mut filled = Vec::new();
+                timed(&mut out, rep, || {
+                    filled = client.batched_get_into(&keys, std::mem::take(&mut bufs))
+                });
+                for (i, f) in filled.into_iter().enumerate() {
+                    let buf = f.buf.ok_or("buffer not handed back")?;
+                    if f.result.ok() != Some(Some(SMALL)) || buf != expected[i] {
+                        return Err(format!("wrong value {i}"));
+                    }
+                    out.checked += 1;
+                    bufs.push(buf);
+                }
+            }
+            Ok((out, 1000 * SMALL, 1000))
+        }
         "threads16x4k" => {
             let keys: Arc<Vec<String>> = Arc::new((0..1000).map(|i| format!("pybench:small:{i}")).collect());
             let expected: Arc<Vec<Vec<u8>>> = Arc::new((0..1000).map(|i| value(i, SMALL)).collect());

@@ -322,8 +322,9 @@ fn layout(layout: &str, size: Option<usize>, naming: Option<&str>) -> PyResult<L
 impl PyChunkStore {
     /// The store with a call's settings and signal check.
     fn with(&self, py: Python<'_>, call: &CallArgs) -> PyResult<ChunkStore> {
+        let store = self.store.get(py, "chunk store")?;
         crate::buffers::sweep(py);
-        let mut store = self.store.get(py, "chunk store")?.with_interrupt(call.signals.check());
+        let mut store = store.with_interrupt(call.signals.check());
         if let Some(p) = call.priority {
             store = store.with_priority(p);
         }

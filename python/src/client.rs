@@ -50,7 +50,7 @@ impl CallArgs {
         Ok(CallArgs {
             priority: args::priority(priority)?,
             timeout: args::timeout(timeout)?,
-            signals: Signals::default(),
+            signals: Signals,
         })
     }
 
@@ -123,8 +123,11 @@ impl PyClient {
     /// The client, in the process that opened it; every call passes here, and releases on the way the buffers of
     /// earlier calls that workers have let go since.
     fn client(&self, py: Python<'_>) -> PyResult<&Client> {
+        // The process check first: in a forked child nothing else may be touched (locks the parent's threads held
+        // at the fork stay held there).
+        let client = self.client.get(py, "client")?;
         buffers::sweep(py);
-        self.client.get(py, "client")
+        Ok(client)
     }
 
     pub fn inner(&self, py: Python<'_>) -> PyResult<Client> {
@@ -464,10 +467,11 @@ impl PyPendingGet {
 
     /// Waits up to `slice` for the answer, without the GIL; `Some` once it is in (and kept).
     fn try_resolve(&self, py: Python<'_>, slice: Duration) -> PyResult<Option<Py<PyAny>>> {
+        // The process check first (see `PyClient::client`).
+        let pending = self.pending.get(py, "pending get")?;
         if let Some(r) = self.result.lock().as_ref() {
             return Ok(Some(r.clone_ref(py)));
         }
-        let pending = self.pending.get(py, "pending get")?;
         // Another thread waiting holds the lock: this one reports "not yet".
         let Some(mut pending) = pending.try_lock() else {
             if !slice.is_zero() {

@@ -24,5 +24,6 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<chunks::PyChunkMeta>()?;
     m.add_class::<chunks::PyChunk>()?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    fork::register()?;
     Ok(())
 }

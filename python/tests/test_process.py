@@ -127,10 +127,14 @@ def run_in_child(body: Callable[[], int]) -> int:
 
 
 def test_a_client_used_after_fork_raises_and_a_new_one_works(standalone: Deployment, prefix: str) -> None:
+    """The supported pattern: fork while no call is in flight (as inference servers start their workers), then
+    open a client in the child; what the child inherited raises ForkedError and is dropped without waiting."""
     parent = standalone.client()
     store = kvcache_redis.ChunkStore(parent, namespace=prefix)
     parent.put(prefix + "k", b"from parent")
     pending = parent.batched_get_non_blocking([prefix + "k"])
+    assert pending.wait(timeout=5) == [b"from parent"]
+    time.sleep(0.05)  # the workers back asleep
 
     def child() -> int:
         calls: list[Callable[[], object]] = [
@@ -155,8 +159,41 @@ def test_a_client_used_after_fork_raises_and_a_new_one_works(standalone: Deploym
 
     assert run_in_child(child) == 0
     assert parent.get(prefix + "child") == b"from child"
-    assert pending.wait(timeout=5) == [b"from parent"]
+    assert pending.wait(timeout=5) == [b"from parent"], "answers the same once resolved"
     assert store.batched_contains(["m@1@0@ab@bfloat16"]) == 0
+    parent.close()
+
+
+def test_a_client_inherited_mid_call_raises_in_the_child_and_never_hangs(standalone: Deployment, prefix: str) -> None:
+    """Forked while other threads' calls are in flight: the child's inherited client raises ForkedError at once,
+    touching none of the locks the parent's threads may have held, and the child exits without waiting."""
+    parent = standalone.client()
+    parent.put(prefix + "k", b"v")
+    busy = True
+
+    def load() -> None:
+        while busy:
+            parent.batched_get([prefix + "k"] * 8)
+
+    threads = [threading.Thread(target=load) for _ in range(4)]
+    for th in threads:
+        th.start()
+    try:
+        for _ in range(5):
+
+            def child() -> int:
+                try:
+                    parent.get(prefix + "k")
+                    return 1
+                except kvcache_redis.ForkedError:
+                    return 0
+
+            assert run_in_child(child) == 0
+    finally:
+        busy = False
+        for th in threads:
+            th.join()
+    assert parent.get(prefix + "k") == b"v"
     parent.close()
 
 
