@@ -21,6 +21,6 @@ if [ ! -x "$env_dir/bin/python" ] || ! "$env_dir/bin/python" -c "import maturin,
 fi
 export VIRTUAL_ENV="$env_dir"
 export PATH="$env_dir/bin:$PATH"
-(cd python && maturin develop --quiet --release)
+(cd python && maturin develop --quiet --release) >&2
 cargo build --quiet --release --example local_deployment --example python_rows
 python benches/python/run.py "$@"

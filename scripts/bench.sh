@@ -9,20 +9,26 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-servers.sh
-only=""
-for a in "$@"; do if [[ $a != --* ]]; then only=$a; fi; done
-if [[ $only != alternatives ]]; then
-  cargo bench --quiet --bench compare -- "$@"
+# Words name workload groups; `alternatives` sends the other words to the alternatives runner instead (its groups:
+# threads, batched, cluster), e.g. `scripts/bench.sh --quick alternatives threads`.
+flags=() groups=() alternatives=""
+for a in "$@"; do
+  case $a in
+    --*) flags+=("$a") ;;
+    alternatives) alternatives=yes ;;
+    *) groups+=("$a") ;;
+  esac
+done
+if [[ -z $alternatives ]]; then
+  cargo bench --quiet --bench compare -- "${flags[@]}" "${groups[@]}"
 fi
 # The async clients a service would pick instead (redis-rs multiplexed, fred): a crate of its own, so their
 # dependencies stay out of the library's build and tests.
-if [[ -z $only || $only == alternatives ]]; then
-  flags=()
-  for a in "$@"; do if [[ $a == --* ]]; then flags+=("$a"); fi; done
+if [[ -n $alternatives || ${#groups[@]} -eq 0 ]]; then
   cargo build --quiet --release --manifest-path benches/alternatives/Cargo.toml
   KVCACHE_REDIS_SERVER="${KVCACHE_REDIS_SERVER:-$(command -v redis-server)}" \
   KVCACHE_VALKEY_SERVER="${KVCACHE_VALKEY_SERVER:-$PWD/.servers/bin/valkey-server}" \
-    benches/alternatives/target/release/kvcache-redis-alternatives "${flags[@]}"
+    benches/alternatives/target/release/kvcache-redis-alternatives "${flags[@]}" "${groups[@]}"
 fi
 if [[ " $* " == *" --write "* ]]; then
   if ! python3 -c "import matplotlib" 2>/dev/null; then

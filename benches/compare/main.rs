@@ -63,10 +63,12 @@ fn main() {
     }
     let quick = args.iter().any(|a| a == "--quick");
     let write = args.iter().any(|a| a == "--write");
-    let only: Option<&str> = args
+    // Words name the groups to run (all when none).
+    let groups: Vec<&str> = args
         .iter()
-        .find(|a| !a.starts_with("--") && *a != "compare")
-        .map(String::as_str);
+        .filter(|a| !a.starts_with("--") && *a != "compare")
+        .map(String::as_str)
+        .collect();
     let mut r = Runner {
         rounds: if quick { 3 } else { 9 },
         rows: Vec::new(),
@@ -80,7 +82,7 @@ fn main() {
     for (kind, name) in [(Kind::Redis, "Redis"), (Kind::Valkey, "Valkey")] {
         let server = Server::standalone(kind);
         let url = server.url();
-        let want = |w: &str| only.is_none_or(|o| o == w);
+        let want = |w: &str| groups.is_empty() || groups.contains(&w);
         if want("small") {
             r.small_gets(name, &url, 1000, 4 * KIB, 10.0, 0.9);
             r.small_gets(name, &url, 1000, 64, 50.0, 0.8);

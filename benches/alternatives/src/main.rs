@@ -59,9 +59,9 @@ fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let rounds = if args.iter().any(|a| a == "--quick") { 3 } else { 7 };
     let write = args.iter().any(|a| a == "--write");
-    // A group name runs that group alone: `threads`, `batched` or `cluster`.
-    let only = args.iter().find(|a| !a.starts_with("--")).map(String::as_str);
-    let want = |group: &str| only.is_none_or(|o| o == group);
+    // Group names run those groups alone: `threads`, `batched`, `cluster`.
+    let groups: Vec<&str> = args.iter().filter(|a| !a.starts_with("--")).map(String::as_str).collect();
+    let want = |group: &str| groups.is_empty() || groups.contains(&group);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -94,7 +94,7 @@ fn main() {
         row.print();
         rows.push(row);
     }
-    if write && only.is_none() {
+    if write && groups.is_empty() {
         write_table(&rows);
     }
 }
