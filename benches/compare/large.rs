@@ -59,6 +59,7 @@ impl Runner {
         let ks = keys(&format!("put{len}"), n);
         let vs = values(n, len);
         let (mut conn, mut pipe_conn) = (plain(url), plain(url));
+        let addr = url.trim_start_matches("redis://");
         let t = alternate(
             self.rounds,
             &mut [
@@ -78,10 +79,33 @@ impl Runner {
                     let r = client.batched_put(&ks, vs.iter().cloned()).unwrap();
                     assert!(r.iter().all(Result::is_ok));
                 },
+                &mut || raw_sets(addr, &ks, &vs, 1),
+                &mut || raw_sets(addr, &ks, &vs, 2),
+                &mut || raw_sets(addr, &ks, &vs, 4),
+                &mut || raw_sets(addr, &ks, &vs, 8),
             ],
         );
         let total = n * len;
         let w = format!("batched_put {n} x {}", size(len));
+        // The ceilings: what the server takes in over one plain socket, and over several at once (the best of 2, 4
+        // and 8, named).
+        let (conns, many) = [(2, t[4]), (4, t[5]), (8, t[6])]
+            .into_iter()
+            .min_by(|a, b| a.1.total_cmp(&b.1))
+            .expect("three");
+        self.record(
+            Row::new(name, w.clone(), "ceiling: raw SETs, one socket", "GiB/s")
+                .values(gib(total, t[3]), gib(total, t[2])),
+        );
+        self.record(
+            Row::new(
+                name,
+                w.clone(),
+                &format!("ceiling: raw SETs, {conns} sockets at once"),
+                "GiB/s",
+            )
+            .values(gib(total, many), gib(total, t[2])),
+        );
         self.record(
             Row::new(name, w.clone(), "per-key SET loop (redis-rs)", "GiB/s")
                 .values(gib(total, t[0]), gib(total, t[2]))

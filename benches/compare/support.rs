@@ -53,6 +53,31 @@ pub fn check_all_hit(got: &[kvcache_redis::Result<Option<Bytes>>], len: usize) {
 }
 
 /// Reads one GET reply straight into `buf` (reused), the way a minimal client would: the ceiling.
+/// The write ceiling: `SET`s of `values` under `keys` over `conns` plain sockets at once (key `i` on connection
+/// `i % conns`, each connection a thread of its own), header, value and CRLF written straight from the values.
+pub fn raw_sets(addr: &str, keys: &[String], values: &[Bytes], conns: usize) {
+    std::thread::scope(|scope| {
+        for c in 0..conns {
+            scope.spawn(move || {
+                let mut s = TcpStream::connect(addr).unwrap();
+                s.set_nodelay(true).unwrap();
+                let mut sent = 0;
+                for i in (c..keys.len()).step_by(conns) {
+                    let (k, v) = (&keys[i], &values[i]);
+                    let head = format!("*3\r\n$3\r\nSET\r\n${}\r\n{k}\r\n${}\r\n", k.len(), v.len());
+                    s.write_all(head.as_bytes()).unwrap();
+                    s.write_all(v).unwrap();
+                    s.write_all(b"\r\n").unwrap();
+                    sent += 1;
+                }
+                let mut ok = vec![0u8; 5 * sent];
+                s.read_exact(&mut ok).unwrap();
+                assert!(ok.chunks(5).all(|r| r == b"+OK\r\n"), "raw SET refused");
+            });
+        }
+    });
+}
+
 pub fn raw_get(stream: &mut TcpStream, key: &str, buf: &mut Vec<u8>) -> usize {
     write!(stream, "*2\r\n$3\r\nGET\r\n${}\r\n{key}\r\n", key.len()).unwrap();
     let mut head = Vec::with_capacity(16);
