@@ -41,7 +41,8 @@ pub(crate) enum Fill {
     Raw,
     /// The value is at most the buffer's size; it fills the buffer's first bytes.
     Fit,
-    /// The value is a chunk frame whose payload is exactly the buffer's size; the header is read apart and checked.
+    /// The value is a chunk frame whose payload is at most the buffer's size (a partial chunk fills its first
+    /// bytes); the header is read apart and checked.
     Framed,
 }
 

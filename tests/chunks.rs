@@ -506,6 +506,11 @@ fn get_into_fills_caller_buffers(d: &Deployment) {
     assert_eq!(out[4].result.as_ref().unwrap(), &None, "missing");
     // Still in step: a normal read right after returns the right chunk.
     assert_eq!(store.get(&ks[3]).unwrap().unwrap().payload, payloads[3]);
+    // A buffer larger than the payload takes it (a partial chunk into a full chunk's buffer), nothing past it.
+    let out = store.batched_get_into(&ks[3..4], vec![vec![0xEEu8; 150]]);
+    assert_eq!(out[0].result.as_ref().unwrap(), &Some(100));
+    let buf = out[0].buf.as_ref().unwrap();
+    assert!(buf[..100] == payloads[3][..] && buf[100..].iter().all(|&b| b == 0xEE));
     // Raw layout: the buffer size is the layout's size.
     let raw = d.store(Layout::Raw { size: 4096 });
     raw.put(&ks[0], vec![6u8; 4096], None).unwrap();

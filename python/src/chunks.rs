@@ -521,7 +521,8 @@ impl PyChunkStore {
         Ok(PyPendingGet::new(Pending::Chunks(pending)))
     }
 
-    /// Reads each chunk's payload straight into `buffers[i]` (writable, C-contiguous, exactly the payload's size);
+    /// Reads each chunk's payload straight into `buffers[i]` (writable, C-contiguous; framed: at least the payload's
+    /// size, raw: exactly the layout's);
     /// one `int` (bytes) or `None` (missing or damaged) per key.
     #[pyo3(signature = (keys, buffers, *, priority=None, timeout=None))]
     fn batched_get_into<'py>(

@@ -11,10 +11,12 @@ use crate::value::Fill;
 
 impl ChunkStore {
     /// Reads chunks straight into caller-owned buffers (pre-allocated or pinned slabs: anything
-    /// `AsMut<[u8]> + Send`): the payload of `keys[i]` goes from the socket into `bufs[i]`, whose length must be
-    /// the chunk's payload length, with no copy in between (framed chunks have their header read apart and their
-    /// checksum checked on the way). Every buffer comes back with its result, in order. Priority
-    /// [`Priority::Get`](crate::Priority::Get). Not available for the split layout yet.
+    /// `AsMut<[u8]> + Send`): the payload of `keys[i]` goes from the socket into `bufs[i]`, with no copy in between
+    /// (framed chunks have their header read apart and their checksum checked on the way). A framed chunk's
+    /// payload may be shorter than its buffer (a partial chunk: `Ok(Some(n))` says how much was filled), never
+    /// longer (that key's [`Error::InvalidInput`], nothing written); a raw chunk is exactly the layout's size.
+    /// Every buffer comes back with its result, in order. Priority [`Priority::Get`](crate::Priority::Get). Not
+    /// available for the split layout yet.
     pub fn batched_get_into<B: AsMut<[u8]> + Send + 'static>(
         &self,
         keys: &[ChunkKey],

@@ -79,11 +79,16 @@ impl Payload {
             None => Sink::Discard {
                 outcome: Filled::Abandoned,
             },
-            Some(size) if fill == Fill::Fit && len > size => Sink::Discard {
-                outcome: Filled::TooLarge(len),
+            // Fit and framed: the value (the payload, framed) may be shorter than the buffer, never longer; raw
+            // chunks are exactly the buffer's size (another size is another configuration's chunk).
+            Some(size) if fill != Fill::Raw && len > size + header_len => Sink::Discard {
+                outcome: Filled::TooLarge(len - header_len),
             },
-            Some(size) if fill != Fill::Fit && size + header_len != len => Sink::Discard {
-                outcome: Filled::WrongSize(len.saturating_sub(header_len)),
+            Some(_) if framed && len < FRAME_HEADER => Sink::Discard {
+                outcome: Filled::Corrupt,
+            },
+            Some(size) if fill == Fill::Raw && size != len => Sink::Discard {
+                outcome: Filled::WrongSize(len),
             },
             Some(_) => Sink::Fill {
                 dest: dest.clone(),
