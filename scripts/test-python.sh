@@ -31,5 +31,5 @@ cd python
 ruff check .
 ruff format --check .
 mypy --strict kvcache_redis tests
-python -m mypy.stubtest kvcache_redis
+python -m mypy.stubtest kvcache_redis --mypy-config-file pyproject.toml --allowlist stubtest-allowlist.txt
 python -m pytest -q "$@"

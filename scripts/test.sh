@@ -6,8 +6,9 @@ cd "$(dirname "$0")/.."
 scripts/install-servers.sh
 cargo test "$@"
 # The `metrics` feature's own test (a recorder is global, so it has a test binary of its own), then the Python
-# package's lints, type checks and tests.
+# package's lints, type checks and tests, then the LMCache plugin's tests (with real PyTorch and LMCache).
 if [[ $# -eq 0 ]]; then
   cargo test --features metrics --test metrics
   scripts/test-python.sh
+  scripts/test-lmcache.sh
 fi

@@ -79,7 +79,10 @@ class Client:
     ) -> Self: ...
     @staticmethod
     def from_lmcache_yaml(path: str | PathLike[str], **options: Any) -> Client:
-        """A client from an LMCache configuration file (YAML); unknown keys are reported as warnings."""
+        """A client from an LMCache configuration file (YAML); unknown and unapplied keys are reported as warnings."""
+    @staticmethod
+    def from_lmcache_config(text: str, **options: Any) -> Client:
+        """Like ``from_lmcache_yaml``, from the configuration's text (YAML or JSON)."""
     def __enter__(self) -> Self: ...
     def __exit__(
         self,

@@ -119,6 +119,27 @@ fn open(py: Python<'_>, config: Config) -> PyResult<Client> {
     }
 }
 
+/// A client from an LMCache configuration's text; `shown` names it in warnings and `repr`.
+fn from_lmcache_text(
+    py: Python<'_>,
+    text: &str,
+    shown: &str,
+    options: Option<&Bound<'_, PyDict>>,
+) -> PyResult<PyClient> {
+    let read = Config::from_lmcache_yaml(text).map_err(|e| errors::to_py(py, &e))?;
+    for key in &read.unknown {
+        report::warn(py, &format!("{shown}: unknown key {key:?} ignored"))?;
+    }
+    for why in &read.not_applied {
+        report::warn(py, &format!("{shown}: not applied: {why}"))?;
+    }
+    let config = args::apply(py, read.config, options)?;
+    Ok(PyClient {
+        client: Owned::new(open(py, config)?),
+        shown: shown.to_string(),
+    })
+}
+
 impl PyClient {
     /// The client, in the process that opened it; every call passes here, and releases on the way the buffers of
     /// earlier calls that workers have let go since.
@@ -149,24 +170,22 @@ impl PyClient {
     }
 
     /// Opens a client from an LMCache configuration file (YAML), as `Config::from_lmcache_yaml` reads it; keyword
-    /// options as for `Client(...)` apply on top. Keys the file has that this client does not know are reported
-    /// with a `UserWarning` (the engine's own settings, such as `chunk_size`, are not).
+    /// options as for `Client(...)` apply on top. Keys the file has that this client does not know, and connector
+    /// keys it does not apply, are reported with a `UserWarning` (the engine's own settings, such as `chunk_size`,
+    /// are not).
     #[staticmethod]
     #[pyo3(signature = (path, **options))]
     fn from_lmcache_yaml(py: Python<'_>, path: PathBuf, options: Option<&Bound<'_, PyDict>>) -> PyResult<PyClient> {
         let text = std::fs::read_to_string(&path).map_err(PyErr::from)?;
-        let read = Config::from_lmcache_yaml(&text).map_err(|e| errors::to_py(py, &e))?;
-        for key in &read.unknown {
-            report::warn(
-                py,
-                &format!("LMCache config {}: unknown key {key:?} ignored", path.display()),
-            )?;
-        }
-        let config = args::apply(py, read.config, options)?;
-        Ok(PyClient {
-            client: Owned::new(open(py, config)?),
-            shown: format!("lmcache:{}", path.display()),
-        })
+        let shown = format!("lmcache:{}", path.display());
+        from_lmcache_text(py, &text, &shown, options)
+    }
+
+    /// Like `from_lmcache_yaml`, from the configuration's text (YAML, or JSON, which is YAML too).
+    #[staticmethod]
+    #[pyo3(signature = (text, **options))]
+    fn from_lmcache_config(py: Python<'_>, text: &str, options: Option<&Bound<'_, PyDict>>) -> PyResult<PyClient> {
+        from_lmcache_text(py, text, "lmcache config", options)
     }
 
     fn __repr__(&self, py: Python<'_>) -> String {
