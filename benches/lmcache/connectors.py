@@ -4,8 +4,8 @@ interface as LMCache's remote backend drives it (coroutines on an event loop thr
     python connectors.py CLIENT ROW URL REPS
 
 CLIENT: kvcache (the plugin, framed layout), kvcache-raw (the plugin, raw layout), redis, valkey, resp,
-redis-cluster (LMCache's own), raw1 / raw4 (the ceiling: plain sockets, one or four, SETs and GETs of the bare
-bytes straight from and into the chunks' memory). ROW: get8, put8, get32, put32 (chunks of 32 MiB, Llama-3-8B's),
+redis-cluster (LMCache's own, driven as LMCache's remote backend drives them: batched calls where the connector
+offers them, else one call per key, gathered). ROW: get8, put8, get32, put32 (chunks of 32 MiB, Llama-3-8B's),
 get1000 (1000 chunks of 16 KiB), contains1000. The read rows read what `seed` wrote, in each client's layout.
 """
 
@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import socket
 import sys
 import threading
 import time
@@ -80,56 +79,6 @@ def key(i: int, tag: str) -> Any:
     return CacheEngineKey(f"{MODEL}-{tag}", 1, 0, 0x10000 + i, torch.bfloat16)
 
 
-class Raw:
-    """The ceiling: SETs and GETs over plain sockets, straight from and into the chunks' memory, keys spread over
-    `conns` connections (threads of their own)."""
-
-    def __init__(self, url: str, conns: int) -> None:
-        host, port = url.split("://")[1].split("/")[0].split(":")
-        self.socks = []
-        for _ in range(conns):
-            s = socket.create_connection((host, int(port)))
-            s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            self.socks.append(s)
-
-    def _each(self, n: int, work: Any) -> None:
-        threads = [
-            threading.Thread(target=lambda c=c: [work(self.socks[c], i) for i in range(c, n, len(self.socks))])
-            for c in range(len(self.socks))
-        ]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-
-    def put(self, names: list[str], views: list[memoryview]) -> None:
-        def one(s: socket.socket, i: int) -> None:
-            k = names[i].encode()
-            s.sendall(b"*3\r\n$3\r\nSET\r\n$%d\r\n%s\r\n$%d\r\n" % (len(k), k, len(views[i])))
-            s.sendall(views[i])
-            s.sendall(b"\r\n")
-            assert s.recv(5) == b"+OK\r\n"
-
-        self._each(len(names), one)
-
-    def get(self, names: list[str], views: list[memoryview]) -> None:
-        def one(s: socket.socket, i: int) -> None:
-            k = names[i].encode()
-            s.sendall(b"*2\r\n$3\r\nGET\r\n$%d\r\n%s\r\n" % (len(k), k))
-            head = b""
-            while not head.endswith(b"\r\n"):
-                head += s.recv(1)
-            n = int(head[1:-2])
-            got = 0
-            while got < n:
-                got += s.recv_into(views[i][got:n])
-            tail = b""
-            while len(tail) < 2:
-                tail += s.recv(2 - len(tail))
-
-        self._each(len(names), one)
-
-
 def run(client: str, row: str, url: str, reps: int) -> dict[str, Any]:
     shape, n = ROWS[row]
     config, metadata, backend = engine(shape, url, client, n)
@@ -143,14 +92,33 @@ def run(client: str, row: str, url: str, reps: int) -> dict[str, Any]:
     def call(coro: Any) -> Any:
         return asyncio.run_coroutine_threadsafe(coro, loop).result(600)
 
-    raw = Raw(url, int(client[3:])) if client.startswith("raw") else None
-    conn = None
-    if raw is None:
-        scheme = {"kvcache": "plugin://kvcache", "kvcache-raw": "plugin://kvcache"}.get(client, client + "://")
-        if scheme.endswith("://"):
-            scheme += url.split("://")[1]
-        name = "kvcache" if scheme.startswith("plugin://") else None
-        conn = CreateConnector(scheme, loop, backend, config, metadata, plugin_name=name)
+    scheme = "plugin://kvcache" if client.startswith("kvcache") else f"{client}://{url.split('://')[1]}"
+    name = "kvcache" if client.startswith("kvcache") else None
+
+    async def make() -> Any:
+        # Made on the loop's thread, as LMCache makes them (a connector may register with the running loop).
+        return CreateConnector(scheme, loop, backend, config, metadata, plugin_name=name)
+
+    conn = call(make())
+
+    def get_all(ks: list[Any]) -> list[Any]:
+        if conn.support_batched_get():
+            return list(call(conn.batched_get(ks)))
+
+        async def each() -> list[Any]:
+            return list(await asyncio.gather(*(conn.get(k) for k in ks)))
+
+        return call(each())
+
+    def put_all(ks: list[Any], objs: list[Any]) -> None:
+        if conn.support_batched_put():
+            call(conn.batched_put(ks, objs))
+            return
+
+        async def each() -> None:
+            await asyncio.gather(*(conn.put(k, o) for k, o in zip(ks, objs, strict=True)))
+
+        call(each())
 
     def objs() -> list[Any]:
         out = []
@@ -163,39 +131,23 @@ def run(client: str, row: str, url: str, reps: int) -> dict[str, Any]:
     secs: list[float] = []
     cpus: list[float] = []
     checked = 0
-    names = [k.to_string() for k in keys]
     if not row.startswith("put"):
         # The chunks to read, written first by the same client, in its own layout (not timed).
-        sources = objs()
-        if raw is not None:
-            raw.put(names, [o.byte_array.cast("B") for o in sources])
-            for o in sources:
-                o.ref_count_down()
-        else:
-            call(conn.batched_put(keys, sources))
+        put_all(keys, objs())
     for rep in range(reps + 1):
         if row.startswith("put"):
             sources = objs()
             c0, t0 = time.process_time(), time.perf_counter()
-            if raw is not None:
-                raw.put(names, [o.byte_array.cast("B") for o in sources])
-                for o in sources:
-                    o.ref_count_down()
-            else:
-                call(conn.batched_put(keys, sources))
+            put_all(keys, sources)
             t1, c1 = time.perf_counter(), time.process_time()
         elif row.startswith("contains"):
             c0, t0 = time.process_time(), time.perf_counter()
-            hits = call(conn.batched_async_contains("bench", keys)) if conn is not None else n
+            hits = call(conn.batched_async_contains("bench", keys))
             t1, c1 = time.perf_counter(), time.process_time()
             assert hits == n, f"{hits} of {n} present"
         else:
             c0, t0 = time.process_time(), time.perf_counter()
-            if raw is not None:
-                got = [backend.allocate([full], [torch.bfloat16], None) for _ in keys]
-                raw.get(names, [o.byte_array.cast("B") for o in got])
-            else:
-                got = call(conn.batched_get(keys))
+            got = get_all(keys)
             t1, c1 = time.perf_counter(), time.process_time()
             for g, e in zip(got, expected, strict=True):
                 assert g is not None and torch.equal(g.tensor, e), "a chunk came back wrong"
@@ -203,11 +155,7 @@ def run(client: str, row: str, url: str, reps: int) -> dict[str, Any]:
                 checked += 1
         if row.startswith("put"):
             # Every chunk written is read back and compared (not timed).
-            if raw is not None:
-                back = [backend.allocate([full], [torch.bfloat16], None) for _ in keys]
-                raw.get(names, [o.byte_array.cast("B") for o in back])
-            else:
-                back = call(conn.batched_get(keys))
+            back = get_all(keys)
             for g, e in zip(back, expected, strict=True):
                 assert g is not None and torch.equal(g.tensor, e), "a chunk was stored wrong"
                 g.ref_count_down()
@@ -215,8 +163,7 @@ def run(client: str, row: str, url: str, reps: int) -> dict[str, Any]:
         if rep:
             secs.append(t1 - t0)
             cpus.append(c1 - c0)
-    if conn is not None:
-        call(conn.close())
+
     chunk_bytes = expected[0].numel() * 2
     return {"secs": secs, "cpu": cpus, "bytes": n * chunk_bytes, "ops": n, "checked": checked}
 
