@@ -288,6 +288,38 @@ def test_interop_with_lmcaches_connectors(deployments: Deployments, kind: str, s
         engine.close()
 
 
+@pytest.mark.parametrize("topology", ["sentinel", "tls"])
+def test_sentinel_and_tls_deployments(deployments: Deployments, kind: str, topology: str) -> None:
+    """The plugin on a Sentinel-managed primary (reading from its replicas) and over TLS: URLs as the library takes
+    them, chunks stored and loaded whole."""
+    if topology == "tls" and kind != "redis":
+        pytest.skip("the Valkey build here has no TLS")
+    d = deployments.get(kind, topology)
+    extra = {**PLUGIN, "remote_storage_plugin.kvcache.url": d.url}
+    if topology == "sentinel":
+        extra["remote_storage_plugin.kvcache.read_from"] = "spread"
+    engine = Engine(extra)
+    try:
+        conn = engine.connector()
+        keys = [key(time.monotonic_ns() % 1_000_000 + i) for i in range(3)]
+        tensors = put(engine, conn, keys, [1, 2, 3])
+        deadline = time.monotonic() + 5
+        while True:  # replicas follow their primary a moment later
+            got = engine.run(conn.batched_get(keys))
+            if all(g is not None for g in got) or time.monotonic() > deadline:
+                break
+            for g in got:
+                if g is not None:
+                    g.ref_count_down()
+            time.sleep(0.05)
+        assert all(g is not None and torch.equal(g.tensor, t) for g, t in zip(got, tensors, strict=True))
+        for g in got:
+            g.ref_count_down()
+        engine.run(conn.close())
+    finally:
+        engine.close()
+
+
 def test_a_cluster_primary_killed_during_loads(kind: str) -> None:
     """Loads during a primary's death: misses or a short wait, never a hung engine, and the other shards' chunks
     keep loading."""
