@@ -6,11 +6,9 @@
 use std::io::{self, Read, Write};
 use std::os::fd::{AsFd, BorrowedFd};
 use std::os::unix::net::UnixStream;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering::SeqCst};
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::time::Duration;
-
-use parking_lot::{Condvar, Mutex};
 
 const RUNNING: u8 = 0;
 const PARKED: u8 = 1;
@@ -31,7 +29,11 @@ struct Signal {
     state: AtomicU8,
     /// A wake-up not consumed yet.
     pending: AtomicBool,
-    /// Held by a parked worker from its last look at `pending` until it waits.
+    /// Held by a parked worker from its last look at `pending` until it waits. The standard library's lock and
+    /// condition variable, not parking_lot's: an idle worker is parked at almost any moment, and parking_lot keeps
+    /// its sleepers in a process-wide table that a forked child inherits; a thread the child starts can reuse a
+    /// parked parent thread's stack (and its entry in that table), which corrupts the table in the child. These
+    /// wait on a futex of their own.
     lock: Mutex<()>,
     parked: Condvar,
     write: UnixStream,
@@ -61,13 +63,18 @@ impl Wakeup {
     /// Sleeps until woken or `timeout` passes, with no socket to watch.
     pub(crate) fn park(&self, timeout: Duration) {
         let s = &self.waker.0;
-        let mut guard = s.lock.lock();
+        let mut guard = s.lock.lock().unwrap_or_else(PoisonError::into_inner);
         s.state.store(PARKED, SeqCst);
         if !s.pending.swap(false, SeqCst) {
-            s.parked.wait_for(&mut guard, timeout);
+            guard = s
+                .parked
+                .wait_timeout(guard, timeout)
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
         }
         s.state.store(RUNNING, SeqCst);
         s.pending.store(false, SeqCst);
+        drop(guard);
     }
 
     /// Calls `poll` (which must watch `fd()` too) unless a wake-up is already pending; returns whether a wake-up
@@ -111,7 +118,7 @@ impl Waker {
         s.pending.store(true, SeqCst);
         match s.state.load(SeqCst) {
             PARKED => {
-                let _guard = s.lock.lock();
+                let _guard = s.lock.lock().unwrap_or_else(PoisonError::into_inner);
                 s.parked.notify_one();
             }
             // A full socket already holds a wake-up; a closed one means the worker is gone.
