@@ -130,6 +130,7 @@ impl Client {
             username: config.username.clone(),
             password: config.password.clone(),
             db: config.db,
+            client_name: config.client_name.clone(),
             readonly: false,
         };
         let health: Arc<crate::health::Health> = Default::default();
@@ -150,7 +151,13 @@ impl Client {
                 mode: config.mode,
             },
         };
-        let topology = Topology::discover(source, connect.clone(), health.clone(), config.read_from)?;
+        let topology = Topology::discover(
+            source,
+            connect.clone(),
+            health.clone(),
+            config.read_from,
+            config.client_az.clone(),
+        )?;
         let shared = Arc::new(Shared {
             learned_value_size: AtomicUsize::new(config.value_size_hint),
             pool: BufferPool::new(config.buffer_pool_bytes),

@@ -21,7 +21,7 @@ use crate::tls::TlsSettings;
 /// * Several seeds are separated by commas; `PORT` defaults to 6379; IPv6 hosts go in brackets.
 /// * A Unix socket: `unix:///path/to/socket` (also `redis+unix://`, `valkey+unix://`), with the database as a
 ///   `db=N` option; always standalone.
-/// * `DB` selects a database (standalone only).
+/// * `DB` selects a database (in a Cluster: Valkey 9 with `cluster-databases` above it).
 /// * Sentinel: `redis+sentinel://[USER[:PASSWORD]@]HOST[:PORT][,HOST[:PORT]...]/SERVICE[/DB][?OPTION=VALUE&...]`
 ///   (also `valkey+sentinel`, and `rediss+sentinel` / `valkeys+sentinel` for TLS everywhere): the hosts are
 ///   Sentinels (`PORT` defaults to 26379), `SERVICE` is the monitored master's name, the credentials are the data
@@ -30,7 +30,8 @@ use crate::tls::TlsSettings;
 ///   `stall_threshold_ms`, `silence_timeout_ms`, `drain_timeout_ms`, `batch_max_keys`, `batch_max_bytes`, `value_size_hint`, `ttl_secs`, `buffer_pool_bytes`,
 ///   `max_key_bytes`, `max_value_bytes`, `max_queued_parts`, `max_queued_bytes`, `fail_fast_when_full`, and for TLS `tls_ca`, `tls_cert`, `tls_key` (file paths,
 ///   percent-encoded), `tls_server_name`, `tls_insecure_skip_verify` (`true`/`false`), `read_from` (`primary`,
-///   `replica`, `spread`), `sentinel_user`, `sentinel_password` (percent-encoded).
+///   `replica`, `spread`, `az_affinity`, `az_affinity_replicas_and_primary`), `client_az`, `client_name`,
+///   `sentinel_user`, `sentinel_password` (percent-encoded).
 ///   Any other option is an error.
 #[derive(Clone)]
 pub struct Config {
@@ -62,6 +63,8 @@ pub struct Config {
     pub(crate) max_queued_bytes: usize,
     pub(crate) fail_fast_when_full: bool,
     pub(crate) read_from: ReadFrom,
+    pub(crate) client_az: Option<String>,
+    pub(crate) client_name: Option<String>,
     pub(crate) sentinel: Option<SentinelSettings>,
 }
 
@@ -96,6 +99,8 @@ impl Default for Config {
             max_queued_bytes: 1 << 30,
             fail_fast_when_full: false,
             read_from: ReadFrom::Primary,
+            client_az: None,
+            client_name: None,
             sentinel: None,
         }
     }
@@ -128,6 +133,8 @@ impl fmt::Debug for Config {
             .field("max_key_bytes", &self.max_key_bytes)
             .field("max_value_bytes", &self.max_value_bytes)
             .field("tls", &self.tls)
+            .field("client_az", &self.client_az)
+            .field("client_name", &self.client_name)
             .field("max_queued_parts", &self.max_queued_parts)
             .field("max_queued_bytes", &self.max_queued_bytes)
             .field("fail_fast_when_full", &self.fail_fast_when_full)
@@ -412,6 +419,35 @@ impl Config {
         self
     }
 
+    /// The availability zone this client runs in, for the zone-aware read policies
+    /// ([`ReadFrom::AzAffinity`], [`ReadFrom::AzAffinityReplicasAndPrimary`]): compared with the zone each node
+    /// reports (Valkey 8+'s `availability-zone`, read from the node's `INFO`). Defaults to none.
+    pub fn client_az(mut self, zone: &str) -> Self {
+        self.client_az = Some(zone.to_string());
+        self
+    }
+
+    /// A name every connection gives itself (`CLIENT SETNAME`), shown by `CLIENT LIST` beside the library's name
+    /// and version (sent on every connection, on servers that know `CLIENT SETINFO`). Printable ASCII without
+    /// spaces. Defaults to none.
+    pub fn client_name(mut self, name: &str) -> Self {
+        self.client_name = Some(name.to_string());
+        self
+    }
+
+    /// The database every connection selects: `SELECT` on every connection to every node, replicas included, after
+    /// every reconnect. In a Cluster this needs Valkey 9's numbered databases (`cluster-databases` above the
+    /// number); a server without them makes opening fail with [`Error::Config`]. Defaults to 0.
+    pub fn database(mut self, db: u32) -> Self {
+        self.db = db;
+        self
+    }
+
+    /// The database selected (see [`database`](Self::database)).
+    pub fn selected_database(&self) -> u32 {
+        self.db
+    }
+
     /// Makes this a Sentinel-managed deployment of the master named `service`: the seeds are the Sentinels, which
     /// are asked for the primary and its replicas, and followed through failovers. (The `redis+sentinel://` URL
     /// sets this.) Defaults to none.
@@ -487,6 +523,19 @@ impl Config {
                     "a Sentinel deployment is one primary with replicas: mode must stay auto".into(),
                 ));
             }
+        }
+        if let Some(name) = &self.client_name
+            && (name.is_empty() || !name.bytes().all(|b| b.is_ascii_graphic()))
+        {
+            return Err(Error::Config(format!(
+                "client_name {name:?} must be printable ASCII with no spaces (CLIENT SETNAME refuses others)"
+            )));
+        }
+        if self.read_from.by_zone() && self.client_az.as_deref().is_none_or(str::is_empty) {
+            return Err(Error::Config(format!(
+                "read_from={:?} reads from the client's own zone first: set client_az too",
+                self.read_from
+            )));
         }
         if self.ttl_secs == Some(0) {
             return Err(Error::Config("ttl_secs must be positive".into()));

@@ -15,6 +15,11 @@ use crate::reader::{Expect, Reader, Reply};
 use crate::resp::{Head, Outgoing, WriteQueue};
 use crate::tls::{Stream, TlsClient};
 
+/// The library name every connection gives the server (`CLIENT SETINFO LIB-NAME`, shown by `CLIENT LIST`).
+pub(crate) const LIB_NAME: &str = "kvcache-redis";
+/// The version given with it (`LIB-VER`).
+pub(crate) const LIB_VERSION: &str = env!("CARGO_PKG_VERSION");
+
 /// What opening a connection needs.
 #[derive(Clone)]
 pub(crate) struct ConnectOptions {
@@ -22,6 +27,8 @@ pub(crate) struct ConnectOptions {
     pub(crate) username: Option<String>,
     pub(crate) password: Option<String>,
     pub(crate) db: u32,
+    /// `CLIENT SETNAME` on every connection, when set.
+    pub(crate) client_name: Option<String>,
     pub(crate) tls: Option<TlsClient>,
     /// Send `READONLY` (a Cluster connection that may read from replicas).
     pub(crate) readonly: bool,
@@ -65,28 +72,38 @@ impl Connection {
             writes: WriteQueue::default(),
             last_io: Instant::now(),
         };
+        // The whole handshake is one round trip. Each step is either required (its error fails the connect) or
+        // not: `CLIENT SETINFO` is new in Redis / Valkey 7.2, and older servers answer it with an error.
         let mut out = Outgoing::default();
-        let mut expects = Vec::new();
+        let mut required = Vec::new();
         if let Some(password) = &opts.password {
             match &opts.username {
                 Some(user) => out.push(&[b"AUTH", user.as_bytes(), password.as_bytes()]),
                 None => out.push(&[b"AUTH", password.as_bytes()]),
             }
-            expects.push(Expect::Scalar);
+            required.push(true);
+        }
+        out.push(&[b"CLIENT", b"SETINFO", b"LIB-NAME", LIB_NAME.as_bytes()]);
+        out.push(&[b"CLIENT", b"SETINFO", b"LIB-VER", LIB_VERSION.as_bytes()]);
+        required.extend([false, false]);
+        if let Some(name) = &opts.client_name {
+            out.push(&[b"CLIENT", b"SETNAME", name.as_bytes()]);
+            required.push(true);
         }
         if opts.db != 0 {
             out.push(&[b"SELECT", opts.db.to_string().as_bytes()]);
-            expects.push(Expect::Scalar);
+            required.push(true);
         }
         if opts.readonly {
             out.push(&[b"READONLY"]);
-            expects.push(Expect::Scalar);
+            required.push(true);
         }
-        if !expects.is_empty() {
-            for reply in conn.round_trip(out, &expects, deadline)? {
-                if let Reply::Scalar(Head::Error(e)) = reply {
-                    return Err(e.into_error(node));
-                }
+        let expects = vec![Expect::Scalar; required.len()];
+        for (reply, required) in conn.round_trip(out, &expects, deadline)?.into_iter().zip(required) {
+            if let Reply::Scalar(Head::Error(e)) = reply
+                && required
+            {
+                return Err(e.into_error(node));
             }
         }
         Ok(conn)

@@ -31,6 +31,21 @@ pub enum ReadFrom {
     Replica,
     /// Reads go round robin over the primary and its replicas.
     Spread,
+    /// Reads go to the replicas in the client's availability zone ([`Config::client_az`](crate::Config::client_az)),
+    /// round robin; when none of them is usable, to any replica; when none is, to the primary. Named as in
+    /// valkey-glide. Each node's zone is what it reports itself (Valkey 8+, `availability-zone`), re-read with the
+    /// map; a node that reports none counts as another zone.
+    AzAffinity,
+    /// Like [`AzAffinity`](Self::AzAffinity), with the primary next when it is in the client's zone: replicas in
+    /// the zone, then the primary if it is in the zone, then any replica, then the primary.
+    AzAffinityReplicasAndPrimary,
+}
+
+impl ReadFrom {
+    /// Whether this policy prefers nodes in the client's zone.
+    pub(crate) fn by_zone(self) -> bool {
+        matches!(self, ReadFrom::AzAffinity | ReadFrom::AzAffinityReplicasAndPrimary)
+    }
 }
 
 /// A Sentinel-managed deployment: the service (master) name, and the Sentinels' own credentials when they have

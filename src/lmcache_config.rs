@@ -162,13 +162,6 @@ impl Config {
             (false, Some(_)) => not_applied.push("extra_config.valkey_ttl_sec: valkey_enable_ttl is false".into()),
             (false, None) => {}
         }
-        if config.mode == Mode::Cluster && config.db != 0 {
-            not_applied.push(format!(
-                "database {}: only database 0 exists in cluster mode",
-                config.db
-            ));
-            config.db = 0;
-        }
         config.validate()?;
         Ok(LmcacheConfig {
             config,
@@ -292,7 +285,8 @@ extra_config:
         let r = Config::from_lmcache_yaml(yaml).unwrap();
         let c = &r.config;
         assert_eq!(c.seeds, vec!["10.0.0.5:6379"]);
-        assert_eq!((c.mode, c.workers, c.db), (Mode::Cluster, 16, 0));
+        // Kept in cluster mode too (LMCache's connector drops it there): Valkey 9 serves it.
+        assert_eq!((c.mode, c.workers, c.db), (Mode::Cluster, 16, 3));
         assert_eq!(
             (c.username.as_deref(), c.password.as_deref()),
             (Some("lmcache"), Some("p@ss:word"))
@@ -303,11 +297,6 @@ extra_config:
         );
         assert_eq!(c.ttl_secs, Some(3600));
         assert_eq!(r.unknown, vec!["extra_config.colour"]);
-        assert!(
-            r.not_applied.iter().any(|n| n.starts_with("database 3")),
-            "{:?}",
-            r.not_applied
-        );
         assert_eq!(r.engine, vec!["chunk_size", "local_cpu", "remote_serde"]);
         assert!(!format!("{r:?}").contains("p@ss:word"), "password in Debug");
     }

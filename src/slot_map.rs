@@ -1,6 +1,8 @@
 //! Which node owns which key: the slot map (an immutable snapshot), read from a `CLUSTER SLOTS` reply, and the
 //! redirects (`MOVED`, `ASK`) and transient refusals a reply can carry. Pure.
 
+use std::collections::BTreeMap;
+
 use redis::Value;
 
 use crate::config::ReadFrom;
@@ -31,6 +33,11 @@ pub(crate) struct SlotMap {
     /// Node index per slot; empty outside a Cluster, where node 0 serves everything.
     slots: Vec<u16>,
     pub(crate) kind: MapKind,
+    /// The availability zone each node reported (only nodes that reported one; read only for the zone-aware read
+    /// policies).
+    pub(crate) zones: BTreeMap<String, String>,
+    /// The client's own zone, for the zone-aware read policies.
+    pub(crate) home: Option<String>,
 }
 
 impl SlotMap {
@@ -48,6 +55,8 @@ impl SlotMap {
             replicas: vec![Vec::new()],
             slots: Vec::new(),
             kind: MapKind::Standalone,
+            zones: BTreeMap::new(),
+            home: None,
         }
     }
 
@@ -58,6 +67,8 @@ impl SlotMap {
             replicas: vec![replicas],
             slots: Vec::new(),
             kind: MapKind::Sentinel,
+            zones: BTreeMap::new(),
+            home: None,
         }
     }
 
@@ -94,7 +105,25 @@ impl SlotMap {
                 let spread: Vec<&str> = std::iter::once(primary).filter(|p| usable(p)).chain(replicas).collect();
                 if spread.is_empty() { vec![primary] } else { spread }
             }
+            ReadFrom::AzAffinity | ReadFrom::AzAffinityReplicasAndPrimary => {
+                let replicas: Vec<&str> = replicas.collect();
+                let local: Vec<&str> = replicas.iter().copied().filter(|r| self.at_home(r)).collect();
+                if !local.is_empty() {
+                    local
+                } else if policy == ReadFrom::AzAffinityReplicasAndPrimary && self.at_home(primary) {
+                    vec![primary]
+                } else if !replicas.is_empty() {
+                    replicas
+                } else {
+                    vec![primary]
+                }
+            }
         }
+    }
+
+    /// Whether `node` reported the client's own zone.
+    fn at_home(&self, node: &str) -> bool {
+        self.home.is_some() && self.zones.get(node) == self.home.as_ref()
     }
 
     /// Whether `node` may answer a read (`write` false) or a write of `key` under `policy`.
@@ -149,6 +178,8 @@ impl SlotMap {
             replicas: Vec::new(),
             slots: vec![UNOWNED; SLOTS as usize],
             kind: MapKind::Cluster,
+            zones: BTreeMap::new(),
+            home: None,
         };
         for range in parse_cluster_slots(reply, asked)? {
             let node = map.node_index(&range.primary);
@@ -355,6 +386,37 @@ mod tests {
         assert!(map.serves("p:1", b"k", true, ReadFrom::Primary));
         assert!(map.follows_failovers() && !map.is_cluster() && map.is_replica("r:2"));
         assert!(!SlotMap::standalone("p:1".into()).follows_failovers());
+    }
+
+    #[test]
+    fn zone_reads_stay_home_while_they_can() {
+        let mut map = SlotMap::sentinel(
+            "p:1".into(),
+            vec!["a:1".into(), "b:1".into(), "a:2".into(), "n:1".into()],
+        );
+        map.home = Some("az-a".into());
+        for (node, zone) in [("p:1", "az-a"), ("a:1", "az-a"), ("a:2", "az-a"), ("b:1", "az-b")] {
+            map.zones.insert(node.into(), zone.into());
+        }
+        let (aff, with_primary) = (ReadFrom::AzAffinity, ReadFrom::AzAffinityReplicasAndPrimary);
+        let all = |_: &str| true;
+        assert_eq!(map.read_candidates(0, aff, &all), ["a:1", "a:2"]);
+        assert_eq!(map.read_candidates(0, with_primary, &all), ["a:1", "a:2"]);
+        // The zone's replicas unusable: the primary when it is at home (second policy), else any replica ("n:1"
+        // reported no zone: another zone).
+        let away = |n: &str| !n.starts_with("a:");
+        assert_eq!(map.read_candidates(0, aff, &away), ["b:1", "n:1"]);
+        assert_eq!(map.read_candidates(0, with_primary, &away), ["p:1"]);
+        map.zones.insert("p:1".into(), "az-b".into());
+        assert_eq!(map.read_candidates(0, with_primary, &away), ["b:1", "n:1"]);
+        // No replica usable: the primary.
+        let none = |_: &str| false;
+        assert_eq!(map.read_candidates(0, aff, &none), ["p:1"]);
+        assert_eq!(map.read_candidates(0, with_primary, &none), ["p:1"]);
+        // No zone of the client's own: no node is at home.
+        map.home = None;
+        assert_eq!(map.read_candidates(0, aff, &all), ["a:1", "b:1", "a:2", "n:1"]);
+        assert!(map.serves("b:1", b"k", false, aff) && !map.serves("b:1", b"k", true, aff));
     }
 
     #[test]

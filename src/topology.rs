@@ -52,6 +52,8 @@ pub(crate) struct Topology {
     epoch: AtomicU64,
     source: Source,
     read_from: ReadFrom,
+    /// The client's zone (zone-aware read policies only).
+    home: Option<String>,
     opts: ConnectOptions,
     health: Arc<Health>,
     /// Wakes the refresher; holds at most one request, so a burst of them costs one refresh.
@@ -72,11 +74,14 @@ impl Topology {
         opts: ConnectOptions,
         health: Arc<Health>,
         read_from: ReadFrom,
+        client_az: Option<String>,
     ) -> Result<Arc<Topology>> {
-        let map = match &source {
-            Source::Seeds { seeds, mode } => discover_seeds(seeds, *mode, &opts, read_from)?,
+        let home = client_az.filter(|_| read_from.by_zone());
+        let mut map = match &source {
+            Source::Seeds { seeds, mode } => discover_seeds(seeds, *mode, &opts)?,
             Source::Sentinel(sentinels) => sentinels.discover(&opts, opts.timeout, None)?,
         };
+        check_nodes(&mut map, &opts, read_from, home.as_deref(), None);
         if map.kind == MapKind::Standalone && read_from != ReadFrom::Primary {
             return Err(Error::Config(format!(
                 "read_from={read_from:?} needs replicas, and a standalone server has none known: use a Sentinel URL \
@@ -89,6 +94,7 @@ impl Topology {
             epoch: AtomicU64::new(0),
             source,
             read_from,
+            home,
             opts,
             health,
             wake,
@@ -207,7 +213,14 @@ impl Topology {
                 .ok(),
             Source::Seeds { seeds, .. } => self.refresh_cluster(seeds, &opts),
         };
-        let Some(map) = read else { return false };
+        let Some(mut map) = read else { return false };
+        check_nodes(
+            &mut map,
+            &opts,
+            self.read_from,
+            self.home.as_deref(),
+            Some(&self.current()),
+        );
         self.replace(map);
         *self.refreshed.lock() = Some(started);
         self.refreshes.add(1);
@@ -223,12 +236,7 @@ impl Topology {
         match race::first_answer(&nodes, race::STAGGER, attempts_deadline(&nodes, opts), move |node| {
             discover_from(node, Mode::Cluster, &ask)
         }) {
-            Ok(mut map) => {
-                if self.read_from != ReadFrom::Primary {
-                    keep_readable_replicas(&mut map, opts);
-                }
-                Some(map)
-            }
+            Ok(map) => Some(map),
             Err(e) => {
                 log::warn!("slot map refresh failed on every known node: {e}");
                 None
@@ -304,65 +312,132 @@ fn refresher(topology: Weak<Topology>, woken: Receiver<()>) {
     }
 }
 
-/// The map from the first seed that answers (see `race`: a silent seed delays it by a stagger); with replica
-/// reads, a Cluster's replicas are checked first.
-fn discover_seeds(seeds: &[String], mode: Mode, opts: &ConnectOptions, read_from: ReadFrom) -> Result<SlotMap> {
+/// The map from the first seed that answers (see `race`: a silent seed delays it by a stagger).
+fn discover_seeds(seeds: &[String], mode: Mode, opts: &ConnectOptions) -> Result<SlotMap> {
     let ask = opts.clone();
-    let mut map = race::first_answer(seeds, race::STAGGER, attempts_deadline(seeds, opts), move |seed| {
+    race::first_answer(seeds, race::STAGGER, attempts_deadline(seeds, opts), move |seed| {
         discover_from(seed, mode, &ask).inspect_err(|e| log::warn!("seed {seed}: {e}"))
-    })?;
-    if map.is_cluster() && read_from != ReadFrom::Primary {
-        keep_readable_replicas(&mut map, opts);
-    }
-    Ok(map)
+    })
 }
 
-/// Leaves out of a Cluster map the replicas that should not be read from: unreachable, or not linked to their
-/// primary (`master_link_status` other than `up`: still syncing, or cut off).
-fn keep_readable_replicas(map: &mut SlotMap, opts: &ConnectOptions) {
+/// What is asked of the nodes of a map just read, all at once (a frozen node costs one check, not one each):
+/// with replica reads in a Cluster, whether each replica is linked to its primary (`master_link_status` other than
+/// `up`: still syncing, or cut off; an unreachable one is left out too); with a zone-aware policy, every node's
+/// zone (a node that does not answer keeps the zone `previous` knew for it).
+fn check_nodes(
+    map: &mut SlotMap,
+    opts: &ConnectOptions,
+    read_from: ReadFrom,
+    home: Option<&str>,
+    previous: Option<&SlotMap>,
+) {
+    let links = map.is_cluster() && read_from != ReadFrom::Primary;
+    let zones = home.is_some() && read_from.by_zone();
+    if !links && !zones {
+        return;
+    }
     let opts = ConnectOptions {
         timeout: opts.timeout.min(REPLICA_CHECK),
         db: 0,
         readonly: false,
         ..opts.clone()
     };
-    // All at once: a frozen replica costs one check, not one each.
-    let readable: Vec<Vec<bool>> = std::thread::scope(|s| {
-        let checks: Vec<Vec<_>> = map
-            .replicas
+    let nodes: Vec<(String, bool)> = map
+        .nodes
+        .iter()
+        .map(|n| (n.clone(), false))
+        .chain(map.replicas.iter().flatten().map(|r| (r.clone(), links)))
+        .filter(|(_, link)| *link || zones)
+        .collect();
+    let checks: Vec<Check> = std::thread::scope(|s| {
+        let running: Vec<_> = nodes
             .iter()
-            .map(|rs| rs.iter().map(|r| s.spawn(|| replica_is_readable(r, &opts))).collect())
+            .map(|(node, link)| s.spawn(|| check_node(node, &opts, *link, zones)))
             .collect();
-        checks
+        running
             .into_iter()
-            .map(|hs| hs.into_iter().map(|h| h.join().unwrap_or(false)).collect())
+            .map(|h| {
+                h.join().unwrap_or(Check {
+                    linked: false,
+                    zone: None,
+                })
+            })
             .collect()
     });
-    for (replicas, readable) in map.replicas.iter_mut().zip(readable) {
-        let mut keep = readable.into_iter();
-        replicas.retain(|_| keep.next().unwrap_or(false));
+    let mut unlinked = Vec::new();
+    for ((node, link), check) in nodes.into_iter().zip(checks) {
+        if link && !check.linked {
+            unlinked.push(node.clone());
+        }
+        let zone = check
+            .zone
+            .or_else(|| previous.and_then(|p| p.zones.get(&node).cloned()));
+        if let Some(zone) = zone {
+            map.zones.insert(node, zone);
+        }
+    }
+    map.replicas
+        .iter_mut()
+        .for_each(|rs| rs.retain(|r| !unlinked.contains(r)));
+    if zones {
+        map.home = home.map(str::to_string);
     }
 }
 
-/// Whether replica `r` answers and is linked to its primary (`master_link_status:up`).
-fn replica_is_readable(r: &str, opts: &ConnectOptions) -> bool {
-    let linked = Connection::connect(r, opts)
-        .and_then(|mut c| c.call(&[b"INFO", b"replication"], opts.timeout))
-        .map(|v| match v {
-            Value::BulkString(b) => String::from_utf8_lossy(&b).contains("master_link_status:up"),
-            _ => false,
-        });
-    match linked {
-        Ok(true) => true,
-        Ok(false) => {
-            log::info!("replica {r} is not linked to its primary: not read from");
-            false
-        }
-        Err(e) => {
-            log::info!("replica {r}: {e}: not read from");
-            false
-        }
+/// What one node said (see `check_nodes`).
+struct Check {
+    /// Whether it is linked to its primary (when asked).
+    linked: bool,
+    /// The zone it reported, if any (when asked).
+    zone: Option<String>,
+}
+
+/// Asks `node` whether it is linked to its primary (`INFO replication`, if `link`) and its zone (`INFO server`,
+/// if `zone`), in one round trip.
+fn check_node(node: &str, opts: &ConnectOptions, link: bool, zone: bool) -> Check {
+    let mut out = Outgoing::default();
+    if link {
+        out.push(&[b"INFO", b"replication"]);
     }
+    if zone {
+        out.push(&[b"INFO", b"server"]);
+    }
+    let asked = usize::from(link) + usize::from(zone);
+    let replies = Connection::connect(node, opts)
+        .and_then(|mut c| c.round_trip(out, &vec![Expect::Value; asked], Instant::now() + opts.timeout));
+    let texts: Vec<String> = match replies {
+        Ok(replies) => replies
+            .into_iter()
+            .map(|r| match r {
+                Reply::Value(Value::BulkString(b)) => String::from_utf8_lossy(&b).into_owned(),
+                _ => String::new(),
+            })
+            .collect(),
+        Err(e) => {
+            log::info!("{node}: {e}: not read from");
+            return Check {
+                linked: false,
+                zone: None,
+            };
+        }
+    };
+    let linked = link && texts[0].contains("master_link_status:up");
+    if link && !linked {
+        log::info!("replica {node} is not linked to its primary: not read from");
+    }
+    Check {
+        linked,
+        zone: zone.then(|| parse_zone(&texts[asked - 1])).flatten(),
+    }
+}
+
+/// The zone in an `INFO server` text (`availability_zone:NAME`, Valkey 8+); none when absent or empty.
+pub(crate) fn parse_zone(info: &str) -> Option<String> {
+    info.lines()
+        .find_map(|l| l.strip_prefix("availability_zone:"))
+        .map(str::trim)
+        .filter(|z| !z.is_empty())
+        .map(str::to_string)
 }
 
 fn discover_from(seed: &str, mode: Mode, opts: &ConnectOptions) -> Result<SlotMap> {
@@ -399,17 +474,20 @@ fn discover_from(seed: &str, mode: Mode, opts: &ConnectOptions) -> Result<SlotMa
         }
     };
     if opts.db != 0 {
-        if map.is_cluster() {
-            return Err(Error::Config(format!(
-                "database {} requested, but {seed} is a Cluster node: only database 0 is allowed in cluster mode",
-                opts.db
-            )));
-        }
-        // Check it now, so that a database the server lacks fails at open rather than at the first call.
+        // Checked now, so that a database the server lacks fails at open rather than at the first call.
         let mut out = Outgoing::default();
         out.push(&[b"SELECT", opts.db.to_string().as_bytes()]);
         let deadline = Instant::now() + opts.timeout;
         if let Some(Reply::Scalar(Head::Error(e))) = conn.round_trip(out, &[Expect::Scalar], deadline)?.pop() {
+            if map.is_cluster() {
+                return Err(Error::Config(format!(
+                    "database {} requested, but Cluster node {seed} refuses it ({}): numbered databases in a \
+                     Cluster need Valkey 9 or later with cluster-databases above {}; database 0 works everywhere",
+                    opts.db,
+                    format_args!("{} {}", e.code, e.detail),
+                    opts.db
+                )));
+            }
             return Err(e.into_error(seed));
         }
     }
@@ -418,6 +496,14 @@ fn discover_from(seed: &str, mode: Mode, opts: &ConnectOptions) -> Result<SlotMa
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn reads_a_zone_from_info_server() {
+        let info = "# Server\r\nvalkey_version:9.1.2\r\navailability_zone:az-1\r\nmode:cluster\r\n";
+        assert_eq!(super::parse_zone(info).as_deref(), Some("az-1"));
+        assert_eq!(super::parse_zone("# Server\r\navailability_zone:\r\n"), None);
+        assert_eq!(super::parse_zone("# Server\r\nredis_version:7.0.15\r\n"), None);
+    }
+
     use super::*;
 
     fn bulk(s: &str) -> Value {

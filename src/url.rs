@@ -112,9 +112,6 @@ fn parse_url(url: &str) -> Result<Config> {
             .ok_or_else(|| bad(&format!("option {pair:?} has no value")))?;
         apply_option(&mut cfg, k, v, Source::Url { unix }).map_err(|why| bad(&why))?;
     }
-    if cfg.mode == Mode::Cluster && cfg.db != 0 {
-        return Err(bad("a database number is not allowed in cluster mode"));
-    }
     cfg.validate()?;
     Ok(cfg)
 }
@@ -143,9 +140,7 @@ pub(crate) fn apply_option(cfg: &mut Config, k: &str, v: &str, source: Source) -
         Source::Setter => cfg.seeds.iter().any(|s| s.starts_with("unix:")),
     };
     match k {
-        "db" if unix || matches!(source, Source::Setter) => {
-            cfg.db = v.parse().map_err(|_| format!("bad database {v:?}"))?
-        }
+        "db" => cfg.db = v.parse().map_err(|_| format!("bad database {v:?}"))?,
         "mode" if unix => return Err("a Unix socket is one standalone server".into()),
         "mode" => {
             cfg.mode = match v {
@@ -200,9 +195,18 @@ pub(crate) fn apply_option(cfg: &mut Config, k: &str, v: &str, source: Source) -
                 "primary" => ReadFrom::Primary,
                 "replica" => ReadFrom::Replica,
                 "spread" => ReadFrom::Spread,
-                _ => return Err(format!("bad read_from {v:?} (primary, replica or spread)")),
+                "az_affinity" => ReadFrom::AzAffinity,
+                "az_affinity_replicas_and_primary" => ReadFrom::AzAffinityReplicasAndPrimary,
+                _ => {
+                    return Err(format!(
+                        "bad read_from {v:?} (primary, replica, spread, az_affinity or \
+                         az_affinity_replicas_and_primary)"
+                    ));
+                }
             }
         }
+        "client_az" => cfg.client_az = Some(decoded(v)?),
+        "client_name" => cfg.client_name = Some(decoded(v)?),
         "sentinel_user" => cfg.sentinel.as_mut().ok_or_else(sentinel_only)?.username = Some(decoded(v)?),
         "sentinel_password" => cfg.sentinel.as_mut().ok_or_else(sentinel_only)?.password = Some(decoded(v)?),
         _ => return Err(format!("unknown option {k:?}")),
@@ -313,6 +317,8 @@ mod tests {
             ("redis://:s%40cret@h:1", &["h:1"], Mode::Auto, None, Some("s@cret"), 0),
             ("redis://bob:pw@h:1", &["h:1"], Mode::Auto, Some("bob"), Some("pw"), 0),
             ("redis-cluster://a:1,b:2", &["a:1", "b:2"], Mode::Cluster, None, None, 0),
+            ("redis-cluster://a:1/2", &["a:1"], Mode::Cluster, None, None, 2),
+            ("redis://a:1?mode=cluster&db=4", &["a:1"], Mode::Cluster, None, None, 4),
             (
                 "redis://a:1,b:2?mode=cluster",
                 &["a:1", "b:2"],
@@ -366,6 +372,13 @@ mod tests {
         let c: Config = "valkeys+sentinel://s1/svc".parse().unwrap();
         assert!(c.tls.is_some() && c.sentinel.as_ref().unwrap().password.is_none());
         assert_eq!(c.db, 0);
+        let c: Config = "redis://h?read_from=az_affinity_replicas_and_primary&client_az=us%2Deast&client_name=cache-1"
+            .parse()
+            .unwrap();
+        assert_eq!(
+            (c.read_from, c.client_az.as_deref(), c.client_name.as_deref()),
+            (ReadFrom::AzAffinityReplicasAndPrimary, Some("us-east"), Some("cache-1"))
+        );
         let c: Config = "redis://h?read_from=replica".parse().unwrap();
         assert_eq!((c.read_from, c.sentinel.is_none()), (ReadFrom::Replica, true));
         let shown = format!(
@@ -393,7 +406,9 @@ mod tests {
             ("redis://h?workers=0", "workers must be at least 1"),
             ("redis://h?workers=x", "bad number"),
             ("redis://h?mode=ring", "bad mode"),
-            ("redis-cluster://h/2", "not allowed in cluster mode"),
+            ("redis://h?client_name=a%20b", "no spaces"),
+            ("redis://h?client_name=", "no spaces"),
+            ("redis://h?read_from=az_affinity", "set client_az too"),
             ("unix://host/tmp/r.sock", "unix:///absolute/path"),
             ("unix://", "unix:///absolute/path"),
             ("unix:///tmp/r.sock?mode=cluster", "one standalone server"),

@@ -23,7 +23,7 @@ contract_tests!(
     detects_the_cluster_and_its_primaries,
     slots_agree_with_cluster_keyslot,
     a_batch_over_hundreds_of_slots_is_one_pipeline_per_node,
-    database_numbers_are_refused,
+    database_numbers_are_refused_where_the_cluster_has_none,
     replica_reads,
     an_unlinked_replica_is_not_read
 );
@@ -47,13 +47,21 @@ fn a_batch_over_hundreds_of_slots_is_one_pipeline_per_node(kind: Kind) {
     one_pipeline_per_node(&Cluster::start(kind, 3, 0));
 }
 
-fn database_numbers_are_refused(kind: Kind) {
+/// A database other than 0 in a Cluster that has only database 0 (Redis 7; Valkey 9 with the default
+/// `cluster-databases 1`): `open` fails with a configuration error that says why, before anything is written.
+fn database_numbers_are_refused_where_the_cluster_has_none(kind: Kind) {
     let url = format!("{}/2", shared_cluster(kind).url());
     let err = Client::open(&url).unwrap_err();
     assert!(
-        matches!(err, kvcache_redis::Error::Config(ref m) if m.contains("only database 0")),
+        matches!(err, kvcache_redis::Error::Config(ref m) if m.contains("cluster-databases") && m.contains("database 2")),
         "{err}"
     );
+    let err = Client::with_config(Config::from_url(&shared_cluster(kind).url()).unwrap().database(1)).unwrap_err();
+    assert!(matches!(err, kvcache_redis::Error::Config(_)), "{err}");
+    // Database 0 keeps working, said or not.
+    let c = Client::open(&format!("{}/0", shared_cluster(kind).url())).unwrap();
+    c.put("cluster-db0-works", &b"yes"[..]).unwrap();
+    assert_eq!(c.get("cluster-db0-works").unwrap().as_deref(), Some(&b"yes"[..]));
 }
 
 fn slots_agree(cluster: &Cluster) {

@@ -71,7 +71,11 @@ class Client:
         tls_key: str | PathLike[str] = ...,
         tls_server_name: str = ...,
         tls_insecure_skip_verify: bool = ...,
-        read_from: Literal["primary", "replica", "spread"] = ...,
+        read_from: Literal[
+            "primary", "replica", "spread", "az_affinity", "az_affinity_replicas_and_primary"
+        ] = ...,
+        client_az: str = ...,
+        client_name: str = ...,
         sentinel_user: str = ...,
         sentinel_password: str = ...,
         username: str = ...,

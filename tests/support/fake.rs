@@ -112,6 +112,15 @@ fn serve(stream: TcpStream, script: &Script, requests: &AtomicUsize, stop: &Atom
         };
         let reply = if args[0].eq_ignore_ascii_case(b"CLUSTER") && !cluster {
             Reply::Bytes(b"-ERR This instance has cluster support disabled\r\n".to_vec())
+        } else if args[0].eq_ignore_ascii_case(b"CLIENT") {
+            // The handshake's `CLIENT SETINFO` answered as Redis 7.0 does (it must not fail the connection); the
+            // script never sees it.
+            match args.get(1) {
+                Some(sub) if sub.eq_ignore_ascii_case(b"SETINFO") => {
+                    Reply::Bytes(b"-ERR unknown subcommand 'SETINFO'. Try CLIENT HELP.\r\n".to_vec())
+                }
+                _ => Reply::Bytes(b"+OK\r\n".to_vec()),
+            }
         } else {
             script(&args, requests.fetch_add(1, Ordering::SeqCst))
         };

@@ -331,7 +331,7 @@ impl Cluster {
     }
 
     /// Like `start_with`, with node `i` (primaries first, then their replicas) placed as `place(i)` says (its
-    /// address, its network namespace).
+    /// address, its network namespace, arguments of its own after `extra`).
     pub fn start_placed(
         kind: Kind,
         primaries: usize,
@@ -342,10 +342,15 @@ impl Cluster {
         let total = primaries * (1 + replicas);
         let nodes: Vec<Server> = (0..total)
             .map(|i| {
+                let placed = place(i);
                 let options = Options {
                     cluster: true,
-                    extra: extra.iter().map(|s| s.to_string()).collect(),
-                    ..place(i)
+                    extra: extra
+                        .iter()
+                        .map(|s| s.to_string())
+                        .chain(placed.extra.clone())
+                        .collect(),
+                    ..placed
                 };
                 Server::start(kind, free_port(), options)
             })

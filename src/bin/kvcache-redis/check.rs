@@ -22,7 +22,7 @@ pub fn run(args: Args) -> Result<ExitCode, Failure> {
     // The checklist reads from primaries (a replica may not have a value written a moment ago); reads from
     // replicas, when asked for, are a step of their own.
     let config = target.config()?;
-    let read_from = config.reads_from();
+    let (read_from, db) = (config.reads_from(), config.selected_database());
     let client = target.connect_with(config.clone().read_from(ReadFrom::Primary))?;
     let replicas = match read_from {
         ReadFrom::Primary => None,
@@ -31,14 +31,14 @@ pub fn run(args: Args) -> Result<ExitCode, Failure> {
     let shards = client
         .shards()
         .map_err(|e| crate::target::describe(&target.redacted(), &e))?;
-    let version = server_version(&client, &shards[0].primary);
+    let (version, _) = server_info(&client, &shards[0].primary);
     let sentinels = client.sentinels();
     let kind = match (&sentinels, client.is_cluster()) {
         (Some(_), _) => "Sentinel-managed",
         (None, true) => "cluster",
         (None, false) => "standalone",
     };
-    say!("target    {} ({kind}, {version})", target.redacted());
+    say!("target    {} ({kind}, {version}, database {})", target.redacted(), db);
     if let Some(answers) = &sentinels {
         print_sentinels(answers);
     }
@@ -50,16 +50,28 @@ pub fn run(args: Args) -> Result<ExitCode, Failure> {
         shards.iter().map(|s| s.replicas.len()).sum::<usize>(),
         kvcache_redis::SLOTS
     );
+    // Each node's availability zone (Valkey 8+), when any node reports one.
+    let zones: Vec<(String, Option<String>)> = shards
+        .iter()
+        .flat_map(|s| std::iter::once(&s.primary).chain(&s.replicas))
+        .map(|n| (n.clone(), server_info(&client, n).1))
+        .collect();
+    let any_zone = zones.iter().any(|(_, z)| z.is_some());
+    let named = |node: &String| match zones.iter().find(|(n, _)| n == node) {
+        Some((_, Some(zone))) => format!("{node} (zone {zone})"),
+        _ if any_zone => format!("{node} (no zone)"),
+        _ => node.clone(),
+    };
     for (i, s) in shards.iter().enumerate() {
         let ranges: Vec<String> = s.slots.iter().map(|r| format!("{}-{}", r.start(), r.end())).collect();
         let replicas = if s.replicas.is_empty() {
             "none".to_string()
         } else {
-            s.replicas.join(", ")
+            s.replicas.iter().map(named).collect::<Vec<_>>().join(", ")
         };
         say!(
             "  shard {i}  {}  slots {} ({})  replicas: {replicas}",
-            s.primary,
+            named(&s.primary),
             ranges.join(","),
             s.slot_count()
         );
@@ -204,7 +216,8 @@ fn report(name: &str, result: Result<String, String>) -> usize {
     }
 }
 
-fn server_version(client: &Client, node: &str) -> String {
+/// The server's name and version, and its availability zone if it reports one.
+fn server_info(client: &Client, node: &str) -> (String, Option<String>) {
     let info = client
         .connect_node(node)
         .and_then(|mut c| c.query(&["INFO", "server"]))
@@ -212,11 +225,15 @@ fn server_version(client: &Client, node: &str) -> String {
         .and_then(|r| r.as_bytes().map(|b| String::from_utf8_lossy(b).into_owned()))
         .unwrap_or_default();
     let field = |name: &str| info.lines().find_map(|l| l.strip_prefix(name)).map(str::trim);
-    match (field("valkey_version:"), field("redis_version:")) {
+    let version = match (field("valkey_version:"), field("redis_version:")) {
         (Some(v), _) => format!("Valkey {v}"),
         (None, Some(v)) => format!("Redis {v}"),
         _ => "version unknown".into(),
-    }
+    };
+    let zone = field("availability_zone:")
+        .filter(|z| !z.is_empty())
+        .map(str::to_string);
+    (version, zone)
 }
 
 fn clean_up(ctx: &mut Ctx, shards: &[kvcache_redis::Shard]) -> Result<String, String> {

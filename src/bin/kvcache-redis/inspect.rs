@@ -224,8 +224,10 @@ impl Inventory {
 /// Runs the phases: scan every primary, find orphans, report, and delete the orphans when asked.
 pub fn run(args: Args) -> Result<ExitCode, Failure> {
     let target = &args.target;
-    let client = target.connect()?;
-    let mut inventory = scan_all(&client, &args)?;
+    let config = target.config()?;
+    let db = config.selected_database();
+    let client = target.connect_with(config)?;
+    let mut inventory = scan_all(&client, &args, db)?;
     let (orphans, incomplete) = inventory.find_orphans();
     report(&args, &inventory, &orphans, incomplete);
     if !args.delete_orphans || orphans.is_empty() {
@@ -239,11 +241,11 @@ pub fn run(args: Args) -> Result<ExitCode, Failure> {
 }
 
 /// Scans every primary, a page of keys at a time, reading each key's length, TTL and first bytes in one pipeline.
-fn scan_all(client: &kvcache_redis::Client, args: &Args) -> Result<Inventory, Failure> {
+fn scan_all(client: &kvcache_redis::Client, args: &Args, db: u32) -> Result<Inventory, Failure> {
     let target = &args.target;
     let shards = client.shards().map_err(|e| describe(&target.redacted(), &e))?;
     say!(
-        "target    {} ({}, {} primar{})",
+        "target    {} ({}, {} primar{}, database {db})",
         target.redacted(),
         if client.is_cluster() { "cluster" } else { "standalone" },
         shards.len(),

@@ -35,10 +35,15 @@ pub struct Target {
     /// Do not verify the servers' certificates (testing only).
     #[arg(long)]
     pub tls_insecure: bool,
-    /// Where reads go: primary, replica (replicas when any is up) or spread (primary and replicas in turn);
-    /// overrides the URL's `read_from`. Needs replicas (a Cluster with replicas, or a Sentinel URL).
+    /// Where reads go: primary, replica (replicas when any is up), spread (primary and replicas in turn),
+    /// az-affinity (replicas in --client-az first) or az-affinity-replicas-and-primary (then the primary if it is
+    /// in that zone); overrides the URL's `read_from`. Needs replicas (a Cluster with replicas, or a Sentinel URL).
     #[arg(long, value_enum)]
     pub read_from: Option<ReadFromArg>,
+    /// The availability zone this client runs in, for the az-affinity read policies (overrides the URL's
+    /// `client_az`).
+    #[arg(long)]
+    pub client_az: Option<String>,
     /// Deadline of every request, in milliseconds.
     #[arg(long, default_value_t = 5000)]
     pub timeout_ms: u64,
@@ -50,6 +55,8 @@ pub enum ReadFromArg {
     Primary,
     Replica,
     Spread,
+    AzAffinity,
+    AzAffinityReplicasAndPrimary,
 }
 
 /// A failure that ends the command, with its exit code.
@@ -106,7 +113,12 @@ impl Target {
                 ReadFromArg::Primary => ReadFrom::Primary,
                 ReadFromArg::Replica => ReadFrom::Replica,
                 ReadFromArg::Spread => ReadFrom::Spread,
+                ReadFromArg::AzAffinity => ReadFrom::AzAffinity,
+                ReadFromArg::AzAffinityReplicasAndPrimary => ReadFrom::AzAffinityReplicasAndPrimary,
             });
+        }
+        if let Some(zone) = &self.client_az {
+            config = config.client_az(zone);
         }
         Ok(config
             .request_timeout(Duration::from_millis(self.timeout_ms.max(1)))
