@@ -25,7 +25,8 @@ contract_tests!(
     a_batch_over_hundreds_of_slots_is_one_pipeline_per_node,
     database_numbers_are_refused_where_the_cluster_has_none,
     replica_reads,
-    an_unlinked_replica_is_not_read
+    an_unlinked_replica_is_not_read,
+    nodes_announced_by_host_name_are_reached_by_it
 );
 
 fn detects_the_cluster_and_its_primaries(kind: Kind) {
@@ -257,4 +258,56 @@ fn an_unlinked_replica_is_not_read(kind: Kind) {
     );
     assert!(served[0] > 0, "its primary served its reads: {served:?}");
     assert!(served[cluster.primaries + 1..].iter().all(|&r| r > 0), "{served:?}");
+}
+
+/// Nodes that announce a host name (`cluster-announce-hostname` with `cluster-preferred-endpoint-type hostname`)
+/// are reached by that name; a node that announces none is shown as `?` (unknown endpoint) and reached at the
+/// address the client used for the node that answered. Reads, writes and replica reads work across all of them.
+fn nodes_announced_by_host_name_are_reached_by_it(kind: Kind) {
+    // Node 2 (a primary) announces no host name: the others show it as `?`.
+    let cluster = Cluster::start_placed(kind, 3, 1, &["--cluster-preferred-endpoint-type", "hostname"], |i| {
+        support::server::Options {
+            extra: if i == 2 {
+                Vec::new()
+            } else {
+                vec!["--cluster-announce-hostname".into(), "localhost".into()]
+            },
+            ..Default::default()
+        }
+    });
+    cluster.wait_synced();
+    let slots: Vec<redis::Value> = redis::cmd("CLUSTER")
+        .arg("SLOTS")
+        .query(&mut cluster.nodes[0].admin())
+        .unwrap();
+    let shown = format!("{slots:?}");
+    assert!(
+        shown.contains("localhost") && shown.contains("\"?\""),
+        "the test needs host names and an unknown endpoint: {shown}"
+    );
+    let client = Client::open(&cluster.url()).unwrap();
+    let mut primaries = client.primaries();
+    primaries.sort();
+    let mut expected: Vec<String> = (0..3)
+        .map(|i| match i {
+            2 => format!("127.0.0.1:{}", cluster.nodes[i].port),
+            _ => format!("localhost:{}", cluster.nodes[i].port),
+        })
+        .collect();
+    expected.sort();
+    assert_eq!(primaries, expected, "nodes by the names they announce");
+    let (keys, values) = support::store_values(&client, "hostnames", 300, 1000);
+    let got = client.batched_get(&keys).unwrap();
+    for (g, v) in got.into_iter().zip(&values) {
+        assert_eq!(g.unwrap().as_deref(), Some(&v[..]));
+    }
+    for node in &cluster.nodes[..3] {
+        assert!(
+            command_calls(node, "mget") + command_calls(node, "get") > 0,
+            "{} served reads",
+            node.port
+        );
+    }
+    let replicas = Client::with_config(Config::from_url(&cluster.url()).unwrap().read_from(ReadFrom::Replica)).unwrap();
+    support::read_until_all_hit(&replicas, &keys, &values, "replica reads by host name");
 }

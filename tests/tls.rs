@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use kvcache_redis::{Client, Config, Error};
 use support::server::{Options, free_port};
-use support::tls::{Certs, tls_args, tls_server};
+use support::tls::{Certs, tls_args_with, tls_server};
 use support::{Kind, Server};
 
 fn config(port: u16) -> Config {
@@ -94,10 +94,15 @@ fn mutual_tls_needs_the_client_certificate() {
 /// A 3-primary Cluster whose clients and bus speak TLS (each node keeps a plaintext port for the test's admin);
 /// `extra` goes to every node.
 fn tls_cluster(extra_args: &[&str]) -> Vec<(Server, u16)> {
+    tls_cluster_with("server", extra_args)
+}
+
+/// Like `tls_cluster`, the nodes using the server certificate `cert`.
+fn tls_cluster_with(cert: &str, extra_args: &[&str]) -> Vec<(Server, u16)> {
     let nodes: Vec<(Server, u16)> = (0..3)
         .map(|_| {
             let tls_port = free_port();
-            let mut extra = tls_args(tls_port, false);
+            let mut extra = tls_args_with(tls_port, false, cert);
             extra.extend(["--tls-cluster".to_string(), "yes".to_string()]);
             extra.extend(extra_args.iter().map(|a| a.to_string()));
             (
@@ -185,6 +190,43 @@ fn a_tls_cluster_verifies_every_node() {
         "wrong name on a node",
     );
     assert!(matches!(err, Error::Tls { .. }), "{err}");
+}
+
+/// Nodes that announce a host name are reached, and verified, by it: with certificates that name `localhost`
+/// alone, a node reached by IP address fails verification, while every node reached by the name it announces
+/// passes.
+#[test]
+fn a_tls_cluster_announcing_host_names_is_verified_against_them() {
+    let nodes = tls_cluster_with(
+        "server-dns",
+        &[
+            "--cluster-announce-hostname",
+            "localhost",
+            "--cluster-preferred-endpoint-type",
+            "hostname",
+        ],
+    );
+    let err = fails_in_time(config(nodes[0].1), "a node reached by IP address");
+    assert!(matches!(err, Error::Tls { .. }), "{err}");
+    let by_name = Config::from_url(&format!("rediss://localhost:{}", nodes[0].1))
+        .unwrap()
+        .connect_timeout(Duration::from_secs(2))
+        .tls_ca_file(Certs::get().path("ca.crt"));
+    let client = Client::with_config(by_name).unwrap();
+    let mut primaries = client.primaries();
+    primaries.sort();
+    let mut expected: Vec<String> = nodes.iter().map(|(_, p)| format!("localhost:{p}")).collect();
+    expected.sort();
+    assert_eq!(primaries, expected);
+    let keys: Vec<String> = (0..300).map(|i| format!("tls-hostnames:{i}")).collect();
+    let put = client
+        .batched_put(&keys, keys.iter().map(|k| k.clone().into_bytes()))
+        .unwrap();
+    assert!(put.iter().all(Result::is_ok), "{put:?}");
+    let got = client.batched_get(&keys).unwrap();
+    for (g, k) in got.into_iter().zip(&keys) {
+        assert_eq!(g.unwrap().as_deref(), Some(k.as_bytes()));
+    }
 }
 
 /// A TLS node that stops answering (frozen) holds back no other node's answers: TLS connections are waited on

@@ -342,7 +342,7 @@ fn settle(
 #[test]
 fn reads_stay_in_the_clients_zone_while_it_can() {
     let _serial = serial();
-    let mut cluster = Cluster::start_placed(Kind::Valkey, 3, 2, &[], |i| Options {
+    let mut cluster = Cluster::start_placed(Kind::Valkey, 3, 2, &["--cluster-databases", "4"], |i| Options {
         extra: vec!["--availability-zone".into(), zone_of(i).into()],
         ..Options::default()
     });
@@ -385,6 +385,35 @@ fn reads_stay_in_the_clients_zone_while_it_can() {
         .map(|(n, b)| bytes_sent(n) - b)
         .collect();
     println!("healthy: bytes sent per node (0-2 primaries, 3-5 az-a replicas, 6-8 az-b replicas): {sent:?}");
+
+    // The CLI names the database it works in and each node's zone.
+    let db3 = Client::open(&format!("{url}/3")).unwrap();
+    let put = db3.batched_put(&keys[..5], values[..5].to_vec()).unwrap();
+    assert!(put.iter().all(Result::is_ok), "{put:?}");
+    let cli = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_kvcache-redis"))
+            .args(args)
+            .env_remove("KVCACHE_URL")
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{args:?}: {text}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        text
+    };
+    let db3_url = format!("{url}/3");
+    let text = cli(&["check", &db3_url, "--read-from", "az-affinity", "--client-az", "az-a"]);
+    assert!(text.contains("database 3"), "{text}");
+    assert!(text.contains("(zone az-a)") && text.contains("(zone az-b)"), "{text}");
+    let text = cli(&["inspect", &db3_url]);
+    assert!(
+        text.contains("database 3") && text.contains("scanned   5 string keys"),
+        "{text}"
+    );
 
     // Shard 0's home replica (node 3) frozen: shard 0's reads leave it.
     cluster.nodes[3].freeze();

@@ -7,7 +7,8 @@ use std::sync::OnceLock;
 use super::server::{Options, free_port};
 use super::{Kind, Server};
 
-/// A CA, a server certificate for `localhost` and `127.0.0.1`, a client certificate, and a second, unrelated CA.
+/// A CA, a server certificate for `localhost` and `127.0.0.1` (`server`), one for `localhost` alone
+/// (`server-dns`), a client certificate, and a second, unrelated CA.
 pub struct Certs {
     dir: PathBuf,
 }
@@ -48,8 +49,9 @@ impl Certs {
                 ]);
             }
             std::fs::write(dir.join("server.ext"), "subjectAltName=DNS:localhost,IP:127.0.0.1\n").unwrap();
+            std::fs::write(dir.join("server-dns.ext"), "subjectAltName=DNS:localhost\n").unwrap();
             std::fs::write(dir.join("client.ext"), "extendedKeyUsage=clientAuth\n").unwrap();
-            for who in ["server", "client"] {
+            for who in ["server", "server-dns", "client"] {
                 run(&[
                     "req",
                     "-newkey",
@@ -91,15 +93,20 @@ impl Certs {
 
 /// Server arguments for a TLS port with the test certificates.
 pub fn tls_args(tls_port: u16, require_client_cert: bool) -> Vec<String> {
+    tls_args_with(tls_port, require_client_cert, "server")
+}
+
+/// Like `tls_args`, with the server certificate `cert` (`server` or `server-dns`).
+pub fn tls_args_with(tls_port: u16, require_client_cert: bool, cert: &str) -> Vec<String> {
     let certs = Certs::get();
     let p = |n: &str| certs.path(n).display().to_string();
     vec![
         "--tls-port".into(),
         tls_port.to_string(),
         "--tls-cert-file".into(),
-        p("server.crt"),
+        p(&format!("{cert}.crt")),
         "--tls-key-file".into(),
-        p("server.key"),
+        p(&format!("{cert}.key")),
         "--tls-ca-cert-file".into(),
         p("ca.crt"),
         "--tls-auth-clients".into(),
