@@ -151,20 +151,7 @@ fn migrate_slots(cluster: &Cluster, from: usize, to: usize, slots: (u16, u16)) -
         std::thread::sleep(Duration::from_millis(20));
     }
     // Every node agrees on the new owner before the test goes on.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while cluster.slot_owners()[slots.0 as usize] != cluster.nodes[to].port
-        || cluster.slot_owners()[slots.1 as usize] != cluster.nodes[to].port
-    {
-        let owners = cluster.slot_owners();
-        assert!(
-            Instant::now() < deadline,
-            "the map never showed the migration of {slots:?} to {}: owners {} and {}",
-            cluster.nodes[to].port,
-            owners[slots.0 as usize],
-            owners[slots.1 as usize]
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_owned(cluster, to, slots);
     started.elapsed()
 }
 
@@ -483,20 +470,103 @@ fn reads_stay_in_the_clients_zone_while_it_can() {
     println!("az_affinity, home replica back: reads per node (node 6 left out) {served:?}");
 }
 
+/// How a test moves slots.
+#[derive(Clone, Copy, Debug)]
+enum Move {
+    /// `CLUSTER MIGRATESLOTS` (Valkey 9).
+    Atomic,
+    /// `redis-cli --cluster reshard`: `MIGRATING` / `IMPORTING`, `MIGRATE` key by key, `ASK` meanwhile.
+    Reshard,
+}
+
 /// All slots of one primary moved to another with `CLUSTER MIGRATESLOTS` and back, under the checked load (mixed
 /// puts and gets, batched and single, every value checked): no error, no wrong, stale or lost value; prints how
 /// long callers waited around each hand-over.
 #[test]
 fn atomic_slot_migration_under_load_costs_callers_nothing() {
+    shard_moved_away_and_back_under_load(Kind::Valkey, Move::Atomic);
+}
+
+/// The same with the older `redis-cli --cluster reshard` (500 slots), on both servers.
+fn a_reshard_under_load_costs_callers_nothing(kind: Kind) {
+    shard_moved_away_and_back_under_load(kind, Move::Reshard);
+}
+
+/// `redis-cli --cluster reshard` of `slots` from node `from` to node `to`, waited for until every node shows the
+/// new owner. Returns how long it took.
+fn reshard(cluster: &Cluster, from: usize, to: usize, slots: (u16, u16)) -> Duration {
+    let started = Instant::now();
+    let id = |i: usize| -> String {
+        redis::cmd("CLUSTER")
+            .arg("MYID")
+            .query(&mut cluster.nodes[i].admin())
+            .unwrap()
+    };
+    let out = std::process::Command::new("redis-cli")
+        .args(["--cluster", "reshard", &cluster.nodes[from].addr()])
+        .args(["--cluster-from", &id(from), "--cluster-to", &id(to)])
+        .args(["--cluster-slots", &(slots.1 - slots.0 + 1).to_string(), "--cluster-yes"])
+        .args(["--cluster-pipeline", "50"])
+        .output()
+        .expect("redis-cli (Debian's redis-tools)");
+    assert!(
+        out.status.success(),
+        "reshard: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    wait_owned(cluster, to, slots);
+    started.elapsed()
+}
+
+/// Waits (10 s at most) until every node shows node `to` owning the first and last of `slots`.
+fn wait_owned(cluster: &Cluster, to: usize, slots: (u16, u16)) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let all = cluster.nodes.iter().all(|n| {
+            let slots_seen: Vec<redis::Value> = redis::cmd("CLUSTER")
+                .arg("SLOTS")
+                .query(&mut n.admin())
+                .unwrap_or_default();
+            let owner_of = |slot: u16| {
+                slots_seen.iter().find_map(|r| match r {
+                    redis::Value::Array(f) => match (&f[0], &f[1], &f[2]) {
+                        (redis::Value::Int(a), redis::Value::Int(b), redis::Value::Array(p))
+                            if (*a..=*b).contains(&(slot as i64)) =>
+                        {
+                            match p[1] {
+                                redis::Value::Int(port) => Some(port as u16),
+                                _ => None,
+                            }
+                        }
+                        _ => None,
+                    },
+                    _ => None,
+                })
+            };
+            owner_of(slots.0) == Some(cluster.nodes[to].port) && owner_of(slots.1) == Some(cluster.nodes[to].port)
+        });
+        if all {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the nodes never all showed {slots:?} on node {to}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn shard_moved_away_and_back_under_load(kind: Kind, how: Move) {
     let _serial = serial();
     // A primary that gives away its last slot would otherwise turn into a replica of the node that took them.
-    let cluster = Cluster::start_with(Kind::Valkey, 3, 1, &["--cluster-allow-replica-migration", "no"]);
+    let cluster = Cluster::start_with(kind, 3, 1, &["--cluster-allow-replica-migration", "no"]);
     cluster.wait_synced();
     let owners = cluster.slot_owners();
     let mut primaries: Vec<u16> = owners.clone();
     primaries.sort_unstable();
     primaries.dedup();
-    let mut opts = LoadOptions::new(&unique("atomic"));
+    let mut opts = LoadOptions::new(&unique("moved"));
     opts.keys_per_thread = 400;
     opts.sizes = vec![100, 4 << 10, 64 << 10];
     opts.groups = 3;
@@ -511,14 +581,23 @@ fn atomic_slot_migration_under_load_costs_callers_nothing() {
     std::thread::sleep(Duration::from_millis(800));
     let quiet = load.take_latencies();
     let (from, to) = (0, 1);
-    let range = range_of(3, from);
+    // The whole shard moved atomically; 500 of its slots (its lowest: those `redis-cli` picks) by a reshard, which
+    // moves keys one slot at a time (tens of seconds for a whole shard).
+    let range = match how {
+        Move::Atomic => range_of(3, from),
+        Move::Reshard => (range_of(3, from).0, range_of(3, from).0 + 499),
+    };
     let out_at = load.now();
-    let out = migrate_slots(&cluster, from, to, range);
+    let move_slots = |from, to| match how {
+        Move::Atomic => migrate_slots(&cluster, from, to, range),
+        Move::Reshard => reshard(&cluster, from, to, range),
+    };
+    let out = move_slots(from, to);
     let during_out = load.take_latencies();
     std::thread::sleep(Duration::from_millis(500));
     let _between = load.take_latencies();
     let back_at = load.now();
-    let back = migrate_slots(&cluster, to, from, range);
+    let back = move_slots(to, from);
     let during_back = load.take_latencies();
     std::thread::sleep(Duration::from_millis(800));
     let r = load.finish();
@@ -533,8 +612,9 @@ fn atomic_slot_migration_under_load_costs_callers_nothing() {
         )
     };
     println!(
-        "atomic migration of slots {}-{} (a third of the keys) away at {out_at:?} ({out:?}) and back at {back_at:?} \
-         ({back:?}) under load: {} calls, {} key ops, {} errors, {} wrong, {} stale, {} lost, slowest call {:?}",
+        "{kind:?}, {how:?} of slots {}-{} away at {out_at:?} ({out:?}) and back at \
+         {back_at:?} ({back:?}) under load: {} calls, {} key ops, {} errors, {} wrong, {} stale, {} lost, slowest \
+         call {:?}",
         range.0,
         range.1,
         r.calls,
@@ -561,7 +641,7 @@ fn atomic_slot_migration_under_load_costs_callers_nothing() {
     assert_eq!(
         r.errors(),
         0,
-        "an atomic migration must not reach callers: {:?}",
+        "a {how:?} must not reach callers: {:?}",
         r.groups[0].samples
     );
     assert_eq!(
@@ -601,4 +681,4 @@ fn the_client_names_itself(kind: Kind) {
     }
 }
 
-per_kind!(the_client_names_itself);
+per_kind!(the_client_names_itself, a_reshard_under_load_costs_callers_nothing);
