@@ -298,7 +298,7 @@ fn read_rounds(client: &Client, keys: &[String], values: &[Vec<u8>], rounds: usi
 }
 
 /// Reads until `ok` holds of the reads served meanwhile by the `watch` nodes (the client has settled on where
-/// reads go after a fault), at most 10 s; returns the last counts.
+/// reads go after a fault), at most 10 s; returns the last counts, after printing how long it took.
 fn settle(
     cluster: &Cluster,
     client: &Client,
@@ -308,10 +308,12 @@ fn settle(
     ok: impl Fn(&[u64]) -> bool,
     what: &str,
 ) -> Vec<u64> {
-    let deadline = Instant::now() + Duration::from_secs(10);
+    let started = Instant::now();
+    let deadline = started + Duration::from_secs(10);
     loop {
         let served = served_during(cluster, watch, || read_rounds(client, keys, values, 3));
         if ok(&served) {
+            println!("{what}: settled after {:?}", started.elapsed());
             return served;
         }
         assert!(
