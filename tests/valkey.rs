@@ -267,13 +267,7 @@ fn zone_of(i: usize) -> &'static str {
 
 /// Reads served by node `i` of `nodes` while `read` runs, for the nodes in `watch` (a frozen one cannot be asked).
 fn served_during(cluster: &Cluster, watch: &[usize], read: impl FnOnce()) -> Vec<u64> {
-    let before: Vec<u64> = watch.iter().map(|&i| reads_served(&cluster.nodes[i])).collect();
-    read();
-    watch
-        .iter()
-        .zip(before)
-        .map(|(&i, b)| reads_served(&cluster.nodes[i]) - b)
-        .collect()
+    served_during_set(&cluster.nodes, watch, read)
 }
 
 /// Bytes node `i` has sent to its clients so far (`INFO stats`).
@@ -684,3 +678,68 @@ fn the_client_names_itself(kind: Kind) {
 }
 
 per_kind!(the_client_names_itself, a_reshard_under_load_costs_callers_nothing);
+
+/// Zone reads under Sentinel: each data node's zone set at runtime (`CONFIG SET availability-zone`), read by the
+/// client from the node itself; the replica in the client's zone serves the reads, and with it gone the primary in
+/// that zone (`az_affinity_replicas_and_primary`) before the other zone's replica.
+#[test]
+fn sentinel_zone_reads_stay_home() {
+    use support::sentinel::{SentinelOptions, SentinelSet};
+    let mut set = SentinelSet::start(
+        Kind::Valkey,
+        SentinelOptions {
+            replicas: 2,
+            sentinels: 3,
+            ..SentinelOptions::default()
+        },
+    );
+    set.wait_synced();
+    // Primary and replica 2 in az-a, replica 1 in az-b.
+    for (node, zone) in set.nodes.iter().zip(["az-a", "az-b", "az-a"]) {
+        redis::cmd("CONFIG")
+            .arg("SET")
+            .arg("availability-zone")
+            .arg(zone)
+            .exec(&mut node.admin())
+            .unwrap();
+    }
+    let writer = Client::open(&set.url("redis+sentinel", "")).unwrap();
+    let (keys, values) = support::store_values(&writer, "sentinel-zones", 200, 1000);
+    let url = set.url("redis+sentinel", "?client_az=az-a&read_from=");
+    let open = |policy: &str| Client::open(&format!("{url}{policy}")).unwrap();
+    let affinity = open("az_affinity");
+    support::read_until_all_hit(&affinity, &keys, &values, "sentinel zone reads");
+    let all = [0, 1, 2];
+    let served = served_during_set(&set.nodes, &all, || read_rounds(&affinity, &keys, &values, 3));
+    assert!(
+        served[2] > 0 && served[0] == 0 && served[1] == 0,
+        "only the az-a replica: {served:?}"
+    );
+    // The az-a replica killed: the zone's primary next for the second policy, the az-b replica for the first.
+    set.nodes[2].kill();
+    let with_primary = open("az_affinity_replicas_and_primary");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let served = served_during_set(&set.nodes, &[0, 1], || read_rounds(&with_primary, &keys, &values, 3));
+        let affinity_served = served_during_set(&set.nodes, &[0, 1], || read_rounds(&affinity, &keys, &values, 3));
+        if served == [served[0].max(1), 0] && affinity_served == [0, affinity_served[1].max(1)] {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "reads never settled: with_primary {served:?}, affinity {affinity_served:?} (primary, az-b replica)"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Reads served by each of `nodes[i]` for `i` in `watch` while `read` runs.
+fn served_during_set(nodes: &[Server], watch: &[usize], read: impl FnOnce()) -> Vec<u64> {
+    let before: Vec<u64> = watch.iter().map(|&i| reads_served(&nodes[i])).collect();
+    read();
+    watch
+        .iter()
+        .zip(before)
+        .map(|(&i, b)| reads_served(&nodes[i]) - b)
+        .collect()
+}
