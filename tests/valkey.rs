@@ -519,7 +519,7 @@ fn reshard(cluster: &Cluster, from: usize, to: usize, slots: (u16, u16)) -> Dura
 fn wait_owned(cluster: &Cluster, to: usize, slots: (u16, u16)) {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let all = cluster.nodes.iter().all(|n| {
+        let all = cluster.nodes.iter().filter(|n| n.is_running()).all(|n| {
             let slots_seen: Vec<redis::Value> = redis::cmd("CLUSTER")
                 .arg("SLOTS")
                 .query(&mut n.admin())
