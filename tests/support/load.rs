@@ -112,6 +112,8 @@ pub struct Report {
     pub wrong_samples: Vec<String>,
     /// Errors that were not of a typed, expected kind (protocol errors, `WorkerLost`, ...).
     pub untyped: Vec<String>,
+    /// Every key error (up to 500 000): when its call started, and its kind (`error_kind`).
+    pub error_log: Vec<(Duration, String)>,
 }
 
 impl GroupReport {
@@ -143,6 +145,7 @@ impl Report {
         self.max_call = self.max_call.max(other.max_call);
         self.wrong_samples.extend(other.wrong_samples);
         self.untyped.extend(other.untyped);
+        self.error_log.extend(other.error_log);
         self.groups
             .resize(self.groups.len().max(other.groups.len()), GroupReport::default());
         for (mine, theirs) in self.groups.iter_mut().zip(other.groups) {
@@ -506,6 +509,9 @@ impl ThreadState {
         if !typed && self.report.untyped.len() < 10 {
             self.report.untyped.push(format!("{}: {e:?}", self.keys[i]));
         }
+        if self.report.error_log.len() < 500_000 {
+            self.report.error_log.push((at, error_kind(e)));
+        }
         let g = &mut self.report.groups[self.groups[i]];
         g.errors += 1;
         g.first_error = min_opt(g.first_error, Some(at));
@@ -534,6 +540,8 @@ impl ThreadState {
                 if self.acked[i] > 0 {
                     self.report.lost += 1;
                     self.loss(i);
+                    // Counted once: the write is gone, later reads of the key expect nothing of it.
+                    self.acked[i] = 0;
                 }
                 self.ok(i, start + took, 0);
                 false
@@ -548,6 +556,7 @@ impl ThreadState {
                     Ok(version) if version < self.acked[i] => {
                         self.report.stale += 1;
                         self.loss(i);
+                        self.acked[i] = version;
                     }
                     Ok(_) => {}
                 }
@@ -563,6 +572,33 @@ impl ThreadState {
             self.report.wrong_samples.push(format!("{}: {why}", self.keys[i]));
         }
     }
+}
+
+/// A short name for an error's kind: `timeout`, `io`, the server's code (`OOM`, `CLUSTERDOWN`, `WRONGPASS`, ...),
+/// or the client's own kind.
+pub fn error_kind(e: &Error) -> String {
+    if e.is_timeout() {
+        return "timeout".into();
+    }
+    if e.is_io() {
+        return "io".into();
+    }
+    if let Some(code) = e.server_code() {
+        return code.to_string();
+    }
+    match e {
+        Error::TooManyRedirects { .. } => "too-many-redirects",
+        Error::Topology(_) => "topology",
+        Error::Overloaded(_) => "overloaded",
+        Error::Closed => "closed",
+        Error::Protocol { .. } => "protocol",
+        Error::WorkerLost => "worker-lost",
+        Error::Tls { .. } => "tls",
+        Error::NotReplicated { .. } => "not-replicated",
+        Error::Interrupted => "interrupted",
+        _ => "other",
+    }
+    .into()
 }
 
 fn key_hash(key: &str) -> u64 {

@@ -138,9 +138,12 @@ pub fn value(seed: &str, i: usize, len: usize) -> Vec<u8> {
         .collect()
 }
 
+pub mod chunk_load;
 pub mod fake;
 pub mod load;
+pub mod nemesis;
 pub mod netns;
+pub mod prober;
 pub mod sentinel;
 pub mod soak;
 pub mod suite;
