@@ -40,7 +40,7 @@ pub enum Dtype {
     Fp8E5m2fnuz,
 }
 
-const DTYPES: [(Dtype, &str); 14] = [
+pub(crate) const DTYPES: [(Dtype, &str); 14] = [
     (Dtype::Half, "half"),
     (Dtype::Bfloat16, "bfloat16"),
     (Dtype::Float, "float"),

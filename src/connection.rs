@@ -163,6 +163,30 @@ impl Connection {
         Ok(())
     }
 
+    /// Bytes received that no reply returned so far has used.
+    pub(crate) fn buffered(&self) -> usize {
+        self.reader.buffered()
+    }
+
+    /// Whether anything has arrived that no request asked for, or the peer closed: bytes buffered, decrypted or
+    /// waiting in the socket (one non-blocking peek). Asked of a connection that owes no reply. Over TLS only what
+    /// was already decrypted counts: a socket may hold TLS records that carry no data (session tickets).
+    pub(crate) fn has_unread(&self) -> bool {
+        use crate::reader::Source;
+        use rustix::net::{RecvFlags, recv};
+        if self.buffered() > 0 || self.stream.pending() {
+            return true;
+        }
+        if matches!(self.stream, Stream::Tls(_)) {
+            return false;
+        }
+        let mut byte = [0u8; 1];
+        match recv(self.fd(), &mut byte, RecvFlags::PEEK | RecvFlags::DONTWAIT) {
+            Ok(_) => true, // a byte, or 0: closed
+            Err(_) => false,
+        }
+    }
+
     /// Reads the next reply as far as the socket allows; `None` when it would block (see [`Reader::read`]).
     pub(crate) fn read(&mut self, expect: &Expect) -> Result<Option<Reply>> {
         let before = self.reader.received();

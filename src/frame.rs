@@ -35,6 +35,8 @@ pub(crate) enum Corrupt {
         header: u64,
         actual: usize,
     },
+    /// Flags or reserved bytes this version never writes, or metadata bytes without the flag that says they are.
+    Header,
     /// Found by the whole-value check; reads check the sum with a `Verifier` instead.
     #[cfg(test)]
     Checksum,
@@ -47,6 +49,7 @@ impl std::fmt::Display for Corrupt {
             Corrupt::Magic => write!(f, "no frame magic"),
             Corrupt::Version(v) => write!(f, "unknown frame version {v}"),
             Corrupt::Length { header, actual } => write!(f, "header says {header} payload bytes, value has {actual}"),
+            Corrupt::Header => write!(f, "header bits this version never sets"),
             #[cfg(test)]
             Corrupt::Checksum => write!(f, "checksum mismatch"),
         }
@@ -124,8 +127,16 @@ impl Verifier {
 pub(crate) fn header_checksum(header: &[u8; FRAME_HEADER], payload_len: usize) -> Option<u32> {
     let sound = &header[0..4] == MAGIC
         && header[4] == VERSION
+        && spare_bits_clear(header)
         && u64::from_le_bytes(header[8..16].try_into().expect("8 bytes")) == payload_len as u64;
     sound.then(|| u32::from_le_bytes(header[16..20].try_into().expect("4 bytes")))
+}
+
+/// The bytes the checksum does not cover, beside magic, version and length, are as this version writes them:
+/// flags 0 or 1, reserved bytes 0, and no metadata bytes without the flag (a flag flipped off would otherwise
+/// hide metadata; one flipped on shows all-zero metadata, which reads as none).
+fn spare_bits_clear(h: &[u8]) -> bool {
+    h[5] <= 1 && h[6] == 0 && h[7] == 0 && (h[5] == 1 || h[20..FRAME_HEADER].iter().all(|&b| b == 0))
 }
 
 fn check_header(value: &[u8]) -> Result<(), Corrupt> {
@@ -138,6 +149,9 @@ fn check_header(value: &[u8]) -> Result<(), Corrupt> {
     }
     if h[4] != VERSION {
         return Err(Corrupt::Version(h[4]));
+    }
+    if !spare_bits_clear(h) {
+        return Err(Corrupt::Header);
     }
     let len = u64::from_le_bytes(h[8..16].try_into().expect("8 bytes"));
     let actual = value.len() - FRAME_HEADER;
@@ -160,6 +174,8 @@ fn split(value: Bytes) -> (Bytes, Option<ChunkMeta>) {
         dtype: DtypeCode(h[21].into()),
         shape: std::array::from_fn(|i| u32::from_le_bytes(h[24 + 4 * i..28 + 4 * i].try_into().expect("4 bytes"))),
     });
+    // All-zero metadata is no metadata (see `spare_bits_clear`).
+    let meta = meta.filter(|m| *m != ChunkMeta::default());
     (value.slice(FRAME_HEADER..), meta)
 }
 
@@ -248,6 +264,17 @@ mod tests {
         assert_eq!(decode(good.slice(..30)), Err(Corrupt::Short(30)));
         assert_eq!(decode(flip(0)), Err(Corrupt::Magic));
         assert_eq!(decode(flip(4)), Err(Corrupt::Version(0)));
+        assert_eq!(decode(flip(6)), Err(Corrupt::Header));
+        // The metadata flag is outside the checksum: flipped on, all-zero metadata reads as none (as written);
+        // flipped off under real metadata, the frame is refused.
+        assert_eq!(decode(flip(5)).unwrap().1, None);
+        let with_meta = framed(
+            &[7u8; 10],
+            Some(ChunkMeta::new(MemoryFormat::Kv2Ltd, crate::chunk_key::Dtype::Half, &[2, 4]).unwrap()),
+        );
+        let mut off = with_meta.to_vec();
+        off[5] = 0;
+        assert_eq!(decode(Bytes::from(off)), Err(Corrupt::Header));
         assert!(matches!(
             decode(good.slice(..good.len() - 1)),
             Err(Corrupt::Length {
@@ -257,7 +284,15 @@ mod tests {
         ));
         assert_eq!(decode(flip(FRAME_HEADER + 500)), Err(Corrupt::Checksum));
         assert_eq!(decode(flip(17)), Err(Corrupt::Checksum));
-        assert_eq!(decode(flip(21)), Err(Corrupt::Checksum), "metadata is covered too");
+        // Metadata bytes where the flag says there are none are refused; real metadata is covered by the sum.
+        assert_eq!(decode(flip(21)), Err(Corrupt::Header));
+        let mut damaged = with_meta.to_vec();
+        damaged[21] ^= 1;
+        assert_eq!(
+            decode(Bytes::from(damaged)),
+            Err(Corrupt::Checksum),
+            "metadata is covered too"
+        );
         assert!(
             decode(Bytes::from_static(
                 b"plain raw bytes that are long enough to pass the length"

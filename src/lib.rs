@@ -24,6 +24,8 @@ mod lmcache_config;
 mod pending;
 mod pool;
 mod priority;
+#[cfg(test)]
+mod properties;
 mod queue;
 mod race;
 mod reader;

@@ -209,7 +209,8 @@ fn seconds(v: &Yaml) -> Option<Duration> {
         Yaml::String(s) => s.trim().parse().ok()?,
         _ => return None,
     };
-    (s > 0.0 && s.is_finite()).then(|| Duration::from_secs_f64(s))
+    // Too large for a Duration (about 1.8e19 s) is refused too, not a panic.
+    (s > 0.0).then(|| Duration::try_from_secs_f64(s).ok()).flatten()
 }
 
 /// LMCache's `redis-sentinel://[user:password@]h1:p1,h2:p2[/...]` as our own Sentinel URL: as in LMCache 0.5.6, the
@@ -340,6 +341,13 @@ extra_config:
                 "remote_url: redis://h\nextra_config:\n  valkey_ttl_sec: 0",
                 "positive integer",
             ),
+            // Found by `properties::fuzz_lmcache_yaml_fields_never_panic`: seconds past what a Duration holds
+            // panicked in `Duration::from_secs_f64`.
+            (
+                "remote_url: valkey://h:1\nextra_config:\n  request_timeout: '18500000000000000000'",
+                "seconds",
+            ),
+            ("remote_url: valkey://h:1\nblocking_timeout_secs: 1e300", "number"),
             (
                 "remote_url: redis://h\nextra_config:\n  tls_enable: 'maybe'",
                 "true or false",

@@ -88,26 +88,49 @@ pub(crate) fn parse_head(buf: &[u8]) -> Result<Option<(Head, usize)>, String> {
     Ok(Some((head, lf + 1)))
 }
 
-/// Length of the first complete reply in `bytes`, `None` when more bytes are needed.
+/// Deepest nesting of arrays accepted in a reply decoded whole (`CLUSTER SLOTS` needs 3): a hostile or broken
+/// server's deeper nesting is a protocol error, not a stack overflow in the decoding.
+pub(crate) const MAX_DEPTH: usize = 32;
+
+/// Length of the first complete reply in `bytes`, `None` when more bytes are needed. Iterative, and arrays nested
+/// deeper than `MAX_DEPTH` are an error.
 pub(crate) fn frame_end(bytes: &[u8]) -> Result<Option<usize>, String> {
-    let Some((head, head_len)) = parse_head(bytes)? else {
-        return Ok(None);
-    };
-    match head {
-        Head::Simple(_) | Head::Error(_) | Head::Int(_) | Head::Bulk(None) | Head::Array(None) => Ok(Some(head_len)),
-        Head::Bulk(Some(n)) => {
-            let total = head_len + n + 2;
-            Ok((bytes.len() >= total).then_some(total))
-        }
-        Head::Array(Some(n)) => {
-            let mut at = head_len;
-            for _ in 0..n {
-                match frame_end(&bytes[at..])? {
-                    Some(len) => at += len,
-                    None => return Ok(None),
+    // Elements still to come in each array open around the current position, outermost first.
+    let mut open: Vec<usize> = Vec::new();
+    let mut at = 0;
+    loop {
+        let Some((head, head_len)) = parse_head(&bytes[at..])? else {
+            return Ok(None);
+        };
+        at += head_len;
+        match head {
+            Head::Bulk(Some(n)) => {
+                at += n + 2;
+                if bytes.len() < at {
+                    return Ok(None);
                 }
             }
-            Ok(Some(at))
+            Head::Array(Some(n)) if n > 0 => {
+                if open.len() == MAX_DEPTH {
+                    return Err(format!("reply nested deeper than {MAX_DEPTH} arrays"));
+                }
+                open.push(n);
+                continue;
+            }
+            _ => {}
+        }
+        // One element complete: it may complete the arrays around it.
+        loop {
+            match open.last_mut() {
+                None => return Ok(Some(at)),
+                Some(left) if *left > 1 => {
+                    *left -= 1;
+                    break;
+                }
+                Some(_) => {
+                    open.pop();
+                }
+            }
         }
     }
 }

@@ -43,7 +43,11 @@ fn env<T: std::str::FromStr>(name: &str) -> Option<T> {
 fn threads_now() -> u64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
-        .and_then(|s| s.lines().find_map(|l| l.strip_prefix("Threads:")).and_then(|t| t.trim().parse().ok()))
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("Threads:"))
+                .and_then(|t| t.trim().parse().ok())
+        })
         .unwrap_or(0)
 }
 
@@ -55,7 +59,10 @@ fn attribute(faults: &[FaultRecord], acked: Duration) -> Option<String> {
         if f.kind == FaultKind::KillPrimary && f.promoted.is_none() && acked <= f.end {
             Some("a primary killed and restarted empty before a replica took over".to_string())
         } else if replaced && window(f.promoted.unwrap_or(f.end)) {
-            Some(format!("unreplicated write lost when a replica took over ({})", f.kind.name()))
+            Some(format!(
+                "unreplicated write lost when a replica took over ({})",
+                f.kind.name()
+            ))
         } else {
             None
         }
@@ -80,7 +87,10 @@ fn median(v: &mut [Duration]) -> Duration {
 #[ignore = "a nemesis run of minutes: scripts/chaos.sh"]
 fn nemesis() {
     let seed: u64 = env("KVCACHE_CHAOS_SEED").unwrap_or_else(|| {
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs()
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
     });
     println!("seed {seed}");
     let minutes: f64 = env("KVCACHE_CHAOS_MINUTES").unwrap_or(2.0);
@@ -137,7 +147,10 @@ fn nemesis() {
 
     // What happened.
     let done: Vec<&FaultRecord> = faults.iter().filter(|f| !f.note.starts_with("skipped")).collect();
-    println!("\n== seed {seed}: {topology:?} of {kind:?}, {:.1} minutes", end.as_secs_f64() / 60.0);
+    println!(
+        "\n== seed {seed}: {topology:?} of {kind:?}, {:.1} minutes",
+        end.as_secs_f64() / 60.0
+    );
     let mut by_kind: BTreeMap<FaultKind, Vec<&FaultRecord>> = BTreeMap::new();
     for f in &done {
         by_kind.entry(f.kind).or_default().push(f);
@@ -223,14 +236,43 @@ fn nemesis() {
         rss_end >> 20
     );
 
-    assert!(settled.is_ok(), "the deployment never became healthy again: {settled:?}");
-    assert_eq!(r.wrong + c.wrong, 0, "wrong values: {:?} {:?}", r.wrong_samples, c.samples);
+    assert!(
+        settled.is_ok(),
+        "the deployment never became healthy again: {settled:?}"
+    );
+    assert_eq!(
+        r.wrong + c.wrong,
+        0,
+        "wrong values: {:?} {:?}",
+        r.wrong_samples,
+        c.samples
+    );
     assert_eq!(c.torn, 0, "torn chunks: {:?}", c.samples);
-    assert_eq!(r.hung + c.hung, 0, "calls over {hang_bound:?}: slowest {:?} / {:?}", r.max_call, c.max_call);
-    assert!(r.untyped.is_empty() && c.untyped.is_empty(), "untyped errors: {:?} {:?}", r.untyped, c.untyped);
-    assert!(never_recovered.is_empty(), "shards that never answered again after: {never_recovered:?}");
-    assert!(flagged.is_empty(), "acknowledged writes lost outside any fault's window, acknowledged at {flagged:?}");
-    assert!(threads_end <= threads_start + 8, "threads grew: {threads_start} -> {threads_end}");
+    assert_eq!(
+        r.hung + c.hung,
+        0,
+        "calls over {hang_bound:?}: slowest {:?} / {:?}",
+        r.max_call,
+        c.max_call
+    );
+    assert!(
+        r.untyped.is_empty() && c.untyped.is_empty(),
+        "untyped errors: {:?} {:?}",
+        r.untyped,
+        c.untyped
+    );
+    assert!(
+        never_recovered.is_empty(),
+        "shards that never answered again after: {never_recovered:?}"
+    );
+    assert!(
+        flagged.is_empty(),
+        "acknowledged writes lost outside any fault's window, acknowledged at {flagged:?}"
+    );
+    assert!(
+        threads_end <= threads_start + 8,
+        "threads grew: {threads_start} -> {threads_end}"
+    );
     assert!(
         rss_end <= rss_start + (256 << 20),
         "RSS grew from {} MiB to {} MiB",

@@ -142,6 +142,27 @@ impl ChunkStore {
 mod tests {
     use super::*;
 
+    proptest::proptest! {
+        /// LMCache's metadata bytes round-trip; any bytes never panic.
+        #[test]
+        fn fuzz_split_metadata_round_trips(
+            len in 0usize..i32::MAX as usize,
+            fmt in 0i32..6,
+            dtype in 0i32..9,
+            shape in proptest::array::uniform4(0u32..i32::MAX as u32),
+            present in proptest::bool::ANY,
+        ) {
+            let meta = present.then_some(ChunkMeta { fmt: MemoryFormat::from_code(fmt), dtype: DtypeCode(dtype), shape });
+            let (got_len, got) = parse_split_meta(&split_meta(len, meta)).unwrap();
+            proptest::prop_assert_eq!((got_len, got), (len, meta.unwrap_or_default()));
+        }
+
+        #[test]
+        fn fuzz_split_metadata_never_panics(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..200)) {
+            let _ = parse_split_meta(&bytes);
+        }
+    }
+
     #[test]
     fn lmcache_metadata_round_trips_and_accepts_several_groups() {
         let meta = ChunkMeta::new(MemoryFormat::Kv2Ltd, crate::Dtype::Bfloat16, &[2, 32, 256, 1024]).unwrap();

@@ -196,6 +196,11 @@ impl Reader {
         self.received
     }
 
+    /// Bytes read from the source and not yet part of a reply returned.
+    pub(crate) fn buffered(&self) -> usize {
+        self.end - self.pos
+    }
+
     /// Reads the next reply as far as `src` allows: `Ok(None)` when it would block (the reply, or what has come of
     /// it, is kept until the next call, which must pass the same `expect`). An `Err` leaves the connection out of
     /// step with the server: it must be dropped.

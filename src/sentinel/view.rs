@@ -156,6 +156,36 @@ mod tests {
         Value::Array(pairs.iter().flat_map(|(k, v)| [bulk(k), bulk(v)]).collect())
     }
 
+    proptest::proptest! {
+        /// What a Sentinel says about a service reads back as said; any answer at all never panics.
+        #[test]
+        fn fuzz_sentinel_answers_read_as_said(
+            ip in "[0-9]{1,3}(\\.[0-9]{1,3}){3}",
+            port in 1u16..65535,
+            epoch in 0i64..1_000_000,
+            replicas in proptest::collection::vec(("[0-9]{1,3}(\\.[0-9]{1,3}){3}", 1u16..65535, proptest::bool::ANY), 0..4),
+        ) {
+            let master = flat(&[("name", "svc"), ("ip", &ip), ("port", &port.to_string()), ("flags", "master"),
+                ("config-epoch", &epoch.to_string())]);
+            let answer = Value::Array(replicas.iter().map(|(ip, port, up)| flat(&[("ip", ip), ("port", &port.to_string()),
+                ("flags", if *up { "slave" } else { "s_down,slave" }), ("master-link-status", if *up { "ok" } else { "err" })])).collect());
+            let v = parse_view(&master, &answer, "s:1").unwrap();
+            proptest::prop_assert_eq!((v.primary, v.epoch), (format!("{ip}:{port}"), epoch));
+            let read: Vec<(String, bool)> = v.replicas.iter().map(|r| (r.addr.clone(), r.usable())).collect();
+            let said: Vec<(String, bool)> = replicas.iter().map(|(ip, port, up)| (format!("{ip}:{port}"), *up)).collect();
+            proptest::prop_assert_eq!(read, said);
+        }
+
+        #[test]
+        fn fuzz_sentinel_answers_never_panic(
+            master in crate::properties::value_tree(),
+            replicas in crate::properties::value_tree(),
+        ) {
+            let _ = parse_view(&master, &replicas, "s:1");
+            let _ = address(&master);
+        }
+    }
+
     #[test]
     fn reads_what_a_sentinel_says() {
         let master = flat(&[

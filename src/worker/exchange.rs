@@ -16,6 +16,11 @@ use crate::settle::{self, Answer, Decision};
 use crate::unit::Unit;
 use crate::value::KeyReply;
 
+/// A connection that owes nothing and has been quiet this long is peeked at (`Connection::has_unread`) before a
+/// pipeline goes out on it. A busier one is not, as the peek would cost a system call per round trip: bytes nobody
+/// asked for that arrive with the last reply owed are found by the read that finishes it (`read_link`).
+const PEEK_AFTER_IDLE: Duration = Duration::from_millis(1);
+
 impl Worker {
     /// Plans the ready units and writes each pipeline whose node is free; keys for a node still busy with its
     /// previous pipeline (or connecting) stay ready for the next plan.
@@ -55,6 +60,19 @@ impl Worker {
                 continue;
             }
             let i = self.link(&np.node);
+            let link = &self.links[i];
+            if link.owed.is_empty()
+                && link
+                    .conn
+                    .as_ref()
+                    .is_some_and(|c| c.last_io().elapsed() >= PEEK_AFTER_IDLE && c.has_unread())
+            {
+                // Bytes, or a close, on a connection that owes nothing: a reply nobody asked for would answer this
+                // pipeline's first request. The connection goes; a fresh one takes the pipeline.
+                let e = Error::protocol(&np.node, "bytes on a connection owing no reply");
+                log::warn!("{e}: dropping the connection");
+                self.fail_link(i, e);
+            }
             let link = &self.links[i];
             if link.busy() || link.conn.is_none() {
                 if link.conn.is_none() && link.connecting.is_none() {
@@ -214,6 +232,12 @@ impl Worker {
         }
         let link = &mut self.links[i];
         if link.owed.is_empty() {
+            // Bytes beyond the last reply owed belong to no request: the stream can no longer be trusted.
+            if link.conn.as_ref().is_some_and(|c| c.buffered() > 0) {
+                let e = Error::protocol(&node, "more replies than requests");
+                return self.fail_link(i, e);
+            }
+            link.readable = false;
             link.sent_at = None;
             link.marked = false;
             // The node is free for the keys that waited for it.

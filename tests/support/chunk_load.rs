@@ -60,8 +60,10 @@ impl ChunkReport {
         self.max_call = self.max_call.max(o.max_call);
         self.errors += o.errors;
         self.error_log.extend(o.error_log);
-        self.samples.extend(o.samples.into_iter().take(10usize.saturating_sub(self.samples.len())));
-        self.untyped.extend(o.untyped.into_iter().take(10usize.saturating_sub(self.untyped.len())));
+        self.samples
+            .extend(o.samples.into_iter().take(10usize.saturating_sub(self.samples.len())));
+        self.untyped
+            .extend(o.untyped.into_iter().take(10usize.saturating_sub(self.untyped.len())));
     }
 }
 
@@ -221,7 +223,11 @@ impl ChunkThread {
                 let which: Vec<usize> = (class..KEYS).step_by(4).collect();
                 self.put(&which, Priority::Put);
             }
-            assert!(Instant::now() < deadline, "could not write the chunks: {:?}", self.report.samples);
+            assert!(
+                Instant::now() < deadline,
+                "could not write the chunks: {:?}",
+                self.report.samples
+            );
         }
     }
 
@@ -396,7 +402,10 @@ impl ChunkThread {
                         let buf = fill.buf.expect("a buffer comes back with its result");
                         self.report.chunks_read += 1;
                         if buf[..n] != self.payload(i)[..] {
-                            self.wrong(i, format!("read into a buffer: {:?}", decode(&self.label(i), &buf[..n])));
+                            self.wrong(
+                                i,
+                                format!("read into a buffer: {:?}", decode(&self.label(i), &buf[..n])),
+                            );
                         }
                     }
                     Ok(None) => self.check(i, None, false),

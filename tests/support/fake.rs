@@ -19,6 +19,8 @@ pub enum Reply {
     Trickle(Vec<u8>, Duration),
     /// Wait, then send these bytes.
     Delayed(Vec<u8>, Duration),
+    /// Send the first bytes, wait, then send the second (a reply nobody asked for, arriving late).
+    ThenLater(Vec<u8>, Duration, Vec<u8>),
 }
 
 /// The script: given the request's arguments (command name first) and how many requests this node has seen
@@ -131,6 +133,13 @@ fn serve(stream: TcpStream, script: &Script, requests: &AtomicUsize, stop: &Atom
                 (b, false)
             }
             Reply::BytesThenClose(b) => (b, true),
+            Reply::ThenLater(now, pause, later) => {
+                if writer.write_all(&now).is_err() {
+                    return;
+                }
+                std::thread::sleep(pause);
+                (later, false)
+            }
             Reply::Trickle(b, pause) => {
                 for byte in b {
                     if stop.load(Ordering::Relaxed) || writer.write_all(&[byte]).is_err() {

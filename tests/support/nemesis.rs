@@ -411,7 +411,9 @@ impl Deployment {
         let slots: Vec<redis::Value> = redis::cmd("CLUSTER").arg("SLOTS").query(&mut admin).ok()?;
         slots.iter().find_map(|r| match r {
             redis::Value::Array(f) => match (&f[0], &f[1], &f[2]) {
-                (redis::Value::Int(a), redis::Value::Int(b), redis::Value::Array(p)) if (*a..=*b).contains(&(slot as i64)) => {
+                (redis::Value::Int(a), redis::Value::Int(b), redis::Value::Array(p))
+                    if (*a..=*b).contains(&(slot as i64)) =>
+                {
                     match p[1] {
                         redis::Value::Int(port) => Some(port as u16),
                         _ => None,
@@ -453,7 +455,10 @@ impl Deployment {
     /// What the running Sentinels name as the primary (the first that answers).
     fn sentinel_primary(&self) -> Option<String> {
         let set = self.set.as_ref()?;
-        primaries_named(&set.sentinel_urls(), &set.service).into_iter().flatten().next()
+        primaries_named(&set.sentinel_urls(), &set.service)
+            .into_iter()
+            .flatten()
+            .next()
     }
 
     /// Why the deployment is not healthy yet, or `None` when it is: every node up and answering, every replica
@@ -469,7 +474,10 @@ impl Deployment {
                 let Some(mut admin) = self.admin(i) else {
                     return Some(format!("node {i} does not answer"));
                 };
-                let info: String = redis::cmd("INFO").arg("replication").query(&mut admin).unwrap_or_default();
+                let info: String = redis::cmd("INFO")
+                    .arg("replication")
+                    .query(&mut admin)
+                    .unwrap_or_default();
                 if !info.contains("master_link_status:up") {
                     return Some(format!("replica {i} not linked"));
                 }
@@ -749,7 +757,11 @@ impl Nemesis {
                 };
                 let role = self.dep.lock().roles(&BTreeSet::new())[0];
                 rec.hit_primary = role == Some(Role::Primary);
-                rec.target = format!("{} as {}", node_name(v), if rec.hit_primary { "primary" } else { "replica" });
+                rec.target = format!(
+                    "{} as {}",
+                    node_name(v),
+                    if rec.hit_primary { "primary" } else { "replica" }
+                );
                 let slot = if rec.hit_primary { self.first_slot(v) } else { None };
                 rec.start = self.now();
                 self.dep.lock().ns.as_ref().expect("a namespace").cut();
@@ -828,14 +840,21 @@ impl Nemesis {
                     std::thread::sleep(hold);
                     let _ = redis::cmd("CLIENT").arg("UNPAUSE").exec(&mut a);
                 } else {
-                    let _ = redis::cmd("CONFIG").arg("SET").arg("maxmemory-policy").arg("noeviction").exec(&mut a);
+                    let _ = redis::cmd("CONFIG")
+                        .arg("SET")
+                        .arg("maxmemory-policy")
+                        .arg("noeviction")
+                        .exec(&mut a);
                     let _ = redis::cmd("CONFIG").arg("SET").arg("maxmemory").arg("1mb").exec(&mut a);
                     std::thread::sleep(hold);
-                    let restored = self
-                        .dep
-                        .lock()
-                        .admin(v)
-                        .is_some_and(|mut a| redis::cmd("CONFIG").arg("SET").arg("maxmemory").arg(0).exec(&mut a).is_ok());
+                    let restored = self.dep.lock().admin(v).is_some_and(|mut a| {
+                        redis::cmd("CONFIG")
+                            .arg("SET")
+                            .arg("maxmemory")
+                            .arg(0)
+                            .exec(&mut a)
+                            .is_ok()
+                    });
                     if !restored {
                         self.repairs.lock().push(Repair::MaxmemoryOff(v));
                     }
@@ -848,8 +867,16 @@ impl Nemesis {
                 let n = self.dep.lock().nodes().len();
                 let mut off = Vec::new();
                 for i in 0..n {
-                    let Some(mut a) = self.dep.lock().admin(i) else { continue };
-                    if redis::cmd("ACL").arg("SETUSER").arg(USER).arg("off").exec(&mut a).is_ok() {
+                    let Some(mut a) = self.dep.lock().admin(i) else {
+                        continue;
+                    };
+                    if redis::cmd("ACL")
+                        .arg("SETUSER")
+                        .arg(USER)
+                        .arg("off")
+                        .exec(&mut a)
+                        .is_ok()
+                    {
                         off.push(i);
                         let _ = redis::cmd("CLIENT").arg("KILL").arg("USER").arg(USER).exec(&mut a);
                     }
@@ -858,7 +885,12 @@ impl Nemesis {
                 std::thread::sleep(hold);
                 for i in off {
                     let on = self.dep.lock().admin(i).is_some_and(|mut a| {
-                        redis::cmd("ACL").arg("SETUSER").arg(USER).arg("on").exec(&mut a).is_ok()
+                        redis::cmd("ACL")
+                            .arg("SETUSER")
+                            .arg(USER)
+                            .arg("on")
+                            .exec(&mut a)
+                            .is_ok()
                     });
                     if !on {
                         self.repairs.lock().push(Repair::AclOn(i));
@@ -884,7 +916,10 @@ impl Nemesis {
                 let dep = self.dep.lock();
                 let set = dep.set.as_ref().expect("a Sentinel set");
                 let sentinel = set.sentinels.iter().find(|s| s.is_running()).expect("a Sentinel");
-                redis::cmd("SENTINEL").arg("FAILOVER").arg(&set.service).exec(&mut sentinel.admin())
+                redis::cmd("SENTINEL")
+                    .arg("FAILOVER")
+                    .arg(&set.service)
+                    .exec(&mut sentinel.admin())
             };
             match answer {
                 Ok(()) => {
@@ -983,8 +1018,7 @@ impl Nemesis {
                 if let Err(e) = out {
                     rec.note = format!("reshard failed ({e}); fixed with redis-cli --cluster fix");
                     let _ = run_bounded(
-                        Command::new("redis-cli")
-                            .args(["--cluster", "fix", &from_addr, "--cluster-yes"]),
+                        Command::new("redis-cli").args(["--cluster", "fix", &from_addr, "--cluster-yes"]),
                         Duration::from_secs(90),
                     );
                 }
@@ -1082,7 +1116,11 @@ fn run_bounded(cmd: &mut Command, limit: Duration) -> Result<String, String> {
             return Err(format!("killed after {limit:?}"));
         }
     };
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     if out.status.success() {
         Ok(text)
     } else {
