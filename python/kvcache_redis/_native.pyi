@@ -71,9 +71,7 @@ class Client:
         tls_key: str | PathLike[str] = ...,
         tls_server_name: str = ...,
         tls_insecure_skip_verify: bool = ...,
-        read_from: Literal[
-            "primary", "replica", "spread", "az_affinity", "az_affinity_replicas_and_primary"
-        ] = ...,
+        read_from: Literal["primary", "replica", "spread", "az_affinity", "az_affinity_replicas_and_primary"] = ...,
         client_az: str = ...,
         client_name: str = ...,
         sentinel_user: str = ...,
