@@ -32,8 +32,9 @@ const TIMEOUT: Duration = Duration::from_secs(2);
 /// How far past its deadline a call may return before it counts as hung: the client's reply grace (100 ms) plus
 /// scheduling on a loaded two-core machine running six servers and thirty threads.
 const HANG_SLACK: Duration = Duration::from_secs(1);
-/// How long a write acknowledged before a replica took over may be lost: the replication lag of an asynchronous
-/// replica, generously.
+/// How far around a takeover an acknowledged write may be lost: before it, the replication lag of an asynchronous
+/// replica; after it, the old primary may still take writes until the client has followed the switch (Sentinel
+/// announces it; a Cluster's old primary hears of it by gossip). Generously.
 const LAG: Duration = Duration::from_millis(1500);
 
 fn env<T: std::str::FromStr>(name: &str) -> Option<T> {
@@ -55,7 +56,7 @@ fn threads_now() -> u64 {
 fn attribute(faults: &[FaultRecord], acked: Duration) -> Option<String> {
     faults.iter().find_map(|f| {
         let replaced = f.promoted.is_some() && f.hit_primary;
-        let window = |to: Duration| f.start.saturating_sub(LAG) <= acked && acked <= to + Duration::from_millis(500);
+        let window = |to: Duration| f.start.saturating_sub(LAG) <= acked && acked <= to + LAG;
         if f.kind == FaultKind::KillPrimary && f.promoted.is_none() && acked <= f.end {
             Some("a primary killed and restarted empty before a replica took over".to_string())
         } else if replaced && window(f.promoted.unwrap_or(f.end)) {
@@ -69,13 +70,20 @@ fn attribute(faults: &[FaultRecord], acked: Duration) -> Option<String> {
     })
 }
 
-/// The fault an error at `at` fell in: the latest one that began before it and ended less than 5 s before it.
-fn fault_at(faults: &[FaultRecord], at: Duration) -> &'static str {
-    faults
+/// The faults an error at `at` fell in: those that began before it and ended less than 2 s before it.
+fn faults_at(faults: &[FaultRecord], at: Duration) -> String {
+    let mut kinds: Vec<&str> = faults
         .iter()
-        .rev()
-        .find(|f| f.start.saturating_sub(Duration::from_millis(200)) <= at && at <= f.end + Duration::from_secs(5))
-        .map_or("(no fault)", |f| f.kind.name())
+        .filter(|f| f.start.saturating_sub(Duration::from_millis(200)) <= at && at <= f.end + Duration::from_secs(2))
+        .map(|f| f.kind.name())
+        .collect();
+    kinds.sort_unstable();
+    kinds.dedup();
+    if kinds.is_empty() {
+        "(no fault)".into()
+    } else {
+        kinds.join(" + ")
+    }
 }
 
 fn median(v: &mut [Duration]) -> Duration {
@@ -196,13 +204,13 @@ fn nemesis() {
         "wrong {} + {} (chunks), torn {}, hung {} + {}, slowest call {:?} / {:?}",
         r.wrong, c.wrong, c.torn, r.hung, c.hung, r.max_call, c.max_call
     );
-    let mut errors: BTreeMap<(&str, String), u64> = BTreeMap::new();
+    let mut errors: BTreeMap<(String, String), u64> = BTreeMap::new();
     for (at, kind) in r.error_log.iter().chain(&c.error_log) {
-        *errors.entry((fault_at(&faults, *at), kind.clone())).or_default() += 1;
+        *errors.entry((faults_at(&faults, *at), kind.clone())).or_default() += 1;
     }
     println!("errors by fault and kind ({} + {} in all):", r.errors(), c.errors);
     for ((fault, kind), n) in &errors {
-        println!("  {fault:<22} {kind:<20} {n}");
+        println!("  {fault:<40} {kind:<20} {n}");
     }
     let losses: Vec<Duration> = r.losses.iter().chain(&c.losses).copied().collect();
     let mut attributed: BTreeMap<String, u64> = BTreeMap::new();

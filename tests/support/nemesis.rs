@@ -680,6 +680,28 @@ impl Nemesis {
         }
     }
 
+    /// After a fault that silenced primary `victim` ended without a takeover seen, watches a while longer: a
+    /// takeover decided during the silence may land after it (Sentinels finishing a failover once the old primary
+    /// is back). Cluster nodes learn of one within a couple of gossip rounds; Sentinels take longer.
+    fn watch_after(&self, victim: usize, slot: Option<u16>, rec: &mut FaultRecord) {
+        if rec.promoted.is_some() {
+            return;
+        }
+        let limit = match self.dep.lock().topology {
+            Topology::Cluster => Duration::from_secs(3),
+            Topology::Sentinel => Duration::from_secs(8),
+        };
+        let until = Instant::now() + limit;
+        while Instant::now() < until {
+            if self.promoted_from(victim, slot) {
+                rec.promoted = Some(self.now());
+                rec.note = "replaced after the fault ended".into();
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// Carries out one fault.
     pub fn execute(&self, kind: FaultKind, pick: u64, hold: Duration) -> FaultRecord {
         let mut rec = FaultRecord {
@@ -729,6 +751,7 @@ impl Nemesis {
                     self.dep.lock().nodes()[v].thaw();
                 }
                 rec.end = self.now();
+                self.watch_after(v, slot, &mut rec);
                 self.release(v);
             }
             FaultKind::KillReplica | FaultKind::FreezeReplica => {
@@ -768,6 +791,9 @@ impl Nemesis {
                 self.hold_watching(hold, rec.hit_primary.then_some((v, slot)), &mut rec.promoted);
                 self.dep.lock().ns.as_ref().expect("a namespace").heal();
                 rec.end = self.now();
+                if rec.hit_primary {
+                    self.watch_after(v, slot, &mut rec);
+                }
                 self.release(v);
             }
             FaultKind::ManualFailover | FaultKind::ForcedFailover => self.failover(kind, pick, &mut rec),
@@ -779,6 +805,8 @@ impl Nemesis {
                     return rec;
                 };
                 rec.target = node_name(v);
+                rec.hit_primary = self.dep.lock().roles(&BTreeSet::new())[v] == Some(Role::Primary);
+                let slot = if rec.hit_primary { self.first_slot(v) } else { None };
                 let admin = self.dep.lock().admin(v);
                 rec.start = self.now();
                 match admin {
@@ -791,6 +819,9 @@ impl Nemesis {
                     None => rec.note = "skipped: node does not answer".into(),
                 }
                 rec.end = self.now();
+                if rec.hit_primary {
+                    self.watch_after(v, slot, &mut rec);
+                }
                 self.release(v);
             }
             FaultKind::ClientKill => {
