@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use kvcache_redis::{Client, Config};
 use support::chunk_load::ChunkLoad;
-use support::load::{Load, LoadOptions, rss_bytes};
+use support::load::{ERROR_BUCKET, Load, LoadOptions, rss_bytes};
 use support::nemesis::{Deployment, FaultKind, FaultRecord, Nemesis, Topology, describe, schedule};
 use support::prober::{Prober, longest_outage, recovery};
 use support::{Kind, unique};
@@ -144,7 +144,20 @@ fn nemesis() {
     std::thread::sleep(Duration::from_secs(5));
     let (rss_start, threads_start) = (rss_bytes(), threads_now());
     let until = Instant::now() + Duration::from_secs_f64(minutes * 60.0);
-    let faults = nemesis.run(&steps, until);
+    // The load keeps call latencies for tests that ask; this run does not, so they are dropped as they come
+    // (otherwise they would grow the RSS this run watches).
+    let running = std::sync::atomic::AtomicBool::new(true);
+    let faults = std::thread::scope(|s| {
+        s.spawn(|| {
+            while running.load(std::sync::atomic::Ordering::Relaxed) {
+                load.take_latencies();
+                std::thread::sleep(Duration::from_millis(500));
+            }
+        });
+        let faults = nemesis.run(&steps, until);
+        running.store(false, std::sync::atomic::Ordering::Relaxed);
+        faults
+    });
     let settled = nemesis.settle(Duration::from_secs(60));
     std::thread::sleep(Duration::from_secs(3));
     let (rss_end, threads_end) = (rss_bytes(), threads_now());
@@ -204,9 +217,11 @@ fn nemesis() {
         "wrong {} + {} (chunks), torn {}, hung {} + {}, slowest call {:?} / {:?}",
         r.wrong, c.wrong, c.torn, r.hung, c.hung, r.max_call, c.max_call
     );
-    let mut errors: BTreeMap<(String, String), u64> = BTreeMap::new();
-    for (at, kind) in r.error_log.iter().chain(&c.error_log) {
-        *errors.entry((faults_at(&faults, *at), kind.clone())).or_default() += 1;
+    let mut errors: BTreeMap<(String, &str), u64> = BTreeMap::new();
+    for ((bucket, kind), n) in r.error_log.iter().chain(&c.error_log) {
+        *errors
+            .entry((faults_at(&faults, ERROR_BUCKET * *bucket), *kind))
+            .or_default() += n;
     }
     println!("errors by fault and kind ({} + {} in all):", r.errors(), c.errors);
     for ((fault, kind), n) in &errors {

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use kvcache_redis::{Chunk, ChunkKey, ChunkMeta, ChunkStore, Client, Dtype, Error, Layout, MemoryFormat, Priority};
 
-use super::load::{decode, encode, error_kind};
+use super::load::{ErrorLog, decode, encode, log_error};
 
 /// What one layout's threads saw.
 #[derive(Clone, Debug, Default)]
@@ -38,8 +38,8 @@ pub struct ChunkReport {
     pub hung: u64,
     pub max_call: Duration,
     pub errors: u64,
-    /// Every error (up to 200 000): when its call started, and its kind.
-    pub error_log: Vec<(Duration, String)>,
+    /// Errors counted by when their call started and kind (`load::log_error`).
+    pub error_log: ErrorLog,
     pub samples: Vec<String>,
     /// Errors that were not of a typed, expected kind.
     pub untyped: Vec<String>,
@@ -59,7 +59,9 @@ impl ChunkReport {
         self.hung += o.hung;
         self.max_call = self.max_call.max(o.max_call);
         self.errors += o.errors;
-        self.error_log.extend(o.error_log);
+        for (k, n) in o.error_log {
+            *self.error_log.entry(k).or_default() += n;
+        }
         self.samples
             .extend(o.samples.into_iter().take(10usize.saturating_sub(self.samples.len())));
         self.untyped
@@ -260,9 +262,7 @@ impl ChunkThread {
         if !typed && self.report.untyped.len() < 10 {
             self.report.untyped.push(format!("{what}: {e:?}"));
         }
-        if self.report.error_log.len() < 200_000 {
-            self.report.error_log.push((at, error_kind(e)));
-        }
+        log_error(&mut self.report.error_log, at, e);
         if self.report.samples.len() < 10 {
             self.report.samples.push(format!("{what} at {at:?}: {e}"));
         }

@@ -112,8 +112,9 @@ pub struct Report {
     pub wrong_samples: Vec<String>,
     /// Errors that were not of a typed, expected kind (protocol errors, `WorkerLost`, ...).
     pub untyped: Vec<String>,
-    /// Every key error (up to 500 000): when its call started, and its kind (`error_kind`).
-    pub error_log: Vec<(Duration, String)>,
+    /// Key errors counted by when their call started (in `ERROR_BUCKET`s since the start) and kind (`error_kind`):
+    /// small however long the run.
+    pub error_log: ErrorLog,
 }
 
 impl GroupReport {
@@ -145,7 +146,9 @@ impl Report {
         self.max_call = self.max_call.max(other.max_call);
         self.wrong_samples.extend(other.wrong_samples);
         self.untyped.extend(other.untyped);
-        self.error_log.extend(other.error_log);
+        for (k, n) in other.error_log {
+            *self.error_log.entry(k).or_default() += n;
+        }
         self.groups
             .resize(self.groups.len().max(other.groups.len()), GroupReport::default());
         for (mine, theirs) in self.groups.iter_mut().zip(other.groups) {
@@ -509,9 +512,7 @@ impl ThreadState {
         if !typed && self.report.untyped.len() < 10 {
             self.report.untyped.push(format!("{}: {e:?}", self.keys[i]));
         }
-        if self.report.error_log.len() < 500_000 {
-            self.report.error_log.push((at, error_kind(e)));
-        }
+        log_error(&mut self.report.error_log, at, e);
         let g = &mut self.report.groups[self.groups[i]];
         g.errors += 1;
         g.first_error = min_opt(g.first_error, Some(at));
@@ -574,17 +575,36 @@ impl ThreadState {
     }
 }
 
+/// Errors counted by `(time bucket, kind)`; see `log_error`.
+pub type ErrorLog = std::collections::BTreeMap<(u32, &'static str), u64>;
+
+/// The resolution of an `ErrorLog`.
+pub const ERROR_BUCKET: Duration = Duration::from_millis(100);
+
+/// Counts an error whose call started at `at` (since the start of the load).
+pub fn log_error(log: &mut ErrorLog, at: Duration, e: &Error) {
+    let bucket = (at.as_millis() / ERROR_BUCKET.as_millis()) as u32;
+    *log.entry((bucket, error_kind(e))).or_default() += 1;
+}
+
 /// A short name for an error's kind: `timeout`, `io`, the server's code (`OOM`, `CLUSTERDOWN`, `WRONGPASS`, ...),
-/// or the client's own kind.
-pub fn error_kind(e: &Error) -> String {
+/// or the client's own kind. Server codes are interned, so a long log of kinds holds no strings of its own.
+pub fn error_kind(e: &Error) -> &'static str {
+    static CODES: Mutex<Vec<&'static str>> = Mutex::new(Vec::new());
     if e.is_timeout() {
-        return "timeout".into();
+        return "timeout";
     }
     if e.is_io() {
-        return "io".into();
+        return "io";
     }
     if let Some(code) = e.server_code() {
-        return code.to_string();
+        let mut codes = CODES.lock();
+        if let Some(known) = codes.iter().find(|c| **c == code) {
+            return known;
+        }
+        let code: &'static str = Box::leak(code.to_string().into_boxed_str());
+        codes.push(code);
+        return code;
     }
     match e {
         Error::TooManyRedirects { .. } => "too-many-redirects",
@@ -598,7 +618,6 @@ pub fn error_kind(e: &Error) -> String {
         Error::Interrupted => "interrupted",
         _ => "other",
     }
-    .into()
 }
 
 fn key_hash(key: &str) -> u64 {
