@@ -145,6 +145,7 @@ impl Client {
                     db: 0,
                     ..connect.clone()
                 },
+                followed_epoch: Arc::new(std::sync::atomic::AtomicI64::new(-1)),
             }),
             None => Source::Seeds {
                 seeds: config.seeds.clone(),

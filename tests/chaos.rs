@@ -227,6 +227,20 @@ fn nemesis() {
     for ((fault, kind), n) in &errors {
         println!("  {fault:<40} {kind:<20} {n}");
     }
+    let unexplained: Vec<String> = r
+        .error_log
+        .iter()
+        .chain(&c.error_log)
+        .filter(|((bucket, _), _)| faults_at(&faults, ERROR_BUCKET * *bucket) == "(no fault)")
+        .take(12)
+        .map(|((bucket, kind), n)| format!("{:.1} s {kind} x{n}", (ERROR_BUCKET * *bucket).as_secs_f64()))
+        .collect();
+    if !unexplained.is_empty() {
+        println!("  errors outside every fault (first few): {}", unexplained.join(", "));
+    }
+    if !c.samples.is_empty() {
+        println!("  chunk samples: {:?}", c.samples);
+    }
     let losses: Vec<Duration> = r.losses.iter().chain(&c.losses).copied().collect();
     let mut attributed: BTreeMap<String, u64> = BTreeMap::new();
     let mut flagged = Vec::new();

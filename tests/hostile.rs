@@ -321,3 +321,33 @@ fn cluster_slots_with_overlapping_ranges_still_reach_a_node_that_answers() {
     }
     assert!(served > 0, "no key reached the node that answers");
 }
+
+/// Found by the nemesis (`tests/chaos.rs`): a split-layout chunk is two calls (its bytes, then its metadata), and each
+/// had the whole timeout, so a slow server could hold one put for twice its deadline. Both now share one.
+#[test]
+fn a_split_chunk_put_keeps_one_deadline() {
+    use kvcache_redis::{ChunkKey, ChunkStore, Dtype, Layout, SplitNaming};
+    let node = FakeNode::start(|args, _| match args[0].to_ascii_uppercase().as_slice() {
+        b"SET" if args[1].ends_with(b"kv_bytes") => Reply::Delayed(b"+OK\r\n".to_vec(), Duration::from_millis(700)),
+        b"SET" => Reply::Delayed(b"+OK\r\n".to_vec(), Duration::from_secs(3)),
+        _ => sane(args),
+    });
+    let config = Config::from_url(&node.url())
+        .unwrap()
+        .request_timeout(Duration::from_secs(1));
+    let store = ChunkStore::new(
+        Client::with_config(config).unwrap(),
+        Layout::Split {
+            naming: SplitNaming::HashTagged,
+        },
+    );
+    let key = ChunkKey::new("m", 1, 0, "abc", Dtype::Half).unwrap();
+    let t0 = Instant::now();
+    let err = store.put(&key, vec![1u8; 64], None).unwrap_err();
+    let took = t0.elapsed();
+    assert!(err.is_timeout(), "{err:?}");
+    assert!(
+        took < Duration::from_millis(1400),
+        "the put took {took:?} against its 1 s deadline"
+    );
+}

@@ -1,7 +1,7 @@
 //! The chunk-level API: KV-cache chunks by [`ChunkKey`], stored in a chosen layout over the byte-level
 //! [`Client`](crate::Client), with LMCache's contract (positional batched get, prefix counts, prefix results).
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use rayon::prelude::*;
@@ -151,6 +151,27 @@ impl ChunkStore {
         Call::with(self.client.shared(), self.settings.clone())
     }
 
+    /// The deadline of an operation starting now: one operation of the split layout makes two calls, which share
+    /// it, so that the operation as a whole keeps the timeout.
+    pub(super) fn deadline(&self) -> Instant {
+        Instant::now()
+            + self
+                .settings
+                .timeout
+                .unwrap_or(self.client.shared().config.request_timeout)
+    }
+
+    /// A call with this store's settings that ends by `deadline`; `None` once it has passed.
+    pub(super) fn call_by(&self, deadline: Instant) -> Option<Call<'_>> {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return None;
+        }
+        let mut settings = self.settings.clone();
+        settings.timeout = Some(left);
+        Some(Call::with(self.client.shared(), settings))
+    }
+
     /// The byte-level client underneath.
     pub fn client(&self) -> &Client {
         &self.client
@@ -245,9 +266,10 @@ impl ChunkStore {
 
     /// One result per chunk, in the order of `keys`: the chunk, `None` when missing or corrupt, or its error.
     pub fn batched_get(&self, keys: &[ChunkKey]) -> Result<Vec<Result<Option<Chunk>>>> {
+        let deadline = self.deadline();
         let values = self.reads().batched_get(&self.store_keys(keys))?;
         if let Layout::Split { naming } = self.layout {
-            return Ok(self.split_get(keys, values, naming));
+            return Ok(self.split_get(keys, values, naming, deadline));
         }
         Ok(values
             .into_iter()

@@ -3,6 +3,8 @@
 //! metadata before its bytes; read as a pair that must agree; metadata left without its bytes (eviction) is a miss,
 //! and is removed where that can be done atomically and safely.
 
+use std::time::Instant;
+
 use bytes::Bytes;
 
 use super::{Chunk, ChunkStore, SplitNaming};
@@ -46,7 +48,8 @@ fn parse_split_meta(bytes: &[u8]) -> std::result::Result<(usize, ChunkMeta), Str
 
 impl ChunkStore {
     /// kv_bytes first, then, for the chunks whose kv_bytes landed, their metadata: a reader never sees metadata
-    /// before its bytes.
+    /// before its bytes. Both calls share one deadline; metadata left unwritten when it has passed fails with a
+    /// timeout (its kv_bytes alone read as a miss).
     pub(super) fn split_put(
         &self,
         keys: &[ChunkKey],
@@ -71,24 +74,31 @@ impl ChunkStore {
             .map(|p| Bytes::from(split_meta(p.len(), meta)))
             .collect();
         let kv_values = payloads.into_iter().map(SetValue::from).collect();
+        let deadline = self.deadline();
         let mut results = self.call().put_values(kv_keys, kv_values)?;
         let landed: Vec<usize> = (0..keys.len()).filter(|&i| results[i].is_ok()).collect();
         if !landed.is_empty() {
             let keys = landed.iter().map(|&i| meta_keys[i].clone()).collect();
             let values = landed.iter().map(|&i| SetValue::from(metas[i].clone())).collect();
-            for (i, r) in landed.iter().zip(self.call().put_values(keys, values)?) {
+            let written = match self.call_by(deadline) {
+                Some(call) => call.put_values(keys, values)?,
+                None => vec![Err(Error::Timeout { node: None }); landed.len()],
+            };
+            for (i, r) in landed.iter().zip(written) {
                 results[*i] = r;
             }
         }
         Ok(results)
     }
 
-    /// Pairs up kv_bytes and metadata; removes orphans where that can be done safely.
+    /// Pairs up kv_bytes and metadata; removes orphans where that can be done safely and before `deadline` (the
+    /// read's own; orphans left are removed by a later read).
     pub(super) fn split_get(
         &self,
         keys: &[ChunkKey],
         values: Vec<Result<Option<Bytes>>>,
         naming: SplitNaming,
+        deadline: Instant,
     ) -> Vec<Result<Option<Chunk>>> {
         let mut out = Vec::with_capacity(keys.len());
         let mut orphans = (Vec::new(), Vec::new(), Vec::new());
@@ -112,8 +122,11 @@ impl ChunkStore {
             });
         }
         let safe = naming == SplitNaming::HashTagged || !self.client.is_cluster();
-        if !orphans.0.is_empty() && safe {
-            match self.call().delete_orphans(orphans.0, orphans.1, orphans.2) {
+        if let Some(call) = (!orphans.0.is_empty() && safe)
+            .then(|| self.call_by(deadline))
+            .flatten()
+        {
+            match call.delete_orphans(orphans.0, orphans.1, orphans.2) {
                 Ok(r) => log::info!(
                     "removed {} of {} orphaned metadata keys",
                     r.iter().filter(|d| matches!(d, Ok(true))).count(),

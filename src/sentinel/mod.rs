@@ -4,6 +4,8 @@
 //! disconnected or not linked to their primary are left out. The Sentinels' announcements (`+promoted-slave`,
 //! `+switch-master`) are watched on a thread of their own, so a failover is learned the moment it is made.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::{Duration, Instant};
 
 use redis::Value;
@@ -31,6 +33,8 @@ pub(crate) struct Sentinels {
     pub(crate) service: String,
     /// The Sentinels' own credentials and the deployment's TLS.
     pub(crate) opts: ConnectOptions,
+    /// The config epoch of the primary followed so far (-1 before the first): answers older than it are stale.
+    pub(crate) followed_epoch: Arc<AtomicI64>,
 }
 
 impl Sentinels {
@@ -123,6 +127,11 @@ impl Sentinels {
     /// over `data` (the data nodes' settings) unless it is `current` (verified when it was first named: asking a
     /// primary that is cut off would hold every refresh for a connect timeout, the failover's among them), and its
     /// usable replicas. The error says which Sentinels were asked and what each answered.
+    ///
+    /// Epochs never go back: when the Sentinels that answered in time all report an older config epoch than the
+    /// primary already followed (the one that led the last failover was slow to answer, the others had not heard
+    /// of it yet), the round is refused and the client keeps its primary. Following them would send writes to the
+    /// old primary, which a restart brings back as a primary until the Sentinels demote it, and lose them there.
     pub(crate) fn discover(&self, data: &ConnectOptions, timeout: Duration, current: Option<&str>) -> Result<SlotMap> {
         let answers = self.ask_all(timeout);
         let best = answers
@@ -135,6 +144,14 @@ impl Sentinels {
         let Some((from, view)) = best else {
             return Err(self.no_answer(answers));
         };
+        let followed = self.followed_epoch.load(Ordering::Acquire);
+        if view.epoch < followed {
+            return Err(Error::Topology(format!(
+                "the Sentinels that answered name {} at config epoch {}, older than epoch {followed} of the primary \
+                 this client follows; keeping it",
+                view.primary, view.epoch
+            )));
+        }
         let role = match current {
             Some(c) if c == view.primary => "master".to_string(),
             _ => primary_role(&view.primary, data, timeout)?,
@@ -151,6 +168,7 @@ impl Sentinels {
             .filter(|r| r.usable())
             .map(|r| r.addr.clone())
             .collect();
+        self.followed_epoch.fetch_max(view.epoch, Ordering::AcqRel);
         Ok(SlotMap::sentinel(view.primary.clone(), replicas))
     }
 

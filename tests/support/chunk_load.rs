@@ -237,8 +237,8 @@ impl ChunkThread {
         self.started.elapsed()
     }
 
-    /// Times a call; returns its start on the load clock.
-    fn timed<T>(&mut self, f: impl FnOnce(&Self) -> T) -> (T, Duration) {
+    /// Times a call (`what`, for the report); returns its start on the load clock.
+    fn timed<T>(&mut self, what: &str, f: impl FnOnce(&Self) -> T) -> (T, Duration) {
         let t0 = Instant::now();
         let out = f(self);
         let took = t0.elapsed();
@@ -246,6 +246,8 @@ impl ChunkThread {
         self.report.max_call = self.report.max_call.max(took);
         if took > self.hang_bound {
             self.report.hung += 1;
+            let at = t0.duration_since(self.started);
+            self.sample(format!("{what} took {took:?} (started at {at:?})"));
         }
         (out, t0.duration_since(self.started))
     }
@@ -275,7 +277,7 @@ impl ChunkThread {
         debug_assert!(which.iter().all(|&i| i % 4 == which[0] % 4));
         let meta = self.meta(which[0]);
         let store = self.store.with_priority(p);
-        let (r, at) = self.timed(|_| store.batched_put(&keys, payloads, meta));
+        let (r, at) = self.timed("chunk put", |_| store.batched_put(&keys, payloads, meta));
         let done = self.now();
         match r {
             Ok(per) => {
@@ -342,7 +344,7 @@ impl ChunkThread {
         // A batched get, at a random priority.
         let p = self.priority();
         let store = self.store.with_priority(p);
-        let (r, at) = self.timed(|_| store.batched_get(&keys));
+        let (r, at) = self.timed("chunk get", |_| store.batched_get(&keys));
         match r {
             Ok(per) => {
                 for (&i, r) in batch.iter().zip(per) {
@@ -357,7 +359,7 @@ impl ChunkThread {
         // Contains: the prefix of chunks present; short of an acknowledged chunk is a loss.
         let p = self.priority();
         let store = self.store.with_priority(p);
-        let (r, at) = self.timed(|_| store.batched_contains(&keys));
+        let (r, at) = self.timed("chunk contains", |_| store.batched_contains(&keys));
         match r {
             Ok(n) if n > keys.len() => self.wrong(batch[0], format!("contains {n} of {}", keys.len())),
             Ok(n) => {
@@ -374,7 +376,9 @@ impl ChunkThread {
         let p = self.priority();
         let mut pending = self.store.with_priority(p).batched_get_non_blocking(&keys);
         let bound = self.hang_bound;
-        let (r, at) = self.timed(|_| pending.wait_timeout(bound + Duration::from_millis(500)));
+        let (r, at) = self.timed("chunk non-blocking get", |_| {
+            pending.wait_timeout(bound + Duration::from_millis(500))
+        });
         match r {
             None => {
                 self.report.hung += 1;
@@ -395,7 +399,7 @@ impl ChunkThread {
         // Reads into caller buffers (framed and raw).
         if !matches!(self.store.layout(), Layout::Split { .. }) {
             let bufs: Vec<Vec<u8>> = batch.iter().map(|&i| vec![0u8; self.len_of(i)]).collect();
-            let (results, at) = self.timed(|s| s.store.batched_get_into(&keys, bufs));
+            let (results, at) = self.timed("chunk get into", |s| s.store.batched_get_into(&keys, bufs));
             for (&i, fill) in batch.iter().zip(results) {
                 match fill.result {
                     Ok(Some(n)) => {
@@ -415,7 +419,7 @@ impl ChunkThread {
         }
         // Reads from replicas.
         let store = self.replica_store.clone();
-        let (r, at) = self.timed(|_| store.batched_get(&keys));
+        let (r, at) = self.timed("replica chunk get", |_| store.batched_get(&keys));
         match r {
             Ok(per) => {
                 for (&i, r) in batch.iter().zip(per) {
