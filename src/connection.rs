@@ -181,10 +181,8 @@ impl Connection {
             return false;
         }
         let mut byte = [0u8; 1];
-        match recv(self.fd(), &mut byte, RecvFlags::PEEK | RecvFlags::DONTWAIT) {
-            Ok(_) => true, // a byte, or 0: closed
-            Err(_) => false,
-        }
+        // A byte, or 0 (closed): either way something is there; `WouldBlock`: nothing.
+        recv(self.fd(), &mut byte, RecvFlags::PEEK | RecvFlags::DONTWAIT).is_ok()
     }
 
     /// Reads the next reply as far as the socket allows; `None` when it would block (see [`Reader::read`]).

@@ -467,13 +467,11 @@ fn chunk_meta() -> impl Strategy<Value = Option<ChunkMeta>> {
     )
 }
 
+/// A frame read back: its payload and metadata, or `None` when refused.
+type FrameRead = Option<(Vec<u8>, Option<ChunkMeta>)>;
+
 /// What reading `value` as a frame gives: by the whole-value check, and by the piecewise one reads use.
-fn read_frame(
-    value: &[u8],
-) -> (
-    Option<(Vec<u8>, Option<ChunkMeta>)>,
-    Option<(Vec<u8>, Option<ChunkMeta>)>,
-) {
+fn read_frame(value: &[u8]) -> (FrameRead, FrameRead) {
     let whole = frame::decode(Bytes::copy_from_slice(value))
         .ok()
         .map(|(p, m)| (p.to_vec(), m));
