@@ -388,10 +388,11 @@ impl ChunkThread {
                 for (&i, c) in batch.iter().zip(&chunks) {
                     self.check(i, Some(c), false);
                 }
-                if let Some(&i) = batch.get(chunks.len()) {
-                    if self.acked[i].is_some() && matches!(self.store.get(&self.keys[i]), Ok(None)) {
-                        self.lost(i);
-                    }
+                if let Some(&i) = batch.get(chunks.len())
+                    && self.acked[i].is_some()
+                    && matches!(self.store.get(&self.keys[i]), Ok(None))
+                {
+                    self.lost(i);
                 }
             }
             Some(Err(e)) => self.error(at, "chunk non-blocking get", &e),

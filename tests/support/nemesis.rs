@@ -9,7 +9,7 @@
 //! deployment is brought back to health (every node up, every replica linked, one primary per shard) before the
 //! next, and what a fault left undone (an ACL user to enable on a node that was frozen) is repaired then.
 
-#![allow(dead_code)]
+#![allow(dead_code, clippy::needless_range_loop)]
 
 use std::collections::BTreeSet;
 use std::process::Command;
@@ -188,7 +188,7 @@ pub fn schedule(seed: u64, topology: Topology, kind: Kind, partitionable: bool, 
             let pick = rng.next();
             let hold = kind.hold(&mut rng);
             let gap = rng.ms(500, 3000);
-            let overlap = (rng.next() % 3 == 0).then(|| {
+            let overlap = rng.next().is_multiple_of(3).then(|| {
                 let kind = overlapping[(rng.next() % overlapping.len() as u64) as usize];
                 Overlap {
                     kind,
@@ -600,7 +600,7 @@ impl Nemesis {
                 Repair::AclOn(i) => (*i, redis::cmd("ACL").arg("SETUSER").arg(USER).arg("on").clone()),
                 Repair::MaxmemoryOff(i) => (*i, redis::cmd("CONFIG").arg("SET").arg("maxmemory").arg(0).clone()),
             };
-            !dep.admin(i).is_some_and(|mut a| cmd.exec(&mut a).is_ok())
+            dep.admin(i).is_none_or(|mut a| cmd.exec(&mut a).is_err())
         });
     }
 
