@@ -122,7 +122,8 @@ fn a_late_reply_for_no_one_never_answers_a_later_request() {
     });
     let c = client(&node);
     assert_eq!(c.get("first").unwrap().as_deref(), Some(&b"first"[..]));
-    std::thread::sleep(Duration::from_millis(100));
+    // Past the idle time after which a connection is checked before it is used again.
+    std::thread::sleep(Duration::from_millis(300));
     for key in ["second", "third", "fourth"] {
         match c.get(key) {
             Ok(v) => assert_eq!(

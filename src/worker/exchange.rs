@@ -17,9 +17,11 @@ use crate::unit::Unit;
 use crate::value::KeyReply;
 
 /// A connection that owes nothing and has been quiet this long is peeked at (`Connection::has_unread`) before a
-/// pipeline goes out on it. A busier one is not, as the peek would cost a system call per round trip: bytes nobody
-/// asked for that arrive with the last reply owed are found by the read that finishes it (`read_link`).
-const PEEK_AFTER_IDLE: Duration = Duration::from_millis(1);
+/// pipeline goes out on it. A busier one is not: with a 1 ms gate the peek cost 16 threads of single small gets a
+/// measurable share of their throughput (BENCHMARKS.md). Bytes nobody asked for that arrive with the last reply
+/// owed are found by the read that finishes it (`read_link`); ones arriving later on a connection reused sooner
+/// than this are not.
+const PEEK_AFTER_IDLE: Duration = Duration::from_millis(100);
 
 impl Worker {
     /// Plans the ready units and writes each pipeline whose node is free; keys for a node still busy with its
@@ -237,7 +239,6 @@ impl Worker {
                 let e = Error::protocol(&node, "more replies than requests");
                 return self.fail_link(i, e);
             }
-            link.readable = false;
             link.sent_at = None;
             link.marked = false;
             // The node is free for the keys that waited for it.
