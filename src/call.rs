@@ -32,6 +32,13 @@ pub(crate) struct Settings {
     pub(crate) verify_frames: bool,
 }
 
+impl Settings {
+    /// This call's timeout: its own, else the client's.
+    pub(crate) fn timeout_or(&self, config: &crate::config::Config) -> Duration {
+        self.timeout.unwrap_or(config.request_timeout)
+    }
+}
+
 impl std::fmt::Debug for Settings {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Settings")
@@ -267,7 +274,7 @@ impl<'a> Call<'a> {
         let config = &shared.config;
         let stats = &shared.stats;
         let priority = self.settings.priority.unwrap_or(default);
-        let deadline = Instant::now() + self.settings.timeout.unwrap_or(config.request_timeout);
+        let deadline = Instant::now() + self.settings.timeout_or(config);
         // Every key passes here, whatever the call: checked before anything is queued.
         if let Some((i, k)) = keys.iter().enumerate().find(|(_, k)| k.len() > config.max_key_bytes) {
             return Err(Error::InvalidInput(format!(

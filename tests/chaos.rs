@@ -135,6 +135,8 @@ fn nemesis() {
     opts.keys_per_thread = 40;
     opts.sizes = vec![200, 4 << 10, 32 << 10, 128 << 10];
     opts.slow = TIMEOUT;
+    // Nothing here takes them: kept, they would grow the RSS this run watches.
+    opts.record_latencies = false;
     let load = Load::start(client.clone(), opts, hang_bound);
     let chunks = ChunkLoad::start(&client, &replicas, &unique("chaos-chunks"), load.started, hang_bound);
     let prober = Prober::start(&probe_client, probe_keys, load.started, Duration::from_millis(500));
@@ -144,20 +146,7 @@ fn nemesis() {
     std::thread::sleep(Duration::from_secs(5));
     let (rss_start, threads_start) = (rss_bytes(), threads_now());
     let until = Instant::now() + Duration::from_secs_f64(minutes * 60.0);
-    // The load keeps call latencies for tests that ask; this run does not, so they are dropped as they come
-    // (otherwise they would grow the RSS this run watches).
-    let running = std::sync::atomic::AtomicBool::new(true);
-    let faults = std::thread::scope(|s| {
-        s.spawn(|| {
-            while running.load(std::sync::atomic::Ordering::Relaxed) {
-                load.take_latencies();
-                std::thread::sleep(Duration::from_millis(500));
-            }
-        });
-        let faults = nemesis.run(&steps, until);
-        running.store(false, std::sync::atomic::Ordering::Relaxed);
-        faults
-    });
+    let faults = nemesis.run(&steps, until);
     let settled = nemesis.settle(Duration::from_secs(60));
     std::thread::sleep(Duration::from_secs(3));
     let (rss_end, threads_end) = (rss_bytes(), threads_now());
@@ -218,23 +207,19 @@ fn nemesis() {
         r.wrong, c.wrong, c.torn, r.hung, c.hung, r.max_call, c.max_call
     );
     let mut errors: BTreeMap<(String, &str), u64> = BTreeMap::new();
+    let mut unexplained: Vec<String> = Vec::new();
     for ((bucket, kind), n) in r.error_log.iter().chain(&c.error_log) {
-        *errors
-            .entry((faults_at(&faults, ERROR_BUCKET * *bucket), *kind))
-            .or_default() += n;
+        let at = ERROR_BUCKET * *bucket;
+        let fault = faults_at(&faults, at);
+        if fault == "(no fault)" && unexplained.len() < 12 {
+            unexplained.push(format!("{:.1} s {kind} x{n}", at.as_secs_f64()));
+        }
+        *errors.entry((fault, *kind)).or_default() += n;
     }
     println!("errors by fault and kind ({} + {} in all):", r.errors(), c.errors);
     for ((fault, kind), n) in &errors {
         println!("  {fault:<40} {kind:<20} {n}");
     }
-    let unexplained: Vec<String> = r
-        .error_log
-        .iter()
-        .chain(&c.error_log)
-        .filter(|((bucket, _), _)| faults_at(&faults, ERROR_BUCKET * *bucket) == "(no fault)")
-        .take(12)
-        .map(|((bucket, kind), n)| format!("{:.1} s {kind} x{n}", (ERROR_BUCKET * *bucket).as_secs_f64()))
-        .collect();
     if !unexplained.is_empty() {
         println!("  errors outside every fault (first few): {}", unexplained.join(", "));
     }

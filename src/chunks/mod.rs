@@ -154,11 +154,7 @@ impl ChunkStore {
     /// The deadline of an operation starting now: one operation of the split layout makes two calls, which share
     /// it, so that the operation as a whole keeps the timeout.
     pub(super) fn deadline(&self) -> Instant {
-        Instant::now()
-            + self
-                .settings
-                .timeout
-                .unwrap_or(self.client.shared().config.request_timeout)
+        Instant::now() + self.settings.timeout_or(&self.client.shared().config)
     }
 
     /// A call with this store's settings that ends by `deadline`; `None` once it has passed.

@@ -48,6 +48,9 @@ pub struct LoadOptions {
     /// Record when each successful key operation completed (`GroupReport::oks`); grows with the load, so off for
     /// long runs.
     pub track_oks: bool,
+    /// Keep each call's latency for `Load::take_latencies` (up to 2^20 between takes); off for runs that never take
+    /// them.
+    pub record_latencies: bool,
     /// Every put of a key writes the same bytes (a KV cache's keys are content-addressed): a read can miss, never be
     /// stale, so replicas can be read from.
     pub content_addressed: bool,
@@ -68,6 +71,7 @@ impl LoadOptions {
             slow: Duration::from_millis(250),
             pinned: Vec::new(),
             track_oks: false,
+            record_latencies: true,
             content_addressed: false,
         }
     }
@@ -456,9 +460,11 @@ impl ThreadState {
         if took > self.hang_bound {
             self.report.hung += 1;
         }
-        let mut l = latencies.lock();
-        if l.len() < 1 << 20 {
-            l.push(took.as_micros().min(u32::MAX as u128) as u32);
+        if self.opts.record_latencies {
+            let mut l = latencies.lock();
+            if l.len() < 1 << 20 {
+                l.push(took.as_micros().min(u32::MAX as u128) as u32);
+            }
         }
         (t0.duration_since(self.started), took)
     }
