@@ -5,8 +5,9 @@
 //!   writes; `support::chunk_load`: a chunk's payload and metadata are its own, never torn between its two keys);
 //! - no call outlived its deadline plus the grace (`HANG_SLACK`);
 //! - after each fault, how long until every shard answered again (probes, `support::prober`), per fault kind;
-//! - acknowledged writes later read as missing or older, each attributed to a fault's documented window (an
-//!   unreplicated write lost when a replica took over) or flagged;
+//! - acknowledged writes later read as missing or older, each attributed to a documented window (an unreplicated
+//!   write lost when a replica took over, whether a fault asked for the takeover or the servers made it themselves:
+//!   `support::takeovers` sees them all) or flagged;
 //! - errors callers saw, by kind and by the fault they fell in;
 //! - the process's RSS and thread count at the start and the end.
 //!
@@ -25,6 +26,7 @@ use support::chunk_load::ChunkLoad;
 use support::load::{ERROR_BUCKET, Load, LoadOptions, rss_bytes};
 use support::nemesis::{Deployment, FaultKind, FaultRecord, Nemesis, Topology, describe, schedule};
 use support::prober::{Prober, longest_outage, recovery};
+use support::takeovers::Takeover;
 use support::{Kind, unique};
 
 /// Every call's deadline.
@@ -52,9 +54,9 @@ fn threads_now() -> u64 {
         .unwrap_or(0)
 }
 
-/// Why a write acknowledged at `acked` may have been lost, if a fault explains it.
-fn attribute(faults: &[FaultRecord], acked: Duration) -> Option<String> {
-    faults.iter().find_map(|f| {
+/// Why a write acknowledged at `acked` may have been lost, if a fault or a takeover explains it.
+fn attribute(faults: &[FaultRecord], takeovers: &[Takeover], acked: Duration) -> Option<String> {
+    let by_fault = faults.iter().find_map(|f| {
         let replaced = f.promoted.is_some() && f.hit_primary;
         let window = |to: Duration| f.start.saturating_sub(LAG) <= acked && acked <= to + LAG;
         if f.kind == FaultKind::KillPrimary && f.promoted.is_none() && acked <= f.end {
@@ -67,7 +69,30 @@ fn attribute(faults: &[FaultRecord], acked: Duration) -> Option<String> {
         } else {
             None
         }
+    });
+    by_fault.or_else(|| {
+        takeovers
+            .iter()
+            .find(|t| t.at.saturating_sub(LAG) <= acked && acked <= t.at + LAG)
+            .map(|t| {
+                format!(
+                    "unreplicated write lost when a replica took over ({})",
+                    takeover_cause(faults, t)
+                )
+            })
     })
+}
+
+/// What a takeover followed: the fault that asked for it (its promotion seen within 2 s of it), else a takeover the
+/// servers made themselves, with the faults under way then.
+fn takeover_cause(faults: &[FaultRecord], t: &Takeover) -> String {
+    let asked = faults
+        .iter()
+        .find(|f| f.hit_primary && f.promoted.is_some_and(|p| p.abs_diff(t.at) <= Duration::from_secs(2)));
+    match asked {
+        Some(f) => f.kind.name().to_string(),
+        None => format!("one no fault asked for, during {}", faults_at(faults, t.at)),
+    }
 }
 
 /// The faults an error at `at` fell in: those that began before it and ended less than 2 s before it.
@@ -141,13 +166,27 @@ fn nemesis() {
     let chunks = ChunkLoad::start(&client, &replicas, &unique("chaos-chunks"), load.started, hang_bound);
     let prober = Prober::start(&probe_client, probe_keys, load.started, Duration::from_millis(500));
     // The faults' clock is the load's.
+    let watch = dep.watch_takeovers(load.started);
     let nemesis = Nemesis::new(dep, load.started);
+    let anchor = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        - load.started.elapsed();
+    println!(
+        "the run's clock starts at {:.3} (Unix time, for the servers' logs)",
+        anchor.as_secs_f64()
+    );
 
     std::thread::sleep(Duration::from_secs(5));
     let (rss_start, threads_start) = (rss_bytes(), threads_now());
     let until = Instant::now() + Duration::from_secs_f64(minutes * 60.0);
     let faults = nemesis.run(&steps, until);
     let settled = nemesis.settle(Duration::from_secs(60));
+    let takeovers = watch.finish();
+    if let Ok(dir) = std::env::var("KVCACHE_CHAOS_LOGS") {
+        nemesis.dep.lock().save_logs(std::path::Path::new(&dir));
+        println!("server logs saved in {dir}");
+    }
     std::thread::sleep(Duration::from_secs(3));
     let (rss_end, threads_end) = (rss_bytes(), threads_now());
     let end = load.now();
@@ -171,6 +210,22 @@ fn nemesis() {
         done.len(),
         by_kind.len(),
         faults.len() - done.len()
+    );
+    let unasked: Vec<String> = takeovers
+        .iter()
+        .map(|t| (t, takeover_cause(&faults, t)))
+        .filter(|(_, cause)| cause.starts_with("one no fault"))
+        .map(|(t, cause)| format!("{} at {:.1} s, {cause}", t.primary, t.at.as_secs_f64()))
+        .collect();
+    println!(
+        "takeovers seen: {}, of which {} no fault asked for{}",
+        takeovers.len(),
+        unasked.len(),
+        if unasked.is_empty() {
+            String::new()
+        } else {
+            format!(": {}", unasked.join("; "))
+        }
     );
     let mut never_recovered = Vec::new();
     println!("fault kind             n   recovery median / worst   longest outage median / worst");
@@ -230,7 +285,7 @@ fn nemesis() {
     let mut attributed: BTreeMap<String, u64> = BTreeMap::new();
     let mut flagged = Vec::new();
     for at in &losses {
-        match attribute(&faults, *at) {
+        match attribute(&faults, &takeovers, *at) {
             Some(why) => *attributed.entry(why).or_default() += 1,
             None => flagged.push(*at),
         }
@@ -245,6 +300,9 @@ fn nemesis() {
     );
     for (why, n) in &attributed {
         println!("  {n}: {why}");
+    }
+    if !flagged.is_empty() {
+        println!("  first stale reads: {:#?}", r.stale_samples);
     }
     for (name, l) in &per_layout {
         println!(

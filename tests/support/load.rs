@@ -114,6 +114,9 @@ pub struct Report {
     pub max_call: Duration,
     pub groups: Vec<GroupReport>,
     pub wrong_samples: Vec<String>,
+    /// The first stale reads of each thread (up to 5): the key, when it was read, the version read, the version
+    /// acknowledged and when.
+    pub stale_samples: Vec<String>,
     /// Errors that were not of a typed, expected kind (protocol errors, `WorkerLost`, ...).
     pub untyped: Vec<String>,
     /// Key errors counted by when their call started (in `ERROR_BUCKET`s since the start) and kind (`error_kind`):
@@ -149,6 +152,7 @@ impl Report {
         self.hung += other.hung;
         self.max_call = self.max_call.max(other.max_call);
         self.wrong_samples.extend(other.wrong_samples);
+        self.stale_samples.extend(other.stale_samples);
         self.untyped.extend(other.untyped);
         for (k, n) in other.error_log {
             *self.error_log.entry(k).or_default() += n;
@@ -562,6 +566,15 @@ impl ThreadState {
                     ),
                     Ok(version) if version < self.acked[i] => {
                         self.report.stale += 1;
+                        if self.report.stale_samples.len() < 5 {
+                            self.report.stale_samples.push(format!(
+                                "{} read at {:.3} s: version {version}, version {} acknowledged at {:.3} s",
+                                self.keys[i],
+                                (start + took).as_secs_f64(),
+                                self.acked[i],
+                                self.acked_at[i].as_secs_f64()
+                            ));
+                        }
                         self.loss(i);
                         self.acked[i] = version;
                     }

@@ -147,6 +147,7 @@ pub mod prober;
 pub mod sentinel;
 pub mod soak;
 pub mod suite;
+pub mod takeovers;
 pub mod tls;
 
 /// Holds the fault tests of one test binary apart: two failovers at once on two cores would measure the machine,

@@ -21,6 +21,7 @@ use parking_lot::Mutex;
 use super::netns::Netns;
 use super::sentinel::{SentinelOptions, SentinelSet, primaries_named};
 use super::server::{Cluster, Kind, Options, Server};
+use super::takeovers::Takeovers;
 
 /// The ACL user the load's clients authenticate as, and its password.
 pub const USER: &str = "chaos";
@@ -315,6 +316,30 @@ impl Deployment {
 
     pub fn partitionable(&self) -> bool {
         self.ns.is_some()
+    }
+
+    /// Starts watching every takeover (see `Takeovers`), on the clock that started at `started`.
+    pub fn watch_takeovers(&self, started: Instant) -> Takeovers {
+        match (&self.cluster, &self.set) {
+            (Some(c), _) => Takeovers::cluster(c.nodes.iter().map(|n| (n.addr(), n.url())).collect(), started),
+            (_, Some(s)) => Takeovers::sentinels(s.sentinel_urls(), s.service.clone(), started),
+            _ => unreachable!(),
+        }
+    }
+
+    /// Copies every server's log (data nodes, then Sentinels) into `dir`, for a post-mortem of a failed run.
+    pub fn save_logs(&self, dir: &std::path::Path) {
+        let _ = std::fs::create_dir_all(dir);
+        let sentinels: &[Server] = self.set.as_ref().map_or(&[], |s| &s.sentinels);
+        for (name, server) in self
+            .nodes()
+            .iter()
+            .enumerate()
+            .map(|(i, n)| (format!("node{i}"), n))
+            .chain(sentinels.iter().enumerate().map(|(i, s)| (format!("sentinel{i}"), s)))
+        {
+            let _ = std::fs::write(dir.join(format!("{name}-{}.log", server.port)), server.log());
+        }
     }
 
     pub fn nodes(&self) -> &[Server] {
