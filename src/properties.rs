@@ -241,8 +241,14 @@ fn read_garbage(data: Vec<u8>, sizes: Vec<usize>, expect: &Expect) -> usize {
     }
 }
 
+/// The case count of the heavier properties: half the default (`PROPTEST_CASES`, else 256), so a long campaign
+/// that raises `PROPTEST_CASES` raises them too.
+fn heavy_cases() -> u32 {
+    ProptestConfig::default().cases.div_ceil(2)
+}
+
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 128, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: heavy_cases(), ..ProptestConfig::default() })]
 
     /// Any stream of valid replies, cut anywhere, reads as what was sent.
     #[test]
