@@ -75,8 +75,13 @@ impl<'a> Standalone<'a> {
 
     /// `threads` callers doing single gets of `len`-byte values: ours shared; a redis-rs connection per thread;
     /// one or four multiplexed connections shared; a fred pool of one or four.
+    /// `KV_THREADS_GETS` sets the gets per thread and run (default 1000; 16000 makes runs of seconds, as long as
+    /// other harnesses' timed rounds).
     pub fn threads(&self, server: &'static str, threads: usize, len: usize) -> Row {
-        let per_thread = 1000;
+        let per_thread = std::env::var("KV_THREADS_GETS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(1000);
         let ks = keys(&format!("threads{len}"), 256);
         self.store(&ks, len);
         let pick = |t: usize, i: usize| (t * 31 + i) % ks.len();
