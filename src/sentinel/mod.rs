@@ -1,6 +1,7 @@
 //! Sentinel-managed deployments. Every Sentinel is asked for the primary of the service and its replicas; the
 //! answer of the highest config epoch wins, so as soon as any Sentinel names a new primary the client follows it,
-//! whatever the old primary still answers. The primary named is verified with `ROLE`; replicas flagged down,
+//! whatever the old primary still answers. The primary named is verified with `ROLE` (one a newer epoch names that
+//! cannot be asked is followed all the same: the old one must take no more writes); replicas flagged down,
 //! disconnected or not linked to their primary are left out. The Sentinels' announcements (`+promoted-slave`,
 //! `+switch-master`) are watched on a thread of their own, so a failover is learned the moment it is made.
 
@@ -132,6 +133,12 @@ impl Sentinels {
     /// primary already followed (the one that led the last failover was slow to answer, the others had not heard
     /// of it yet), the round is refused and the client keeps its primary. Following them would send writes to the
     /// old primary, which a restart brings back as a primary until the Sentinels demote it, and lose them there.
+    ///
+    /// For the same reason, a newer epoch naming another primary is followed even when `ROLE` cannot be asked of it
+    /// (its connection refused, timed out, or the client's user disabled there): the old primary keeps saying it is
+    /// one until the Sentinels demote it, seconds later, and writes it takes meanwhile are lost when they do. Calls
+    /// to the new primary fail until it answers, then go through. A node that answers it is not a primary is still
+    /// refused.
     pub(crate) fn discover(&self, data: &ConnectOptions, timeout: Duration, current: Option<&str>) -> Result<SlotMap> {
         let answers = self.ask_all(timeout);
         let best = answers
@@ -153,8 +160,23 @@ impl Sentinels {
             )));
         }
         let role = match current {
-            Some(c) if c == view.primary => "master".to_string(),
-            _ => primary_role(&view.primary, data, timeout)?,
+            Some(c) if c == view.primary => Ok("master".to_string()),
+            _ => primary_role(&view.primary, data, timeout),
+        };
+        let superseded = current.filter(|c| *c != view.primary && view.epoch > followed);
+        let role = match (role, superseded) {
+            (Ok(role), _) => role,
+            (Err(e), Some(old)) => {
+                log::warn!(
+                    "Sentinel {from} names {} as the primary of {:?} at config epoch {} (newer than {followed}); \
+                     following it unverified ({e}): {old} is no longer the primary",
+                    view.primary,
+                    self.service,
+                    view.epoch
+                );
+                "master".to_string()
+            }
+            (Err(e), None) => return Err(e),
         };
         if role != "master" {
             return Err(Error::Topology(format!(
