@@ -241,8 +241,8 @@ fn read_garbage(data: Vec<u8>, sizes: Vec<usize>, expect: &Expect) -> usize {
     }
 }
 
-/// The case count of the heaviest property (valid streams cut anywhere): half the default (`PROPTEST_CASES`, else 256), so a long campaign
-/// that raises `PROPTEST_CASES` raises them too.
+/// The case count of the heaviest property (valid streams cut anywhere): half the default (`PROPTEST_CASES`, else
+/// 256), so a long campaign that raises `PROPTEST_CASES` raises it too.
 fn heavy_cases() -> u32 {
     ProptestConfig::default().cases.div_ceil(2)
 }

@@ -159,30 +159,26 @@ impl Sentinels {
                 view.primary, view.epoch
             )));
         }
-        let role = match current {
-            Some(c) if c == view.primary => Ok("master".to_string()),
-            _ => primary_role(&view.primary, data, timeout),
-        };
-        let superseded = current.filter(|c| *c != view.primary && view.epoch > followed);
-        let role = match (role, superseded) {
-            (Ok(role), _) => role,
-            (Err(e), Some(old)) => {
-                log::warn!(
-                    "Sentinel {from} names {} as the primary of {:?} at config epoch {} (newer than {followed}); \
-                     following it unverified ({e}): {old} is no longer the primary",
-                    view.primary,
-                    self.service,
-                    view.epoch
-                );
-                "master".to_string()
+        if current != Some(view.primary.as_str()) {
+            match primary_role(&view.primary, data, timeout) {
+                Ok(role) if role == "master" => {}
+                Ok(role) => {
+                    return Err(Error::Topology(format!(
+                        "Sentinel {from} names {} as the primary of {:?}, but it says it is a {role}",
+                        view.primary, self.service
+                    )));
+                }
+                Err(e) => match current {
+                    Some(old) if view.epoch > followed => log::warn!(
+                        "Sentinel {from} names {} as the primary of {:?} at config epoch {} (newer than {followed}); \
+                         following it unverified ({e}): {old} is no longer the primary",
+                        view.primary,
+                        self.service,
+                        view.epoch
+                    ),
+                    _ => return Err(e),
+                },
             }
-            (Err(e), None) => return Err(e),
-        };
-        if role != "master" {
-            return Err(Error::Topology(format!(
-                "Sentinel {from} names {} as the primary of {:?}, but it says it is a {role}",
-                view.primary, self.service
-            )));
         }
         let replicas = view
             .replicas
