@@ -30,6 +30,8 @@ pub(crate) struct Settings {
     pub(crate) interrupt: Option<Interrupt>,
     /// Reads check each value as a chunk frame while reading it (the chunk layer's framed layout).
     pub(crate) verify_frames: bool,
+    /// Set when the call already started (the direct lane handed it to the workers): its deadline stays.
+    pub(crate) deadline: Option<Instant>,
 }
 
 impl Settings {
@@ -176,9 +178,43 @@ impl<'a> Call<'a> {
     }
 
     /// See [`Client::batched_get`](crate::Client::batched_get).
-    pub fn batched_get<K: AsRef<[u8]>>(self, keys: &[K]) -> Result<Vec<Result<Option<Bytes>>>> {
-        let replies = self.run(Command::Get, Priority::Get, to_keys(keys), Vec::new())?;
+    pub fn batched_get<K: AsRef<[u8]>>(mut self, keys: &[K]) -> Result<Vec<Result<Option<Bytes>>>> {
+        let keys = to_keys(keys);
+        let replies = match self.direct(&keys) {
+            Some(replies) => replies.into_iter().map(Ok).collect(),
+            None => self.run(Command::Get, Priority::Get, keys, Vec::new())?,
+        };
         Ok(replies.into_iter().map(|r| r.map(into_value)).collect())
+    }
+
+    /// A small read through the direct lane (see `lane`); `None` when the workers must carry it, with the call's
+    /// deadline kept for them.
+    fn direct(&mut self, keys: &[Bytes]) -> Option<Vec<KeyReply>> {
+        let shared = self.shared;
+        let config = &shared.config;
+        let priority = self.settings.priority.unwrap_or(Priority::Get);
+        let expected = self.settings.size_hint.unwrap_or_else(|| shared.expected_value_size());
+        if keys.is_empty()
+            || keys.len() > crate::lane::MAX_CALL_KEYS
+            || !matches!(priority, Priority::Get | Priority::Peek)
+            || self.settings.verify_frames
+            || expected > crate::lane::MAX_VALUE
+            || keys.iter().any(|k| k.len() > config.max_key_bytes)
+            || shared.is_closed()
+        {
+            return None;
+        }
+        let started = Instant::now();
+        let deadline = self.settings.deadline.unwrap_or(started + self.settings.timeout_or(config));
+        let replies = shared.lane.get(shared, keys, deadline);
+        match &replies {
+            Some(_) => {
+                shared.stats.call(Command::Get.op(), priority, keys.len());
+                shared.stats.call_done(priority, started.elapsed());
+            }
+            None => self.settings.deadline = Some(deadline),
+        }
+        replies
     }
 
     /// See [`Client::batched_put`](crate::Client::batched_put).
@@ -274,7 +310,10 @@ impl<'a> Call<'a> {
         let config = &shared.config;
         let stats = &shared.stats;
         let priority = self.settings.priority.unwrap_or(default);
-        let deadline = Instant::now() + self.settings.timeout_or(config);
+        let deadline = self
+            .settings
+            .deadline
+            .unwrap_or_else(|| Instant::now() + self.settings.timeout_or(config));
         // Every key passes here, whatever the call: checked before anything is queued.
         if let Some((i, k)) = keys.iter().enumerate().find(|(_, k)| k.len() > config.max_key_bytes) {
             return Err(Error::InvalidInput(format!(

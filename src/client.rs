@@ -174,6 +174,7 @@ impl Client {
             drain_deadline: OnceLock::new(),
             health,
             queues: RwLock::new(None),
+            lane: crate::lane::Lane::new(),
         });
         let local = |e| Error::io("local worker thread", e);
         let wakeups: Vec<Wakeup> = (0..shared.config.workers)

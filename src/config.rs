@@ -28,7 +28,7 @@ use crate::tls::TlsSettings;
 ///   nodes'; Sentinels with credentials of their own take the options `sentinel_user` and `sentinel_password`.
 /// * Options: `mode` (`auto`, `standalone`, `cluster`), `workers`, `write_bytes_in_flight`, `timeout_ms`, `connect_timeout_ms`,
 ///   `stall_threshold_ms`, `silence_timeout_ms`, `drain_timeout_ms`, `batch_max_keys`, `batch_max_bytes`, `value_size_hint`, `ttl_secs`, `buffer_pool_bytes`,
-///   `max_key_bytes`, `max_value_bytes`, `max_queued_parts`, `max_queued_bytes`, `fail_fast_when_full`, and for TLS `tls_ca`, `tls_cert`, `tls_key` (file paths,
+///   `max_key_bytes`, `max_value_bytes`, `max_queued_parts`, `max_queued_bytes`, `fail_fast_when_full`, `direct_reads`, and for TLS `tls_ca`, `tls_cert`, `tls_key` (file paths,
 ///   percent-encoded), `tls_server_name`, `tls_insecure_skip_verify` (`true`/`false`), `read_from` (`primary`,
 ///   `replica`, `spread`, `az_affinity`, `az_affinity_replicas_and_primary`), `client_az`, `client_name`,
 ///   `sentinel_user`, `sentinel_password` (percent-encoded).
@@ -62,6 +62,7 @@ pub struct Config {
     pub(crate) max_queued_parts: usize,
     pub(crate) max_queued_bytes: usize,
     pub(crate) fail_fast_when_full: bool,
+    pub(crate) direct_reads: bool,
     pub(crate) read_from: ReadFrom,
     pub(crate) client_az: Option<String>,
     pub(crate) client_name: Option<String>,
@@ -98,6 +99,7 @@ impl Default for Config {
             max_queued_parts: 65_536,
             max_queued_bytes: 1 << 30,
             fail_fast_when_full: false,
+            direct_reads: true,
             read_from: ReadFrom::Primary,
             client_az: None,
             client_name: None,
@@ -138,6 +140,7 @@ impl fmt::Debug for Config {
             .field("max_queued_parts", &self.max_queued_parts)
             .field("max_queued_bytes", &self.max_queued_bytes)
             .field("fail_fast_when_full", &self.fail_fast_when_full)
+            .field("direct_reads", &self.direct_reads)
             .field("read_from", &self.read_from)
             .field(
                 "sentinel",
@@ -407,6 +410,20 @@ impl Config {
     /// call's deadline (false). Defaults to false.
     pub fn fail_fast_when_full(mut self, fail_fast: bool) -> Self {
         self.fail_fast_when_full = fail_fast;
+        self
+    }
+
+    /// Small reads (`get`, `batched_get` of up to 16 keys expected at most 64 KiB each) of a deployment with one
+    /// primary (standalone, or Sentinel with reads from the primary) are carried by the calling threads
+    /// themselves, on one connection of their own: a caller that finds no round trip in flight sends its keys
+    /// itself, and the keys of callers that come meanwhile go out together in one `MGET` as soon as it is answered.
+    /// Many threads of small reads then cost no hand-off to a worker and back. Anything but a plain answer (an
+    /// error reply, a lost connection, a reply slower than [`stall_threshold`](Self::stall_threshold), a node
+    /// marked down or silent, a new primary) hands the calls to the workers, which handle every fault; after a
+    /// fault, reads go through the workers for a second. Priorities are unchanged: the lane has its own
+    /// connection. Defaults to true.
+    pub fn direct_reads(mut self, on: bool) -> Self {
+        self.direct_reads = on;
         self
     }
 

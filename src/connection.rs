@@ -197,25 +197,36 @@ impl Connection {
 
     /// Sends `out` and reads one reply per `expects`, waiting on this connection alone until `deadline`.
     pub(crate) fn round_trip(&mut self, out: Outgoing, expects: &[Expect], deadline: Instant) -> Result<Vec<Reply>> {
+        self.write_all(out, deadline)?;
+        expects.iter().map(|expect| self.receive(expect, deadline)).collect()
+    }
+
+    /// Writes `out` whole, waiting on this connection alone until `deadline`.
+    pub(crate) fn write_all(&mut self, out: Outgoing, deadline: Instant) -> Result<()> {
         self.send(out);
         loop {
             self.flush()?;
             if !self.wants_write() {
-                break;
+                return Ok(());
             }
             self.wait(Interest::Write, deadline)?;
         }
-        let mut replies = Vec::with_capacity(expects.len());
-        for expect in expects {
-            loop {
-                if let Some(reply) = self.read(expect)? {
-                    replies.push(reply);
-                    break;
-                }
-                self.wait(Interest::Read, deadline)?;
-            }
+    }
+
+    /// Reads the next reply whole, waiting on this connection alone until `deadline`. Sleeps before the first
+    /// read when nothing has arrived yet (a reply asked for a moment ago rarely has), saving a read that would
+    /// only be told to wait.
+    pub(crate) fn receive(&mut self, expect: &Expect, deadline: Instant) -> Result<Reply> {
+        use crate::reader::Source;
+        if self.buffered() == 0 && !self.stream.pending() {
+            self.wait(Interest::Read, deadline)?;
         }
-        Ok(replies)
+        loop {
+            if let Some(reply) = self.read(expect)? {
+                return Ok(reply);
+            }
+            self.wait(Interest::Read, deadline)?;
+        }
     }
 
     /// Sends one command and reads its reply whole, within `timeout`.

@@ -8,7 +8,7 @@
 
 use std::collections::HashMap;
 use std::io;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
@@ -40,6 +40,8 @@ pub(crate) struct Health {
     count: AtomicUsize,
     /// When each node was last reported silent.
     silent: Mutex<HashMap<String, Instant>>,
+    /// When any node was last reported silent (`since_start`; 0: never), read without a lock.
+    last_silence: AtomicU64,
     /// Replicas avoided for reads, until when: shared, so that every worker moves off a replica the moment one
     /// finds it silent or refusing.
     avoided: Mutex<HashMap<String, Instant>>,
@@ -76,6 +78,15 @@ impl Health {
     /// Records that `node` owes replies and has said nothing for a while.
     pub(crate) fn report_silent(&self, node: &str) {
         self.silent.lock().insert(node.to_string(), Instant::now());
+        self.last_silence.store(since_start(), Ordering::Release);
+    }
+
+    /// Whether `node` may be read from by a path without fault handling of its own (the direct lane): `node` is not
+    /// down, and no node was reported silent lately. Lock-free in the usual case.
+    pub(crate) fn calm(&self, node: &str) -> bool {
+        let last = self.last_silence.load(Ordering::Acquire);
+        let quiet = last == 0 || since_start().saturating_sub(last) > SILENCE_REMEMBERED.as_millis() as u64;
+        quiet && self.check(node).is_ok()
     }
 
     /// The nodes reported silent lately or marked down: the slot map is watched while there are any.
@@ -211,4 +222,10 @@ fn probe(health: Weak<Health>, wanted: Wanted, node: String, opts: ConnectOption
             }
         }
     }
+}
+
+/// Milliseconds since the first call in this process, plus one (so that 0 can mean "never").
+fn since_start() -> u64 {
+    static START: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    START.get_or_init(Instant::now).elapsed().as_millis() as u64 + 1
 }

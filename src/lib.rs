@@ -19,6 +19,7 @@ mod error;
 mod fill;
 mod frame;
 mod health;
+mod lane;
 mod latency;
 mod lmcache_config;
 mod pending;

@@ -176,6 +176,11 @@ pub(crate) fn apply_option(cfg: &mut Config, k: &str, v: &str, source: Source) -
         "max_value_bytes" => cfg.max_value_bytes = num(v)? as usize,
         "max_queued_parts" => cfg.max_queued_parts = num(v)? as usize,
         "max_queued_bytes" => cfg.max_queued_bytes = num(v)? as usize,
+        "direct_reads" => match v {
+            "true" => cfg.direct_reads = true,
+            "false" => cfg.direct_reads = false,
+            _ => return Err(format!("bad boolean for {k}: {v:?}")),
+        },
         "fail_fast_when_full" => match v {
             "true" => cfg.fail_fast_when_full = true,
             "false" => cfg.fail_fast_when_full = false,

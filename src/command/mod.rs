@@ -88,6 +88,19 @@ pub(crate) struct Args<'a> {
     pub(crate) asking: bool,
 }
 
+impl<'a> Args<'a> {
+    /// Plain keys: no value, no destinations, no checks.
+    pub(crate) fn keys(keys: Vec<&'a [u8]>) -> Args<'a> {
+        Args {
+            keys,
+            value: None,
+            dests: None,
+            verify: false,
+            asking: false,
+        }
+    }
+}
+
 /// Appends the command (after `ASKING` when asked) to `out`.
 pub(crate) fn encode(command: Command, args: &Args, out: &mut Outgoing) {
     if args.asking {

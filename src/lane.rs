@@ -1,0 +1,399 @@
+//! The direct lane: small reads of a one-primary deployment (standalone, or Sentinel reading from the primary),
+//! carried by the calling threads themselves instead of being handed to a worker and back.
+//!
+//! The lane is one connection of its own and a queue, combined by whoever finds them idle. A caller that finds no
+//! round trip in flight takes the connection and sends its keys itself; callers that come meanwhile queue theirs.
+//! When a round trip's reply is read, the queued keys go out at once in one `MGET`, and the first of their callers
+//! is woken to read its reply (leader and followers): the common case costs the first caller no hand-off at all,
+//! and the others one wake-up each, where the worker path costs a wake-up each way plus the worker's own.
+//!
+//! The lane gives only plain answers, a value or a miss. Anything else (no connection yet, an error reply, a
+//! connection lost, a reply slower than `stall_threshold`, a node marked down, a new slot map) sends the calls it
+//! holds to the workers, which have every fault path (reads are idempotent, so sending again is safe); after a
+//! fault the lane stays off for a while. Priorities are untouched: the lane serves reads on a connection of its
+//! own, and queued work of every level goes to the workers as before.
+
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError, Weak};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+
+use crate::command::{self, Answers, Command};
+use crate::config::ReadFrom;
+use crate::connection::Connection;
+use crate::error::Result;
+use crate::reader::Expect;
+use crate::resp::Outgoing;
+use crate::shared::Shared;
+use crate::value::KeyReply;
+
+/// Most keys one call may bring to the lane; larger calls are batches the workers plan better.
+pub(crate) const MAX_CALL_KEYS: usize = 16;
+/// Values expected larger than this are read by the workers (pooled buffers, the memory budget).
+pub(crate) const MAX_VALUE: usize = 64 << 10;
+/// Most keys in one of the lane's round trips.
+const MAX_ROUND_TRIP_KEYS: usize = 256;
+/// How long the lane stays off after a fault (the workers carry everything meanwhile).
+const PAUSE: Duration = Duration::from_secs(1);
+/// An idle connection older than this is checked for bytes nobody asked for before it is used again.
+const IDLE_CHECK: Duration = Duration::from_millis(100);
+
+/// The lane of one client. See the module docs.
+pub(crate) struct Lane {
+    state: Mutex<State>,
+}
+
+#[derive(Default)]
+struct State {
+    /// The slot map epoch the lane was set up for; a new map sets it up again.
+    epoch: Option<u64>,
+    /// The node the lane reads from; `None` when the deployment is not one the lane serves.
+    node: Option<Arc<str>>,
+    /// Changes whenever the lane is set up again or fails: a round trip of an older generation does not give its
+    /// connection back.
+    generation: u64,
+    /// The connection, when no round trip is in flight.
+    idle: Option<(Connection, Instant)>,
+    connecting: bool,
+    /// A round trip is in flight: newcomers queue.
+    leading: bool,
+    queue: Vec<Arc<Waiter>>,
+    queued_keys: usize,
+    off_until: Option<Instant>,
+}
+
+/// One call waiting in the lane.
+struct Waiter {
+    keys: Vec<Bytes>,
+    /// The call's deadline.
+    deadline: Instant,
+    outcome: Mutex<Option<Outcome>>,
+    ready: Condvar,
+}
+
+enum Outcome {
+    /// One reply per key.
+    Answered(Vec<KeyReply>),
+    /// To the workers.
+    Fallback,
+    /// The waiter's keys went out in `batch`: read its reply (and answer everyone in it).
+    Read(Batch),
+}
+
+/// One round trip in flight: its callers (in `MGET` order), and the connection it was written on.
+struct Batch {
+    waiters: Vec<Arc<Waiter>>,
+    conn: Connection,
+    node: Arc<str>,
+    generation: u64,
+    keys: usize,
+    /// The reply is given up on (and the batch sent to the workers) after this.
+    deadline: Instant,
+}
+
+impl Lane {
+    pub(crate) fn new() -> Lane {
+        Lane {
+            state: Mutex::new(State::default()),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Reads `keys` through the lane: one reply per key (a value or a miss), or `None` when the workers must
+    /// carry the call (nothing of it is then left in the lane).
+    pub(crate) fn get(&self, shared: &Arc<Shared>, keys: &[Bytes], deadline: Instant) -> Option<Vec<KeyReply>> {
+        let now = Instant::now();
+        let mut s = self.lock();
+        let epoch = shared.topology.epoch();
+        if s.epoch != Some(epoch) {
+            s.set_up(shared, epoch);
+        }
+        let node = s.node.clone()?;
+        if s.off_until.is_some_and(|t| now < t) || !shared.health.calm(&node) {
+            return None;
+        }
+        let me = Arc::new(Waiter {
+            keys: keys.to_vec(),
+            deadline,
+            outcome: Mutex::new(None),
+            ready: Condvar::new(),
+        });
+        if s.leading {
+            if s.queued_keys + keys.len() > MAX_ROUND_TRIP_KEYS {
+                return None;
+            }
+            s.queued_keys += keys.len();
+            s.queue.push(me.clone());
+            drop(s);
+            return self.follow(shared, &me);
+        }
+        let Some((conn, since)) = s.idle.take() else {
+            if !s.connecting {
+                s.connecting = true;
+                connect(Arc::downgrade(shared), node, s.generation);
+            }
+            return None;
+        };
+        // Something arrived that nobody asked for (or the server closed an idle connection): not this one.
+        if now.duration_since(since) >= IDLE_CHECK && conn.has_unread() {
+            conn.abort();
+            s.connecting = true;
+            connect(Arc::downgrade(shared), node, s.generation);
+            return None;
+        }
+        s.leading = true;
+        let generation = s.generation;
+        drop(s);
+        match Batch::send(vec![me.clone()], conn, node, generation, shared.config.stall_threshold) {
+            Ok(batch) => self.read(shared, batch),
+            Err(waiters) => self.fail(waiters),
+        }
+        me.take()
+    }
+
+    /// Waits in the queue: for the answers, for the workers, or to read the round trip this caller's keys went in.
+    fn follow(&self, shared: &Arc<Shared>, me: &Arc<Waiter>) -> Option<Vec<KeyReply>> {
+        loop {
+            // Bounded: whoever holds this waiter answers it within one round trip's deadline (or fails it).
+            let outcome = {
+                let mut o = me.outcome.lock().unwrap_or_else(PoisonError::into_inner);
+                while o.is_none() {
+                    o = me.ready.wait(o).unwrap_or_else(PoisonError::into_inner);
+                }
+                o.take().expect("checked")
+            };
+            match outcome {
+                Outcome::Answered(replies) => return Some(replies),
+                Outcome::Fallback => return None,
+                Outcome::Read(batch) => self.read(shared, batch),
+            }
+        }
+    }
+
+    /// Reads `batch`'s reply, sends what queued meanwhile, and answers the batch's callers.
+    fn read(&self, shared: &Arc<Shared>, batch: Batch) {
+        let Batch {
+            waiters,
+            mut conn,
+            node,
+            generation,
+            keys,
+            deadline,
+        } = batch;
+        // Whatever happens from here (a panic included), every waiter of the batch is answered.
+        let mut held = Held { lane: self, waiters };
+        let Some(replies) = receive(shared, &mut conn, &node, keys, deadline) else {
+            conn.abort();
+            return;
+        };
+        let outcomes = split(&held.waiters, replies);
+        // The next round trip goes out before anyone is answered: the server gets work at once.
+        let mut s = self.lock();
+        if s.generation != generation || conn.buffered() > 0 {
+            // A new slot map, or bytes nobody asked for: the connection goes, and with it what queued.
+            let queued = s.give_up();
+            drop(s);
+            answer_all(&queued, || Outcome::Fallback);
+        } else if s.queue.is_empty() {
+            s.leading = false;
+            s.idle = Some((conn, Instant::now()));
+            drop(s);
+        } else {
+            let next = std::mem::take(&mut s.queue);
+            s.queued_keys = 0;
+            drop(s);
+            match Batch::send(next, conn, node, generation, shared.config.stall_threshold) {
+                Ok(batch) => {
+                    let first = batch.waiters[0].clone();
+                    first.answer(Outcome::Read(batch));
+                }
+                Err(next) => self.fail(next),
+            }
+        }
+        for (w, outcome) in std::mem::take(&mut held.waiters).iter().zip(outcomes) {
+            w.answer(outcome);
+        }
+    }
+
+    /// Sends `waiters` and everything queued to the workers, and turns the lane off for a while.
+    fn fail(&self, waiters: Vec<Arc<Waiter>>) {
+        let queued = {
+            let mut s = self.lock();
+            s.off_until = Some(Instant::now() + PAUSE);
+            s.give_up()
+        };
+        answer_all(&waiters, || Outcome::Fallback);
+        answer_all(&queued, || Outcome::Fallback);
+    }
+}
+
+/// The waiters of a batch being read: sent to the workers if they are not answered otherwise.
+struct Held<'a> {
+    lane: &'a Lane,
+    waiters: Vec<Arc<Waiter>>,
+}
+
+impl Drop for Held<'_> {
+    fn drop(&mut self) {
+        if !self.waiters.is_empty() {
+            self.lane.fail(std::mem::take(&mut self.waiters));
+        }
+    }
+}
+
+fn answer_all(waiters: &[Arc<Waiter>], outcome: impl Fn() -> Outcome) {
+    for w in waiters {
+        w.answer(outcome());
+    }
+}
+
+impl State {
+    /// Ends the round trip in flight without giving its connection back (the next caller connects again); returns
+    /// what queued meanwhile, for the workers.
+    fn give_up(&mut self) -> Vec<Arc<Waiter>> {
+        self.leading = false;
+        self.generation += 1;
+        self.queued_keys = 0;
+        std::mem::take(&mut self.queue)
+    }
+
+    /// Sets the lane up for the slot map of `epoch`: reads from its one primary, when the deployment has one and
+    /// reads go to primaries; otherwise the lane stays unused until the next map.
+    fn set_up(&mut self, shared: &Shared, epoch: u64) {
+        let map = shared.topology.current();
+        let node = (shared.config.direct_reads && !map.is_cluster() && shared.config.read_from == ReadFrom::Primary)
+            .then(|| map.nodes.first().map(|n| Arc::<str>::from(n.as_str())))
+            .flatten();
+        if node != self.node {
+            self.node = node;
+            self.idle = None;
+            self.generation += 1;
+        }
+        self.epoch = Some(epoch);
+    }
+}
+
+impl Waiter {
+    fn answer(&self, outcome: Outcome) {
+        *self.outcome.lock().unwrap_or_else(PoisonError::into_inner) = Some(outcome);
+        self.ready.notify_one();
+    }
+
+    /// The outcome its own round trip left (the caller read it, so it is there).
+    fn take(&self) -> Option<Vec<KeyReply>> {
+        match self.outcome.lock().unwrap_or_else(PoisonError::into_inner).take() {
+            Some(Outcome::Answered(replies)) => Some(replies),
+            _ => None,
+        }
+    }
+}
+
+impl Batch {
+    /// Writes one `MGET` (a `GET` for one key) of every waiter's keys. Its reply is waited for `stall`, or until
+    /// the earliest of the waiters' deadlines.
+    fn send(
+        waiters: Vec<Arc<Waiter>>,
+        mut conn: Connection,
+        node: Arc<str>,
+        generation: u64,
+        stall: Duration,
+    ) -> std::result::Result<Batch, Vec<Arc<Waiter>>> {
+        let earliest = waiters.iter().map(|w| w.deadline).min().expect("a batch has a waiter");
+        let deadline = (Instant::now() + stall).min(earliest);
+        let all: Vec<&[u8]> = waiters.iter().flat_map(|w| w.keys.iter().map(|k| &k[..])).collect();
+        let keys = all.len();
+        let mut out = Outgoing::default();
+        command::encode(Command::Get, &command::Args::keys(all), &mut out);
+        match conn.write_all(out, deadline) {
+            Ok(()) => Ok(Batch {
+                waiters,
+                conn,
+                node,
+                generation,
+                keys,
+                deadline,
+            }),
+            Err(_) => {
+                conn.abort();
+                Err(waiters)
+            }
+        }
+    }
+}
+
+/// Reads the reply to a `GET` / `MGET` of `keys` keys: one plain answer per key, or `None` when anything else
+/// came (or nothing in time).
+fn receive(shared: &Shared, conn: &mut Connection, node: &str, keys: usize, deadline: Instant) -> Option<Vec<KeyReply>> {
+    let expect = if keys == 1 {
+        Expect::Bulk { verify: false }
+    } else {
+        Expect::Bulks { n: keys, verify: false }
+    };
+    let reply = conn.receive(&expect, deadline).ok()?;
+    let mut corrupt = 0;
+    let Ok(Answers::Keys(answers)) = command::answers(Command::Get, keys, reply, node, &mut corrupt) else {
+        return None;
+    };
+    let replies: Vec<KeyReply> = answers.into_iter().collect::<std::result::Result<_, _>>().ok()?;
+    let stats = &shared.stats;
+    stats.round_trip(node, 1, keys as u64);
+    for r in &replies {
+        stats.keys.add(1);
+        match r {
+            KeyReply::Value(Some(v)) => {
+                stats.hits.add(1);
+                stats.bytes_read.add(v.len() as u64);
+                shared.learn_value_size(v.len());
+            }
+            _ => stats.misses.add(1),
+        }
+    }
+    Some(replies)
+}
+
+/// Cuts one reply per key into each waiter's share, in `MGET` order.
+fn split(waiters: &[Arc<Waiter>], replies: Vec<KeyReply>) -> Vec<Outcome> {
+    let mut replies = replies.into_iter();
+    waiters
+        .iter()
+        .map(|w| Outcome::Answered(replies.by_ref().take(w.keys.len()).collect()))
+        .collect()
+}
+
+/// Connects the lane to `node` on a thread of its own (a connect to a partitioned host hangs); the connection
+/// is kept only if the lane still reads from `node` in the same generation.
+fn connect(shared: Weak<Shared>, node: Arc<str>, generation: u64) {
+    let Some(strong) = shared.upgrade() else { return };
+    let opts = strong.connect.clone();
+    let pool = strong.pool.clone();
+    drop(strong);
+    let weak = shared.clone();
+    let spawned = std::thread::Builder::new()
+        .name("kvcache-redis-lane".into())
+        .spawn(move || {
+            let shared = weak;
+            let result: Result<Connection> = Connection::connect(&node, &opts).map(|c| c.with_pool(pool));
+            let Some(shared) = shared.upgrade() else { return };
+            let mut s = shared.lane.lock();
+            s.connecting = false;
+            match result {
+                Ok(conn) if s.generation == generation && s.node.as_ref() == Some(&node) => {
+                    shared.stats.connects.add(1);
+                    s.idle = Some((conn, Instant::now()));
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    log::debug!("{node}: the direct lane could not connect ({e}); reads go through the workers");
+                    s.off_until = Some(Instant::now() + PAUSE);
+                }
+            }
+        });
+    if spawned.is_err() {
+        if let Some(shared) = shared.upgrade() {
+            shared.lane.lock().connecting = false;
+        }
+    }
+}
