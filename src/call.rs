@@ -206,7 +206,7 @@ impl<'a> Call<'a> {
         }
         let started = Instant::now();
         let deadline = self.settings.deadline.unwrap_or(started + self.settings.timeout_or(config));
-        let replies = shared.lane.get(shared, keys, deadline);
+        let replies = shared.lanes.get(shared, keys, deadline);
         match &replies {
             Some(_) => {
                 shared.stats.call(Command::Get.op(), priority, keys.len());

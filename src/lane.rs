@@ -38,8 +38,44 @@ const PAUSE: Duration = Duration::from_secs(1);
 /// An idle connection older than this is checked for bytes nobody asked for before it is used again.
 const IDLE_CHECK: Duration = Duration::from_millis(100);
 
-/// The lane of one client. See the module docs.
-pub(crate) struct Lane {
+/// The lanes of one client, each a connection of its own. See the module docs.
+pub(crate) struct Lanes {
+    lanes: Vec<Lane>,
+}
+
+impl Lanes {
+    pub(crate) fn new(count: usize) -> Lanes {
+        Lanes {
+            lanes: (0..count)
+                .map(|index| Lane {
+                    index,
+                    state: Mutex::new(State::default()),
+                })
+                .collect(),
+        }
+    }
+
+    /// Reads `keys` through a lane: one reply per key (a value or a miss), or `None` when the workers must carry
+    /// the call. A caller takes the first idle lane, starting from its own (by thread); when all are busy it queues
+    /// in its own.
+    pub(crate) fn get(&self, shared: &Arc<Shared>, keys: &[Bytes], deadline: Instant) -> Option<Vec<KeyReply>> {
+        let n = self.lanes.len();
+        if n == 0 {
+            return None;
+        }
+        let own = crate::request::caller_id() as usize % n;
+        for k in 0..n {
+            if let Some(done) = self.lanes[(own + k) % n].enter(shared, keys, deadline, false) {
+                return done;
+            }
+        }
+        self.lanes[own].enter(shared, keys, deadline, true).flatten()
+    }
+}
+
+/// One lane.
+struct Lane {
+    index: usize,
     state: Mutex<State>,
 }
 
@@ -92,28 +128,29 @@ struct Batch {
 }
 
 impl Lane {
-    pub(crate) fn new() -> Lane {
-        Lane {
-            state: Mutex::new(State::default()),
-        }
-    }
-
     fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Reads `keys` through the lane: one reply per key (a value or a miss), or `None` when the workers must
-    /// carry the call (nothing of it is then left in the lane).
-    pub(crate) fn get(&self, shared: &Arc<Shared>, keys: &[Bytes], deadline: Instant) -> Option<Vec<KeyReply>> {
+    /// Enters the lane with `keys`: `Some` with one reply per key (a value or a miss), `Some(None)` when the
+    /// workers must carry the call (nothing of it is then left in the lane), `None` when the lane is busy or not
+    /// connected and `queue` is false.
+    fn enter(
+        &self,
+        shared: &Arc<Shared>,
+        keys: &[Bytes],
+        deadline: Instant,
+        queue: bool,
+    ) -> Option<Option<Vec<KeyReply>>> {
         let now = Instant::now();
         let mut s = self.lock();
         let epoch = shared.topology.epoch();
         if s.epoch != Some(epoch) {
             s.set_up(shared, epoch);
         }
-        let node = s.node.clone()?;
+        let Some(node) = s.node.clone() else { return Some(None) };
         if s.off_until.is_some_and(|t| now < t) || !shared.health.calm(&node) {
-            return None;
+            return Some(None);
         }
         let me = Arc::new(Waiter {
             keys: keys.to_vec(),
@@ -122,27 +159,30 @@ impl Lane {
             ready: Condvar::new(),
         });
         if s.leading {
-            if s.queued_keys + keys.len() > MAX_ROUND_TRIP_KEYS {
+            if !queue {
                 return None;
+            }
+            if s.queued_keys + keys.len() > MAX_ROUND_TRIP_KEYS {
+                return Some(None);
             }
             s.queued_keys += keys.len();
             s.queue.push(me.clone());
             drop(s);
-            return self.follow(shared, &me);
+            return Some(self.follow(shared, &me));
         }
         let Some((conn, since)) = s.idle.take() else {
             if !s.connecting {
                 s.connecting = true;
-                connect(Arc::downgrade(shared), node, s.generation);
+                connect(Arc::downgrade(shared), self.index, node, s.generation);
             }
-            return None;
+            return queue.then_some(None);
         };
         // Something arrived that nobody asked for (or the server closed an idle connection): not this one.
         if now.duration_since(since) >= IDLE_CHECK && conn.has_unread() {
             conn.abort();
             s.connecting = true;
-            connect(Arc::downgrade(shared), node, s.generation);
-            return None;
+            connect(Arc::downgrade(shared), self.index, node, s.generation);
+            return queue.then_some(None);
         }
         s.leading = true;
         let generation = s.generation;
@@ -151,7 +191,7 @@ impl Lane {
             Ok(batch) => self.read(shared, batch),
             Err(waiters) => self.fail(waiters),
         }
-        me.take()
+        Some(me.take())
     }
 
     /// Waits in the queue: for the answers, for the workers, or to read the round trip this caller's keys went in.
@@ -365,7 +405,7 @@ fn split(waiters: &[Arc<Waiter>], replies: Vec<KeyReply>) -> Vec<Outcome> {
 
 /// Connects the lane to `node` on a thread of its own (a connect to a partitioned host hangs); the connection
 /// is kept only if the lane still reads from `node` in the same generation.
-fn connect(shared: Weak<Shared>, node: Arc<str>, generation: u64) {
+fn connect(shared: Weak<Shared>, lane: usize, node: Arc<str>, generation: u64) {
     let Some(strong) = shared.upgrade() else { return };
     let opts = strong.connect.clone();
     let pool = strong.pool.clone();
@@ -377,7 +417,7 @@ fn connect(shared: Weak<Shared>, node: Arc<str>, generation: u64) {
             let shared = weak;
             let result: Result<Connection> = Connection::connect(&node, &opts).map(|c| c.with_pool(pool));
             let Some(shared) = shared.upgrade() else { return };
-            let mut s = shared.lane.lock();
+            let mut s = shared.lanes.lanes[lane].lock();
             s.connecting = false;
             match result {
                 Ok(conn) if s.generation == generation && s.node.as_ref() == Some(&node) => {
@@ -393,7 +433,7 @@ fn connect(shared: Weak<Shared>, node: Arc<str>, generation: u64) {
         });
     if spawned.is_err() {
         if let Some(shared) = shared.upgrade() {
-            shared.lane.lock().connecting = false;
+            shared.lanes.lanes[lane].lock().connecting = false;
         }
     }
 }

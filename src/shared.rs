@@ -13,7 +13,7 @@ use crate::config::Config;
 use crate::connection::ConnectOptions;
 use crate::error::{Error, Result};
 use crate::health::Health;
-use crate::lane::Lane;
+use crate::lane::Lanes;
 use crate::pool::BufferPool;
 use crate::queue::Queues;
 use crate::request::Part;
@@ -41,7 +41,7 @@ pub(crate) struct Shared {
     /// Nodes that are silent or could not be connected to.
     pub(crate) health: Arc<Health>,
     /// Small reads carried by the calling threads themselves (see `lane`).
-    pub(crate) lane: Lane,
+    pub(crate) lanes: Lanes,
 }
 
 impl Shared {

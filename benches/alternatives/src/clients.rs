@@ -8,6 +8,12 @@ pub fn ours(url: &str) -> kvcache_redis::Client {
     kvcache_redis::Client::open(url).expect("open kvcache-redis")
 }
 
+/// This crate with its configuration changed by `set`.
+pub fn ours_with(url: &str, set: impl FnOnce(kvcache_redis::Config) -> kvcache_redis::Config) -> kvcache_redis::Client {
+    let config = kvcache_redis::Config::from_url(url).expect("a valid URL");
+    kvcache_redis::Client::with_config(set(config)).expect("open kvcache-redis")
+}
+
 fn info(url: &str) -> redis::ConnectionInfo {
     url.into_connection_info()
         .unwrap()

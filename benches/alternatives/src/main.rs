@@ -30,6 +30,8 @@ pub struct Row {
     pub ours: f64,
     /// (client, setting, median) per alternative.
     pub others: Vec<(&'static str, String, f64)>,
+    /// This crate with `direct_reads` off (every call through the workers), where a row measures it too.
+    pub workers_only: Option<f64>,
 }
 
 impl Row {
@@ -43,8 +45,11 @@ impl Row {
             .iter()
             .map(|(c, s, v)| format!("{c} {v:.2} ({s})"))
             .collect();
+        let workers_only = self.workers_only.map_or(String::new(), |w| {
+            format!(" | direct_reads off {w:.2}, on / off {:.2}x", self.ours / w)
+        });
         println!(
-            "{:<7} {:<40} ours {:>9.2} {:<6} | {} | ours / best {:.2}x",
+            "{:<7} {:<40} ours {:>9.2} {:<6} | {} | ours / best {:.2}x{workers_only}",
             self.server,
             self.workload,
             self.ours,

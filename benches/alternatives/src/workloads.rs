@@ -111,6 +111,8 @@ impl<'a> Standalone<'a> {
             Bytes::from(v)
         };
         let fred_get = |p: &Pool, k: &str| -> Bytes { rt.block_on(p.get::<Bytes, _>(k)).unwrap() };
+        // The same crate with every call through the workers: what the direct lane is measured against.
+        let workers_only = clients::ours_with(&self.url, |c| c.direct_reads(false));
         let sync_ref = &mut sync;
         let t = alternate(
             self.rounds,
@@ -129,6 +131,7 @@ impl<'a> Standalone<'a> {
                 Box::new(|| run(&|t, k| mux_get(&mux4, t, k))),
                 Box::new(|| run(&|_, k| fred_get(&fred1, k))),
                 Box::new(|| run(&|_, k| fred_get(&fred4, k))),
+                Box::new(|| run(&|_, k| workers_only.get(k).unwrap().unwrap())),
             ],
         );
         let kops = |s: f64| (threads * per_thread) as f64 / s / 1e3;
@@ -137,6 +140,7 @@ impl<'a> Standalone<'a> {
             workload: format!("{threads} threads x single {} gets", size(len)),
             unit: "kop/s",
             ours: kops(t[0]),
+            workers_only: Some(kops(t[6])),
             others: best(vec![
                 ("redis-rs sync", "a connection per thread".into(), kops(t[1])),
                 ("redis-rs multiplexed", "1 shared".into(), kops(t[2])),
@@ -202,6 +206,7 @@ impl<'a> Standalone<'a> {
             workload: format!("one caller, batched_get {n} x {}", size(len)),
             unit: "GiB/s",
             ours: gib(t[0]),
+            workers_only: None,
             others: best(vec![
                 ("redis-rs sync", "MGET".into(), gib(t[1])),
                 ("redis-rs multiplexed", "MGET".into(), gib(t[2])),
@@ -260,6 +265,7 @@ impl<'a> Standalone<'a> {
             workload: format!("one caller, batched_put {n} x {}", size(len)),
             unit: "GiB/s",
             ours: gib(t[0]),
+            workers_only: None,
             others: best(vec![
                 ("redis-rs sync", "pipeline of SETs".into(), gib(t[1])),
                 ("redis-rs multiplexed", "pipeline of SETs".into(), gib(t[2])),
@@ -343,6 +349,7 @@ pub fn cluster_gets(rt: &Runtime, server: &'static str, url: &str, nodes: &[Stri
         workload: "cluster(3), one caller, batched_get 1000 x 4 KiB".into(),
         unit: "kkey/s",
         ours: kkeys(t[0]),
+        workers_only: None,
         others: vec![
             ("redis-rs sync", "cluster pipeline of GETs".into(), kkeys(t[1])),
             ("redis-rs multiplexed", "async cluster MGET".into(), kkeys(t[2])),
