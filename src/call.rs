@@ -180,7 +180,15 @@ impl<'a> Call<'a> {
     /// See [`Client::batched_get`](crate::Client::batched_get).
     pub fn batched_get<K: AsRef<[u8]>>(mut self, keys: &[K]) -> Result<Vec<Result<Option<Bytes>>>> {
         let keys = to_keys(keys);
-        let replies = match self.direct(&keys) {
+        // Counted until the call ends, whichever way it goes: the lanes are for callers that would queue behind
+        // each other at the workers.
+        let reading = self.shared.lanes.reading();
+        let direct = if reading.with_others() {
+            self.direct(&keys)
+        } else {
+            None
+        };
+        let replies = match direct {
             Some(replies) => replies.into_iter().map(Ok).collect(),
             None => self.run(Command::Get, Priority::Get, keys, Vec::new())?,
         };
@@ -205,7 +213,10 @@ impl<'a> Call<'a> {
             return None;
         }
         let started = Instant::now();
-        let deadline = self.settings.deadline.unwrap_or(started + self.settings.timeout_or(config));
+        let deadline = self
+            .settings
+            .deadline
+            .unwrap_or(started + self.settings.timeout_or(config));
         let replies = shared.lanes.get(shared, keys, deadline);
         match &replies {
             Some(_) => {

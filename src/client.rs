@@ -174,7 +174,7 @@ impl Client {
             drain_deadline: OnceLock::new(),
             health,
             queues: RwLock::new(None),
-            lanes: crate::lane::Lanes::new(std::env::var("KV_LANES").ok().and_then(|v| v.parse().ok()).unwrap_or(2)),
+            lanes: crate::lane::Lanes::new(crate::lane::LANES),
         });
         let local = |e| Error::io("local worker thread", e);
         let wakeups: Vec<Wakeup> = (0..shared.config.workers)

@@ -414,9 +414,10 @@ impl Config {
     }
 
     /// Small reads (`get`, `batched_get` of up to 16 keys expected at most 64 KiB each) of a deployment with one
-    /// primary (standalone, or Sentinel with reads from the primary) are carried by the calling threads
-    /// themselves, on one connection of their own: a caller that finds no round trip in flight sends its keys
+    /// primary (standalone, or Sentinel with reads from the primary), made while other reads are in progress, are
+    /// carried by the calling threads themselves, on two connections of their own: a caller that finds no round trip in flight sends its keys
     /// itself, and the keys of callers that come meanwhile go out together in one `MGET` as soon as it is answered.
+    /// [`Stats::direct_keys`](crate::Stats::direct_keys) counts the keys read this way.
     /// Many threads of small reads then cost no hand-off to a worker and back. Anything but a plain answer (an
     /// error reply, a lost connection, a reply slower than [`stall_threshold`](Self::stall_threshold), a node
     /// marked down or silent, a new primary) hands the calls to the workers, which handle every fault; after a

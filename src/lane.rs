@@ -7,12 +7,15 @@
 //! is woken to read its reply (leader and followers): the common case costs the first caller no hand-off at all,
 //! and the others one wake-up each, where the worker path costs a wake-up each way plus the worker's own.
 //!
+//! Lanes are used only by read calls that start while other read calls are in progress (see `Lanes::reading`).
+//!
 //! The lane gives only plain answers, a value or a miss. Anything else (no connection yet, an error reply, a
 //! connection lost, a reply slower than `stall_threshold`, a node marked down, a new slot map) sends the calls it
 //! holds to the workers, which have every fault path (reads are idempotent, so sending again is safe); after a
 //! fault the lane stays off for a while. Priorities are untouched: the lane serves reads on a connection of its
 //! own, and queued work of every level goes to the workers as before.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError, Weak};
 use std::time::{Duration, Instant};
 
@@ -27,6 +30,9 @@ use crate::resp::Outgoing;
 use crate::shared::Shared;
 use crate::value::KeyReply;
 
+/// Lanes per client. Two measured best with 16 caller threads on two cores: one round trip in flight leaves the
+/// server idle while the next caller is woken; three or four carry fewer keys per round trip (BENCHMARKS.md).
+pub(crate) const LANES: usize = 2;
 /// Most keys one call may bring to the lane; larger calls are batches the workers plan better.
 pub(crate) const MAX_CALL_KEYS: usize = 16;
 /// Values expected larger than this are read by the workers (pooled buffers, the memory budget).
@@ -41,6 +47,27 @@ const IDLE_CHECK: Duration = Duration::from_millis(100);
 /// The lanes of one client, each a connection of its own. See the module docs.
 pub(crate) struct Lanes {
     lanes: Vec<Lane>,
+    /// Read calls in progress, whichever way they go.
+    reading: AtomicUsize,
+}
+
+/// One read call in progress (see [`Lanes::reading`]).
+pub(crate) struct Reading<'a> {
+    count: &'a AtomicUsize,
+    others: bool,
+}
+
+impl Reading<'_> {
+    /// Whether other read calls were in progress when this one started.
+    pub(crate) fn with_others(&self) -> bool {
+        self.others
+    }
+}
+
+impl Drop for Reading<'_> {
+    fn drop(&mut self) {
+        self.count.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 impl Lanes {
@@ -52,6 +79,20 @@ impl Lanes {
                     state: Mutex::new(State::default()),
                 })
                 .collect(),
+            reading: AtomicUsize::new(0),
+        }
+    }
+
+    /// Counts a read call until the guard is dropped. The lanes are used only by calls that start while others
+    /// are in progress: they save the hand-off when callers would queue behind each other at the workers. A lone
+    /// caller keeps the worker path, which recovers from faults on its own connections at once (a reset retried
+    /// on a fresh connection, a timed-out connection dropped), where a lane would first wait out
+    /// `stall_threshold`; and a client used by one thread opens no lane connections.
+    pub(crate) fn reading(&self) -> Reading<'_> {
+        let before = self.reading.fetch_add(1, Ordering::AcqRel);
+        Reading {
+            count: &self.reading,
+            others: before > 0,
         }
     }
 
@@ -113,7 +154,7 @@ enum Outcome {
     /// To the workers.
     Fallback,
     /// The waiter's keys went out in `batch`: read its reply (and answer everyone in it).
-    Read(Batch),
+    Read(Box<Batch>),
 }
 
 /// One round trip in flight: its callers (in `MGET` order), and the connection it was written on.
@@ -208,7 +249,7 @@ impl Lane {
             match outcome {
                 Outcome::Answered(replies) => return Some(replies),
                 Outcome::Fallback => return None,
-                Outcome::Read(batch) => self.read(shared, batch),
+                Outcome::Read(batch) => self.read(shared, *batch),
             }
         }
     }
@@ -229,7 +270,7 @@ impl Lane {
             conn.abort();
             return;
         };
-        let outcomes = split(&held.waiters, replies);
+        let outcomes = split(shared, &held.waiters, replies);
         // The next round trip goes out before anyone is answered: the server gets work at once.
         let mut s = self.lock();
         if s.generation != generation || conn.buffered() > 0 {
@@ -248,7 +289,7 @@ impl Lane {
             match Batch::send(next, conn, node, generation, shared.config.stall_threshold) {
                 Ok(batch) => {
                     let first = batch.waiters[0].clone();
-                    first.answer(Outcome::Read(batch));
+                    first.answer(Outcome::Read(Box::new(batch)));
                 }
                 Err(next) => self.fail(next),
             }
@@ -364,9 +405,16 @@ impl Batch {
     }
 }
 
-/// Reads the reply to a `GET` / `MGET` of `keys` keys: one plain answer per key, or `None` when anything else
-/// came (or nothing in time).
-fn receive(shared: &Shared, conn: &mut Connection, node: &str, keys: usize, deadline: Instant) -> Option<Vec<KeyReply>> {
+/// Reads the reply to a `GET` / `MGET` of `keys` keys: a plain answer per key, `None` for a key the server
+/// refused (the connection is still in step); `None` for the whole when the connection is not (nothing in time,
+/// an I/O error, a reply that does not fit).
+fn receive(
+    shared: &Shared,
+    conn: &mut Connection,
+    node: &str,
+    keys: usize,
+    deadline: Instant,
+) -> Option<Vec<Option<KeyReply>>> {
     let expect = if keys == 1 {
         Expect::Bulk { verify: false }
     } else {
@@ -374,32 +422,38 @@ fn receive(shared: &Shared, conn: &mut Connection, node: &str, keys: usize, dead
     };
     let reply = conn.receive(&expect, deadline).ok()?;
     let mut corrupt = 0;
-    let Ok(Answers::Keys(answers)) = command::answers(Command::Get, keys, reply, node, &mut corrupt) else {
-        return None;
+    let replies: Vec<Option<KeyReply>> = match command::answers(Command::Get, keys, reply, node, &mut corrupt).ok()? {
+        Answers::Keys(answers) => answers.into_iter().map(std::result::Result::ok).collect(),
+        Answers::OneByOne { .. } => (0..keys).map(|_| None).collect(),
     };
-    let replies: Vec<KeyReply> = answers.into_iter().collect::<std::result::Result<_, _>>().ok()?;
-    let stats = &shared.stats;
-    stats.round_trip(node, 1, keys as u64);
-    for r in &replies {
-        stats.keys.add(1);
-        match r {
-            KeyReply::Value(Some(v)) => {
-                stats.hits.add(1);
-                stats.bytes_read.add(v.len() as u64);
-                shared.learn_value_size(v.len());
-            }
-            _ => stats.misses.add(1),
-        }
-    }
+    shared.stats.round_trip(node, 1, keys as u64);
     Some(replies)
 }
 
-/// Cuts one reply per key into each waiter's share, in `MGET` order.
-fn split(waiters: &[Arc<Waiter>], replies: Vec<KeyReply>) -> Vec<Outcome> {
+/// Cuts one reply per key into each waiter's share, in `MGET` order: a waiter with a key the server refused goes
+/// to the workers whole (they know what each refusal means).
+fn split(shared: &Shared, waiters: &[Arc<Waiter>], replies: Vec<Option<KeyReply>>) -> Vec<Outcome> {
+    let stats = &shared.stats;
     let mut replies = replies.into_iter();
     waiters
         .iter()
-        .map(|w| Outcome::Answered(replies.by_ref().take(w.keys.len()).collect()))
+        .map(|w| {
+            let mine: Option<Vec<KeyReply>> = replies.by_ref().take(w.keys.len()).collect();
+            let Some(mine) = mine else { return Outcome::Fallback };
+            for r in &mine {
+                stats.keys.add(1);
+                stats.direct_keys.add(1);
+                match r {
+                    KeyReply::Value(Some(v)) => {
+                        stats.hits.add(1);
+                        stats.bytes_read.add(v.len() as u64);
+                        shared.learn_value_size(v.len());
+                    }
+                    _ => stats.misses.add(1),
+                }
+            }
+            Outcome::Answered(mine)
+        })
         .collect()
 }
 
@@ -421,7 +475,6 @@ fn connect(shared: Weak<Shared>, lane: usize, node: Arc<str>, generation: u64) {
             s.connecting = false;
             match result {
                 Ok(conn) if s.generation == generation && s.node.as_ref() == Some(&node) => {
-                    shared.stats.connects.add(1);
                     s.idle = Some((conn, Instant::now()));
                 }
                 Ok(_) => {}
@@ -431,9 +484,9 @@ fn connect(shared: Weak<Shared>, lane: usize, node: Arc<str>, generation: u64) {
                 }
             }
         });
-    if spawned.is_err() {
-        if let Some(shared) = shared.upgrade() {
-            shared.lanes.lanes[lane].lock().connecting = false;
-        }
+    if spawned.is_err()
+        && let Some(shared) = shared.upgrade()
+    {
+        shared.lanes.lanes[lane].lock().connecting = false;
     }
 }

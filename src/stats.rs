@@ -17,8 +17,11 @@ pub struct Stats {
     pub requests: [u64; 4],
     /// Parts queued (counted once in the queue): calls are split into parts bounded in keys and bytes.
     pub parts: u64,
-    /// Keys (or pings) answered by the workers, whatever the outcome.
+    /// Keys (or pings) answered, whatever the outcome.
     pub keys: u64,
+    /// Of `keys`, those read through the direct lanes (see
+    /// [`Config::direct_reads`](crate::Config::direct_reads)) rather than by the workers.
+    pub direct_keys: u64,
     /// Reads that found a value.
     pub hits: u64,
     /// Reads that found nothing.
@@ -144,6 +147,7 @@ macro_rules! counters {
 counters!(
     parts => "kvcache_parts_total",
     keys => "kvcache_keys_total",
+    direct_keys => "kvcache_direct_keys_total",
     hits => "kvcache_hits_total",
     misses => "kvcache_misses_total",
     // Reported by kind, by `key_error`.

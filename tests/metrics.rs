@@ -88,6 +88,7 @@ fn events_are_reported_as_they_happen() {
         ("kvcache_hits_total", stats.hits),
         ("kvcache_misses_total", stats.misses),
         ("kvcache_keys_total", stats.keys),
+        ("kvcache_direct_keys_total", stats.direct_keys),
         ("kvcache_parts_total", stats.parts),
         ("kvcache_round_trips_total", stats.round_trips),
         ("kvcache_connects_total", stats.connects),

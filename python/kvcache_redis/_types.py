@@ -38,6 +38,7 @@ class Stats(TypedDict):
     requests: PerPriority
     parts: int
     keys: int
+    direct_keys: int
     hits: int
     misses: int
     key_errors: int

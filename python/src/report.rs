@@ -40,6 +40,7 @@ pub fn stats<'py>(py: Python<'py>, s: &Stats) -> PyResult<Bound<'py, PyDict>> {
     let counters = [
         ("parts", s.parts),
         ("keys", s.keys),
+        ("direct_keys", s.direct_keys),
         ("hits", s.hits),
         ("misses", s.misses),
         ("key_errors", s.key_errors),

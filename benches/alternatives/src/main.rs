@@ -65,7 +65,11 @@ fn main() {
     let rounds = if args.iter().any(|a| a == "--quick") { 3 } else { 7 };
     let write = args.iter().any(|a| a == "--write");
     // Group names run those groups alone: `threads`, `batched`, `cluster`.
-    let groups: Vec<&str> = args.iter().filter(|a| !a.starts_with("--")).map(String::as_str).collect();
+    let groups: Vec<&str> = args
+        .iter()
+        .filter(|a| !a.starts_with("--"))
+        .map(String::as_str)
+        .collect();
     let want = |group: &str| groups.is_empty() || groups.contains(&group);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
