@@ -16,6 +16,8 @@ use crate::wake::Waker;
 /// A level passed over this many batches in a row while it had work queued goes first in the next batch, so a
 /// steady stream of higher levels takes at most this share from a lower one.
 const AGING_ROUNDS: u32 = 8;
+/// The fewest `Put` parts a batch takes when that many are queued, whatever their size (see `drain`).
+const PUTS_IN_A_ROW: usize = 2;
 /// The sending side, one sender per level. Dropping it is how shutdown starts.
 pub(crate) struct Queues {
     senders: [Sender<Part>; 4],
@@ -245,7 +247,16 @@ impl Inbox {
                 put_skipped = true;
                 continue;
             }
-            while keys < max_keys && bytes < max_bytes {
+            let mut parts = 0;
+            // Writes keep one more value queued on the connection behind the one being written, however large:
+            // the server then reads the next value at once instead of after a reply and a wake-up (a 32 MiB put
+            // otherwise leaves the connection idle between values). How many workers write is unchanged.
+            let min_parts = if level == Priority::Put.index() {
+                PUTS_IN_A_ROW
+            } else {
+                1
+            };
+            while keys < max_keys && (bytes < max_bytes || parts < min_parts) {
                 match self.receivers[level].try_recv() {
                     Ok(part) => {
                         keys += part.keys.len().max(1);
@@ -256,6 +267,7 @@ impl Inbox {
                             self.put_lanes.bytes.fetch_add(part.bytes, Ordering::AcqRel);
                         }
                         taken[level] = true;
+                        parts += 1;
                         batch.push(part);
                     }
                     Err(_) => continue 'levels,

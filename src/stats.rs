@@ -198,10 +198,17 @@ impl Counters {
     pub(crate) fn round_trip(&self, node: &str, commands: u64, keys: u64) {
         self.round_trips.add(1);
         let mut nodes = self.nodes.lock();
-        let n = nodes.entry(node.to_string()).or_insert_with(|| NodeStats {
-            node: node.to_string(),
-            ..NodeStats::default()
-        });
+        // Found by `&str` first: no allocation per round trip once the node is known.
+        if !nodes.contains_key(node) {
+            nodes.insert(
+                node.to_string(),
+                NodeStats {
+                    node: node.to_string(),
+                    ..NodeStats::default()
+                },
+            );
+        }
+        let n = nodes.get_mut(node).expect("inserted");
         n.round_trips += 1;
         n.commands += commands;
         n.keys += keys;
