@@ -310,6 +310,11 @@ fn nemesis() {
             l.chunks_read, l.chunks_written, l.errors, l.lost
         );
     }
+    let stats = client.stats();
+    println!(
+        "the load's client: {} keys answered, {} of them by the direct lanes",
+        stats.keys, stats.direct_keys
+    );
     println!(
         "RSS {} MiB at the start, {} MiB at the end; threads {threads_start} -> {threads_end}",
         rss_start >> 20,
