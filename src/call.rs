@@ -98,7 +98,9 @@ impl<'a> Call<'a> {
     /// `true` the call stops waiting and fails with [`Error::Interrupted`] (what was queued may still be carried
     /// out, and its answers are dropped; caller buffers of [`batched_get_into`](Self::batched_get_into) are taken
     /// back first, so nothing writes into them afterwards). For callers that must react to signals while they wait,
-    /// such as a binding for another language's Ctrl-C. Defaults to none: waits end with the answers or the deadline.
+    /// such as a binding for another language's Ctrl-C. A small read carried by a direct lane (see
+    /// [`Config::direct_reads`](crate::Config::direct_reads)) is not checked while in the lane: it ends or moves to the
+    /// workers within two `stall_threshold`s. Defaults to none: waits end with the answers or the deadline.
     pub fn interruptible(mut self, check: Interrupt) -> Self {
         self.settings.interrupt = Some(check);
         self
