@@ -1,7 +1,7 @@
 //! The direct lane: small reads of a one-primary deployment (standalone, or Sentinel reading from the primary),
 //! carried by the calling threads themselves instead of being handed to a worker and back.
 //!
-//! The lane is one connection of its own and a queue, combined by whoever finds them idle. A caller that finds no
+//! Each lane is one connection of its own and a queue, combined by whoever finds them idle. A caller that finds no
 //! round trip in flight takes the connection and sends its keys itself; callers that come meanwhile queue theirs.
 //! When a round trip's reply is read, the queued keys go out at once in one `MGET`, and the first of their callers
 //! is woken to read its reply (leader and followers): the common case costs the first caller no hand-off at all,
@@ -166,6 +166,9 @@ struct Batch {
     keys: usize,
     /// The reply is given up on (and the batch sent to the workers) after this.
     deadline: Instant,
+    /// Whether `deadline` is the stall threshold's rather than a caller's: a reply missing a caller's deadline
+    /// says nothing of the node, and does not turn the lane off.
+    by_stall: bool,
 }
 
 impl Lane {
@@ -193,12 +196,14 @@ impl Lane {
         if s.off_until.is_some_and(|t| now < t) || !shared.health.calm(&node) {
             return Some(None);
         }
-        let me = Arc::new(Waiter {
-            keys: keys.to_vec(),
-            deadline,
-            outcome: Mutex::new(None),
-            ready: Condvar::new(),
-        });
+        let waiter = || {
+            Arc::new(Waiter {
+                keys: keys.to_vec(),
+                deadline,
+                outcome: Mutex::new(None),
+                ready: Condvar::new(),
+            })
+        };
         if s.leading {
             if !queue {
                 return None;
@@ -206,6 +211,7 @@ impl Lane {
             if s.queued_keys + keys.len() > MAX_ROUND_TRIP_KEYS {
                 return Some(None);
             }
+            let me = waiter();
             s.queued_keys += keys.len();
             s.queue.push(me.clone());
             drop(s);
@@ -228,6 +234,7 @@ impl Lane {
         s.leading = true;
         let generation = s.generation;
         drop(s);
+        let me = waiter();
         match Batch::send(vec![me.clone()], conn, node, generation, shared.config.stall_threshold) {
             Ok(batch) => self.read(shared, batch),
             Err(waiters) => self.fail(waiters),
@@ -263,11 +270,18 @@ impl Lane {
             generation,
             keys,
             deadline,
+            by_stall,
         } = batch;
         // Whatever happens from here (a panic included), every waiter of the batch is answered.
-        let mut held = Held { lane: self, waiters };
+        let mut held = Held {
+            lane: self,
+            waiters,
+            pause: true,
+        };
         let Some(replies) = receive(shared, &mut conn, &node, keys, deadline) else {
             conn.abort();
+            // A caller's own short deadline, not the node's silence: the lane stays on (with a new connection).
+            held.pause = by_stall || Instant::now() < deadline;
             return;
         };
         let outcomes = split(shared, &held.waiters, replies);
@@ -301,9 +315,17 @@ impl Lane {
 
     /// Sends `waiters` and everything queued to the workers, and turns the lane off for a while.
     fn fail(&self, waiters: Vec<Arc<Waiter>>) {
+        self.give_up(waiters, true);
+    }
+
+    /// Sends `waiters` and everything queued to the workers; the connection in use is not given back. With
+    /// `pause`, the lane is off for a while.
+    fn give_up(&self, waiters: Vec<Arc<Waiter>>, pause: bool) {
         let queued = {
             let mut s = self.lock();
-            s.off_until = Some(Instant::now() + PAUSE);
+            if pause {
+                s.off_until = Some(Instant::now() + PAUSE);
+            }
             s.give_up()
         };
         answer_all(&waiters, || Outcome::Fallback);
@@ -315,12 +337,14 @@ impl Lane {
 struct Held<'a> {
     lane: &'a Lane,
     waiters: Vec<Arc<Waiter>>,
+    /// Whether failing them turns the lane off for a while.
+    pause: bool,
 }
 
 impl Drop for Held<'_> {
     fn drop(&mut self) {
         if !self.waiters.is_empty() {
-            self.lane.fail(std::mem::take(&mut self.waiters));
+            self.lane.give_up(std::mem::take(&mut self.waiters), self.pause);
         }
     }
 }
@@ -383,7 +407,8 @@ impl Batch {
         stall: Duration,
     ) -> std::result::Result<Batch, Vec<Arc<Waiter>>> {
         let earliest = waiters.iter().map(|w| w.deadline).min().expect("a batch has a waiter");
-        let deadline = (Instant::now() + stall).min(earliest);
+        let stalled = Instant::now() + stall;
+        let (deadline, by_stall) = if stalled <= earliest { (stalled, true) } else { (earliest, false) };
         let all: Vec<&[u8]> = waiters.iter().flat_map(|w| w.keys.iter().map(|k| &k[..])).collect();
         let keys = all.len();
         let mut out = Outgoing::default();
@@ -396,6 +421,7 @@ impl Batch {
                 generation,
                 keys,
                 deadline,
+                by_stall,
             }),
             Err(_) => {
                 conn.abort();

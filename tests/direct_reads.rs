@@ -256,3 +256,40 @@ fn a_stalled_lane_hands_its_callers_to_the_workers() {
     }
     background.join().unwrap();
 }
+
+/// A call whose own deadline is shorter than `stall_threshold` and passes in a lane gets its timeout, and the
+/// lanes stay on: a caller's short deadline says nothing of the node.
+#[test]
+fn a_callers_short_deadline_does_not_turn_the_lanes_off() {
+    let node = FakeNode::start(move |args, _| match (args[0].as_slice(), args.get(1).map(Vec::as_slice)) {
+        (b"GET", Some(b"slow")) => Reply::Delayed(bulk(b"slow"), Duration::from_millis(600)),
+        (b"GET", Some(b"sluggish")) => Reply::Delayed(bulk(b"sluggish"), Duration::from_millis(30)),
+        (b"GET", _) => Reply::Bytes(bulk(b"value")),
+        _ => Reply::Bytes(b"-ERR unexpected\r\n".to_vec()),
+    });
+    let config = Config::from_url(&node.url())
+        .unwrap()
+        .workers(2)
+        .stall_threshold(Duration::from_millis(100))
+        .silence_timeout(Duration::from_millis(500))
+        .request_timeout(Duration::from_secs(2));
+    let c = Arc::new(Client::with_config(config).unwrap());
+    let background = {
+        let c = c.clone();
+        std::thread::spawn(move || c.call().priority(Priority::Prefetch).get("slow").unwrap())
+    };
+    std::thread::sleep(Duration::from_millis(50));
+    let deadline = Instant::now() + Duration::from_millis(400);
+    while c.stats().direct_keys == 0 {
+        assert!(Instant::now() < deadline, "the lanes never answered: {:?}", c.stats());
+        assert_eq!(c.get("k").unwrap().as_deref(), Some(&b"value"[..]));
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let before = c.stats().direct_keys;
+    let err = c.call().timeout(Duration::from_millis(10)).get("sluggish").unwrap_err();
+    assert!(err.is_timeout(), "{err:?}");
+    // The next read is the lanes' again at once (after a fault they would be off for a second).
+    assert_eq!(c.get("k").unwrap().as_deref(), Some(&b"value"[..]));
+    assert_eq!(c.stats().direct_keys, before + 1, "{:?}", c.stats());
+    assert_eq!(background.join().unwrap().as_deref(), Some(&b"slow"[..]));
+}
