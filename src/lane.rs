@@ -408,7 +408,11 @@ impl Batch {
     ) -> std::result::Result<Batch, Vec<Arc<Waiter>>> {
         let earliest = waiters.iter().map(|w| w.deadline).min().expect("a batch has a waiter");
         let stalled = Instant::now() + stall;
-        let (deadline, by_stall) = if stalled <= earliest { (stalled, true) } else { (earliest, false) };
+        let (deadline, by_stall) = if stalled <= earliest {
+            (stalled, true)
+        } else {
+            (earliest, false)
+        };
         let all: Vec<&[u8]> = waiters.iter().flat_map(|w| w.keys.iter().map(|k| &k[..])).collect();
         let keys = all.len();
         let mut out = Outgoing::default();

@@ -261,12 +261,14 @@ fn a_stalled_lane_hands_its_callers_to_the_workers() {
 /// lanes stay on: a caller's short deadline says nothing of the node.
 #[test]
 fn a_callers_short_deadline_does_not_turn_the_lanes_off() {
-    let node = FakeNode::start(move |args, _| match (args[0].as_slice(), args.get(1).map(Vec::as_slice)) {
-        (b"GET", Some(b"slow")) => Reply::Delayed(bulk(b"slow"), Duration::from_millis(600)),
-        (b"GET", Some(b"sluggish")) => Reply::Delayed(bulk(b"sluggish"), Duration::from_millis(30)),
-        (b"GET", _) => Reply::Bytes(bulk(b"value")),
-        _ => Reply::Bytes(b"-ERR unexpected\r\n".to_vec()),
-    });
+    let node = FakeNode::start(
+        move |args, _| match (args[0].as_slice(), args.get(1).map(Vec::as_slice)) {
+            (b"GET", Some(b"slow")) => Reply::Delayed(bulk(b"slow"), Duration::from_millis(600)),
+            (b"GET", Some(b"sluggish")) => Reply::Delayed(bulk(b"sluggish"), Duration::from_millis(30)),
+            (b"GET", _) => Reply::Bytes(bulk(b"value")),
+            _ => Reply::Bytes(b"-ERR unexpected\r\n".to_vec()),
+        },
+    );
     let config = Config::from_url(&node.url())
         .unwrap()
         .workers(2)
