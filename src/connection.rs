@@ -250,6 +250,22 @@ impl Connection {
     }
 }
 
+/// Connects to `node` (large values read into buffers from `pool`) on a short-lived thread named `thread`, since a
+/// connect to a partitioned host hangs, and hands the result to `done` on that thread. `Err` when no thread could
+/// be started (`done` is then never called).
+pub(crate) fn connect_in_background(
+    node: String,
+    opts: ConnectOptions,
+    pool: Arc<BufferPool>,
+    thread: &str,
+    done: impl FnOnce(Result<Connection>) + Send + 'static,
+) -> io::Result<()> {
+    std::thread::Builder::new().name(thread.into()).spawn(move || {
+        done(Connection::connect(&node, &opts).map(|c| c.with_pool(pool)));
+    })?;
+    Ok(())
+}
+
 /// Which way a connection is waited on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Interest {

@@ -23,8 +23,7 @@ use bytes::Bytes;
 
 use crate::command::{self, Answers, Command};
 use crate::config::ReadFrom;
-use crate::connection::Connection;
-use crate::error::Result;
+use crate::connection::{Connection, connect_in_background};
 use crate::reader::Expect;
 use crate::resp::Outgoing;
 use crate::shared::Shared;
@@ -219,16 +218,14 @@ impl Lane {
         }
         let Some((conn, since)) = s.idle.take() else {
             if !s.connecting {
-                s.connecting = true;
-                connect(Arc::downgrade(shared), self.index, node, s.generation);
+                s.connecting = connect(shared, self.index, node, s.generation);
             }
             return queue.then_some(None);
         };
         // Something arrived that nobody asked for (or the server closed an idle connection): not this one.
         if now.duration_since(since) >= IDLE_CHECK && conn.has_unread() {
             conn.abort();
-            s.connecting = true;
-            connect(Arc::downgrade(shared), self.index, node, s.generation);
+            s.connecting = connect(shared, self.index, node, s.generation);
             return queue.then_some(None);
         }
         s.leading = true;
@@ -488,19 +485,17 @@ fn split(shared: &Shared, waiters: &[Arc<Waiter>], replies: Vec<Option<KeyReply>
 }
 
 /// Connects the lane to `node` on a thread of its own (a connect to a partitioned host hangs); the connection
-/// is kept only if the lane still reads from `node` in the same generation.
-fn connect(shared: Weak<Shared>, lane: usize, node: Arc<str>, generation: u64) {
-    let Some(strong) = shared.upgrade() else { return };
-    let opts = strong.connect.clone();
-    let pool = strong.pool.clone();
-    drop(strong);
-    let weak = shared.clone();
-    let spawned = std::thread::Builder::new()
-        .name("kvcache-redis-lane".into())
-        .spawn(move || {
-            let shared = weak;
-            let result: Result<Connection> = Connection::connect(&node, &opts).map(|c| c.with_pool(pool));
-            let Some(shared) = shared.upgrade() else { return };
+/// is kept only if the lane still reads from `node` in the same generation. Returns whether the connect started.
+/// Called with the lane's lock held: takes no lock itself.
+fn connect(shared: &Arc<Shared>, lane: usize, node: Arc<str>, generation: u64) -> bool {
+    let weak: Weak<Shared> = Arc::downgrade(shared);
+    let started = connect_in_background(
+        node.to_string(),
+        shared.connect.clone(),
+        shared.pool.clone(),
+        "kvcache-redis-lane",
+        move |result| {
+            let Some(shared) = weak.upgrade() else { return };
             let mut s = shared.lanes.lanes[lane].lock();
             s.connecting = false;
             match result {
@@ -513,10 +508,7 @@ fn connect(shared: Weak<Shared>, lane: usize, node: Arc<str>, generation: u64) {
                     s.off_until = Some(Instant::now() + PAUSE);
                 }
             }
-        });
-    if spawned.is_err()
-        && let Some(shared) = shared.upgrade()
-    {
-        shared.lanes.lanes[lane].lock().connecting = false;
-    }
+        },
+    );
+    started.is_ok()
 }

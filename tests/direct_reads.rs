@@ -179,6 +179,19 @@ fn with_direct_reads_off_every_key_goes_through_the_workers(kind: Kind) {
     assert_eq!((s.direct_keys, s.keys), (0, 101), "{s:?}");
 }
 
+/// While a slow read keeps another call in progress (started just before), reads "k" from the scripted node
+/// (its value: "value") until the lanes have answered more than `since` keys; the first reads go to the workers
+/// while a lane connects.
+fn read_until_direct(c: &Client, since: u64) {
+    std::thread::sleep(Duration::from_millis(50));
+    let deadline = Instant::now() + Duration::from_millis(400);
+    while c.stats().direct_keys <= since {
+        assert!(Instant::now() < deadline, "the lanes did not answer: {:?}", c.stats());
+        assert_eq!(c.get("k").unwrap().as_deref(), Some(&b"value"[..]));
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
 /// A lane whose reply does not come within `stall_threshold` hands its caller to the workers: the call gets the
 /// right value well within its deadline, the late reply is never used, and the lanes come back after a pause.
 #[test]
@@ -220,13 +233,7 @@ fn a_stalled_lane_hands_its_callers_to_the_workers() {
     // While a slow read is in progress, reads take the lanes (the first ones go to the workers while a lane
     // connects).
     let background = slow();
-    std::thread::sleep(Duration::from_millis(50));
-    let deadline = Instant::now() + Duration::from_millis(400);
-    while c.stats().direct_keys == 0 {
-        assert!(Instant::now() < deadline, "the lanes never answered: {:?}", c.stats());
-        get_k();
-        std::thread::sleep(Duration::from_millis(2));
-    }
+    read_until_direct(&c, 0);
     let before = c.stats();
     stall.store(true, Ordering::SeqCst);
     let took = get_k();
@@ -243,17 +250,7 @@ fn a_stalled_lane_hands_its_callers_to_the_workers() {
     // Back after the pause, on a new connection (the stalled one was dropped unread).
     std::thread::sleep(Duration::from_millis(1000));
     let background = slow();
-    std::thread::sleep(Duration::from_millis(50));
-    let deadline = Instant::now() + Duration::from_millis(400);
-    while c.stats().direct_keys == before.direct_keys {
-        assert!(
-            Instant::now() < deadline,
-            "the lanes did not come back: {:?}",
-            c.stats()
-        );
-        get_k();
-        std::thread::sleep(Duration::from_millis(2));
-    }
+    read_until_direct(&c, before.direct_keys);
     background.join().unwrap();
 }
 
@@ -280,13 +277,7 @@ fn a_callers_short_deadline_does_not_turn_the_lanes_off() {
         let c = c.clone();
         std::thread::spawn(move || c.call().priority(Priority::Prefetch).get("slow").unwrap())
     };
-    std::thread::sleep(Duration::from_millis(50));
-    let deadline = Instant::now() + Duration::from_millis(400);
-    while c.stats().direct_keys == 0 {
-        assert!(Instant::now() < deadline, "the lanes never answered: {:?}", c.stats());
-        assert_eq!(c.get("k").unwrap().as_deref(), Some(&b"value"[..]));
-        std::thread::sleep(Duration::from_millis(2));
-    }
+    read_until_direct(&c, 0);
     let before = c.stats().direct_keys;
     let err = c.call().timeout(Duration::from_millis(10)).get("sluggish").unwrap_err();
     assert!(err.is_timeout(), "{err:?}");

@@ -190,11 +190,8 @@ pub(crate) mod test_support {
 
     pub(crate) fn args<'a>(keys: &[&'a [u8]], value: Option<&'a SetValue>) -> Args<'a> {
         Args {
-            keys: keys.to_vec(),
             value,
-            dests: None,
-            verify: false,
-            asking: false,
+            ..Args::keys(keys.to_vec())
         }
     }
 

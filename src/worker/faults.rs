@@ -4,13 +4,12 @@
 //! threads of their own since a connect to a partitioned host hangs.
 
 use std::collections::HashSet;
-use std::thread;
 use std::time::{Duration, Instant};
 
 use super::{AVOID_REPLICA, Connected, REPORT_EVERY, SLOW_CONNECT, Worker};
 use crate::batch::Parts;
 use crate::config::ReadFrom;
-use crate::connection::Connection;
+use crate::connection::connect_in_background;
 use crate::error::Error;
 use crate::unit::Unit;
 
@@ -299,17 +298,14 @@ impl Worker {
             self.shared.pool.clone(),
             node.to_string(),
         );
-        let spawned = thread::Builder::new()
-            .name("kvcache-redis-connect".into())
-            .spawn(move || {
-                let result = Connection::connect(&name, &opts).map(|c| c.with_pool(pool));
-                let _ = tx.send(Connected {
-                    node: name,
-                    started: now,
-                    result,
-                });
-                waker.wake();
+        let spawned = connect_in_background(name.clone(), opts, pool, "kvcache-redis-connect", move |result| {
+            let _ = tx.send(Connected {
+                node: name,
+                started: now,
+                result,
             });
+            waker.wake();
+        });
         if let Err(e) = spawned {
             link.connecting = None;
             self.fail_waiting(&node, &Error::io("local connect thread", e));
