@@ -16,7 +16,8 @@
 //! own, and queued work of every level goes to the workers as before.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError, Weak};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
+use std::thread::Thread;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -144,7 +145,9 @@ struct Waiter {
     /// The call's deadline.
     deadline: Instant,
     outcome: Mutex<Option<Outcome>>,
-    ready: Condvar,
+    /// The caller's thread, unparked when an outcome is set: a wake-up costs a system call only when the caller
+    /// sleeps (a condition variable's notify costs one every time).
+    thread: Thread,
 }
 
 enum Outcome {
@@ -200,7 +203,7 @@ impl Lane {
                 keys: keys.to_vec(),
                 deadline,
                 outcome: Mutex::new(None),
-                ready: Condvar::new(),
+                thread: std::thread::current(),
             })
         };
         if s.leading {
@@ -243,12 +246,12 @@ impl Lane {
     fn follow(&self, shared: &Arc<Shared>, me: &Arc<Waiter>) -> Option<Vec<KeyReply>> {
         loop {
             // Bounded: whoever holds this waiter answers it within one round trip's deadline (or fails it).
-            let outcome = {
-                let mut o = me.outcome.lock().unwrap_or_else(PoisonError::into_inner);
-                while o.is_none() {
-                    o = me.ready.wait(o).unwrap_or_else(PoisonError::into_inner);
+            // A park may end early (an earlier unpark of this thread, or none at all): look again.
+            let outcome = loop {
+                if let Some(o) = me.outcome.lock().unwrap_or_else(PoisonError::into_inner).take() {
+                    break o;
                 }
-                o.take().expect("checked")
+                std::thread::park();
             };
             match outcome {
                 Outcome::Answered(replies) => return Some(replies),
@@ -283,6 +286,7 @@ impl Lane {
         };
         let outcomes = split(shared, &held.waiters, replies);
         // The next round trip goes out before anyone is answered: the server gets work at once.
+        let mut handoff = None;
         let mut s = self.lock();
         if s.generation != generation || conn.buffered() > 0 {
             // A new slot map, or bytes nobody asked for: the connection goes, and with it what queued.
@@ -298,15 +302,18 @@ impl Lane {
             s.queued_keys = 0;
             drop(s);
             match Batch::send(next, conn, node, generation, shared.config.stall_threshold) {
-                Ok(batch) => {
-                    let first = batch.waiters[0].clone();
-                    first.answer(Outcome::Read(Box::new(batch)));
-                }
+                Ok(batch) => handoff = Some(batch),
                 Err(next) => self.fail(next),
             }
         }
         for (w, outcome) in std::mem::take(&mut held.waiters).iter().zip(outcomes) {
             w.answer(outcome);
+        }
+        // The reader of the next round trip is woken last: by then its reply has often arrived, and it reads at
+        // once instead of going back to sleep until it does.
+        if let Some(batch) = handoff {
+            let first = batch.waiters[0].clone();
+            first.answer(Outcome::Read(Box::new(batch)));
         }
     }
 
@@ -381,7 +388,7 @@ impl State {
 impl Waiter {
     fn answer(&self, outcome: Outcome) {
         *self.outcome.lock().unwrap_or_else(PoisonError::into_inner) = Some(outcome);
-        self.ready.notify_one();
+        self.thread.unpark();
     }
 
     /// The outcome its own round trip left (the caller read it, so it is there).
