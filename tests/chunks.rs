@@ -522,6 +522,65 @@ fn get_into_fills_caller_buffers(d: &Deployment) {
     assert!(out[0].result.is_err() && out[0].buf.is_some());
 }
 
+/// Large framed chunks are framed and queued a few at a time (the next one's checksum computed while one is on
+/// the wire): every chunk of a batch spanning several such groups reads back whole, and a chunk over the size
+/// limit anywhere in the batch fails the whole call before anything is written.
+fn framed_batches_in_groups(d: &Deployment) {
+    let store = d.store(Layout::Framed);
+    let ks = keys(9, "groups");
+    let sizes = [5 << 20, 10, 6 << 20, 3 << 20, 2 << 20, 0, 40, 9 << 20, 1];
+    let payloads: Vec<Bytes> = sizes
+        .iter()
+        .enumerate()
+        .map(|(i, &n)| value("grouped", i, n).into())
+        .collect();
+    let put = store.batched_put(&ks, payloads.clone(), Some(lmcache_meta())).unwrap();
+    assert_eq!(put.len(), ks.len());
+    assert!(put.iter().all(Result::is_ok), "{put:?}");
+    let got = store.batched_get(&ks).unwrap();
+    for (i, r) in got.into_iter().enumerate() {
+        let c = r.unwrap().expect("stored");
+        assert!(c.payload[..] == payloads[i][..], "chunk {i} of {} bytes", sizes[i]);
+        assert_eq!(c.meta, Some(lmcache_meta()));
+    }
+
+    let config = Config::from_url(&d.url).unwrap().max_value_bytes(4 << 20);
+    let limited = ChunkStore::new(Client::with_config(config).unwrap(), Layout::Framed).with_namespace(unique("ns"));
+    let fresh = keys(3, "limited");
+    let err = limited
+        .batched_put(
+            &fresh,
+            vec![
+                value("small", 0, 1 << 20).into(),
+                value("small", 1, 3 << 20).into(),
+                value("big", 2, 5 << 20).into(),
+            ],
+            None,
+        )
+        .unwrap_err();
+    assert!(
+        matches!(err, Error::InvalidInput(ref m) if m.contains("max_value_bytes")),
+        "{err}"
+    );
+    for k in &fresh {
+        assert_eq!(
+            d.raw_get(&limited.store_key(k)),
+            None,
+            "nothing of a refused call is written"
+        );
+    }
+    // The store stays usable.
+    limited.put(&fresh[0], value("small", 0, 1 << 20), None).unwrap();
+    assert!(limited.get(&fresh[0]).unwrap().is_some());
+}
+
+fn standalone_framed_groups(kind: Kind) {
+    framed_batches_in_groups(&Deployment::of(kind, false));
+}
+fn cluster_framed_groups(kind: Kind) {
+    framed_batches_in_groups(&Deployment::of(kind, true));
+}
+
 fn standalone_get_into(kind: Kind) {
     get_into_fills_caller_buffers(&Deployment::of(kind, false));
 }
@@ -556,6 +615,8 @@ fn cluster_namespaces_and_ttl(kind: Kind) {
 
 per_kind!(
     reads_of_different_kinds_never_share_an_mget,
+    standalone_framed_groups,
+    cluster_framed_groups,
     standalone_get_into,
     cluster_get_into,
     out_of_memory_fails_only_its_chunks,
