@@ -20,10 +20,6 @@ pub type Interrupt = Arc<dyn Fn() -> bool + Send + Sync>;
 /// How often a wait runs its [`Interrupt`] check.
 pub(crate) const INTERRUPT_CHECK: Duration = Duration::from_millis(50);
 
-/// The least a group of values made as they go out holds (see [`Call::put_made`]): small values are made all at
-/// once, as before; a large one goes out alone while the next is made.
-pub(crate) const MADE_GROUP_BYTES: usize = 4 << 20;
-
 /// The per-call settings, kept apart from the call so that a chunk store can carry them too.
 #[derive(Clone, Default)]
 pub(crate) struct Settings {
@@ -247,70 +243,31 @@ impl<'a> Call<'a> {
 
     /// Writes `values` (possibly in two pieces each) under `keys`; the one write path of every layout.
     pub(crate) fn put_values(self, keys: Vec<Bytes>, values: Vec<SetValue>) -> Result<Vec<Result<()>>> {
-        let lens: Vec<usize> = values.iter().map(SetValue::len).collect();
-        let ttl_secs = self.check_puts(keys.len(), &lens)?;
-        let replies = self.run(Command::Set { ttl_secs }, Priority::Put, keys, values)?;
-        Ok(replies.into_iter().map(|r| r.map(|_| ())).collect())
-    }
-
-    /// Like `put_values`, for values made as they go out: `make(i)` makes value `i`, of `lens[i]` bytes. Values
-    /// are made a group of at least [`MADE_GROUP_BYTES`] at a time (in parallel within a group), and each group
-    /// is queued as soon as it is made, so the first values are on the wire while later ones are still being made
-    /// (a framed chunk's checksum, which its header carries before the payload).
-    pub(crate) fn put_made(
-        self,
-        keys: Vec<Bytes>,
-        lens: &[usize],
-        make: impl Fn(usize) -> SetValue + Sync,
-    ) -> Result<Vec<Result<()>>> {
-        use rayon::prelude::*;
-        let ttl_secs = self.check_puts(keys.len(), lens)?;
-        let command = Command::Set { ttl_secs };
-        let mut pending = self.begin(command, Priority::Put, &keys)?;
-        let mut keys = keys.into_iter();
-        let mut start = 0;
-        while start < lens.len() {
-            let mut end = start;
-            let mut bytes = 0;
-            while end < lens.len() && bytes < MADE_GROUP_BYTES {
-                bytes += lens[end];
-                end += 1;
-            }
-            let values: Vec<SetValue> = (start..end).into_par_iter().map(&make).collect();
-            self.queue_parts(
-                &mut pending,
-                command,
-                keys.by_ref().take(end - start).collect(),
-                values,
-                None,
-            )?;
-            start = end;
-        }
-        pending.wait(self.settings.interrupt.as_ref())?;
-        Ok(pending.into_replies()?.into_iter().map(|r| r.map(|_| ())).collect())
-    }
-
-    /// Checks a write of `count` keys with values of `lens` bytes; its TTL.
-    fn check_puts(&self, count: usize, lens: &[usize]) -> Result<Option<u64>> {
-        if lens.len() != count {
-            return Err(Error::InvalidInput(format!("{count} keys but {} values", lens.len())));
+        if values.len() != keys.len() {
+            return Err(Error::InvalidInput(format!(
+                "{} keys but {} values",
+                keys.len(),
+                values.len()
+            )));
         }
         let limit = self.shared.config.max_value_bytes;
-        if let Some((i, len)) = lens.iter().enumerate().find(|(_, l)| **l > limit) {
+        if let Some((i, v)) = values.iter().enumerate().find(|(_, v)| v.len() > limit) {
             return Err(Error::InvalidInput(format!(
-                "value {i} is {len} bytes, above the {limit}-byte limit (max_value_bytes)"
+                "value {i} is {} bytes, above the {limit}-byte limit (max_value_bytes)",
+                v.len()
             )));
         }
         // What is written is what will be read: learn value sizes from writes too, so the first reads are
         // already shaped for them.
-        for len in lens {
-            self.shared.learn_value_size(*len);
+        for v in &values {
+            self.shared.learn_value_size(v.len());
         }
         let ttl_secs = self.settings.ttl_secs.unwrap_or(self.shared.config.ttl_secs);
         if ttl_secs == Some(0) {
             return Err(Error::InvalidInput("a TTL of 0 seconds would expire at once".into()));
         }
-        Ok(ttl_secs)
+        let replies = self.run(Command::Set { ttl_secs }, Priority::Put, keys, values)?;
+        Ok(replies.into_iter().map(|r| r.map(|_| ())).collect())
     }
 
     /// See [`Client::batched_contains`](crate::Client::batched_contains).
@@ -362,15 +319,9 @@ impl<'a> Call<'a> {
         values: Vec<SetValue>,
         dests: Option<(Vec<DestSlot>, Fill)>,
     ) -> Result<Pending> {
-        let mut pending = self.begin(command, default, &keys)?;
-        self.queue_parts(&mut pending, command, keys, values, dests)?;
-        Ok(pending)
-    }
-
-    /// Checks the call's keys and starts its wait; nothing is queued yet.
-    fn begin(&self, command: Command, default: Priority, keys: &[Bytes]) -> Result<Pending> {
         let shared = self.shared;
         let config = &shared.config;
+        let stats = &shared.stats;
         let priority = self.settings.priority.unwrap_or(default);
         let deadline = self
             .settings
@@ -387,29 +338,13 @@ impl<'a> Call<'a> {
         if self.shared.is_closed() {
             return Err(Error::Closed);
         }
-        shared.stats.call(command.op(), priority, keys.len());
-        Ok(Pending::new(shared.clone(), deadline, priority))
-    }
-
-    /// Splits `keys` (and their values or destinations) into parts bounded in keys and bytes, and queues them as
-    /// parts of `pending`, each once the budget has room for it.
-    fn queue_parts(
-        &self,
-        pending: &mut Pending,
-        command: Command,
-        keys: Vec<Bytes>,
-        values: Vec<SetValue>,
-        dests: Option<(Vec<DestSlot>, Fill)>,
-    ) -> Result<()> {
-        let shared = self.shared;
-        let config = &shared.config;
-        let stats = &shared.stats;
-        let (priority, deadline) = (pending.priority(), pending.deadline());
+        stats.call(command.op(), priority, keys.len());
         let expected = self
             .settings
             .size_hint
             .unwrap_or_else(|| shared.expected_value_size())
             .max(1);
+        let mut pending = Pending::new(shared.clone(), deadline, priority);
         let fill = dests.as_ref().map(|(_, fill)| *fill);
         let limits = Limits {
             max_keys: config.batch_max_keys,
@@ -442,7 +377,7 @@ impl<'a> Call<'a> {
             stats.parts.add(1);
             pending.push(rx, keys);
         }
-        Ok(())
+        Ok(pending)
     }
 }
 

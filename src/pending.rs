@@ -43,16 +43,6 @@ impl Pending {
         }
     }
 
-    /// When the call gives up waiting.
-    pub(crate) fn deadline(&self) -> Instant {
-        self.deadline
-    }
-
-    /// The call's priority.
-    pub(crate) fn priority(&self) -> Priority {
-        self.priority
-    }
-
     /// Adds a queued part of `keys` keys, answered through `rx`.
     pub(crate) fn push(&mut self, rx: ReplyReceiver, keys: usize) {
         self.parts.push(PartWait { rx, keys, got: None });

@@ -522,17 +522,16 @@ fn get_into_fills_caller_buffers(d: &Deployment) {
     assert!(out[0].result.is_err() && out[0].buf.is_some());
 }
 
-/// Large framed chunks are framed and queued a few at a time (the next one's checksum computed while one is on
-/// the wire): every chunk of a batch spanning several such groups reads back whole, and a chunk over the size
-/// limit anywhere in the batch fails the whole call before anything is written.
-fn framed_batches_in_groups(d: &Deployment) {
+/// A framed batch of large and small chunks mixed (split into several parts on the way) reads back whole, and a
+/// chunk over the size limit anywhere in a batch fails the whole call before anything is written.
+fn framed_batches_of_mixed_sizes(d: &Deployment) {
     let store = d.store(Layout::Framed);
-    let ks = keys(9, "groups");
+    let ks = keys(9, "mixed");
     let sizes = [5 << 20, 10, 6 << 20, 3 << 20, 2 << 20, 0, 40, 9 << 20, 1];
     let payloads: Vec<Bytes> = sizes
         .iter()
         .enumerate()
-        .map(|(i, &n)| value("grouped", i, n).into())
+        .map(|(i, &n)| value("mixed", i, n).into())
         .collect();
     let put = store.batched_put(&ks, payloads.clone(), Some(lmcache_meta())).unwrap();
     assert_eq!(put.len(), ks.len());
@@ -574,11 +573,11 @@ fn framed_batches_in_groups(d: &Deployment) {
     assert!(limited.get(&fresh[0]).unwrap().is_some());
 }
 
-fn standalone_framed_groups(kind: Kind) {
-    framed_batches_in_groups(&Deployment::of(kind, false));
+fn standalone_framed_mixed(kind: Kind) {
+    framed_batches_of_mixed_sizes(&Deployment::of(kind, false));
 }
-fn cluster_framed_groups(kind: Kind) {
-    framed_batches_in_groups(&Deployment::of(kind, true));
+fn cluster_framed_mixed(kind: Kind) {
+    framed_batches_of_mixed_sizes(&Deployment::of(kind, true));
 }
 
 fn standalone_get_into(kind: Kind) {
@@ -615,8 +614,8 @@ fn cluster_namespaces_and_ttl(kind: Kind) {
 
 per_kind!(
     reads_of_different_kinds_never_share_an_mget,
-    standalone_framed_groups,
-    cluster_framed_groups,
+    standalone_framed_mixed,
+    cluster_framed_mixed,
     standalone_get_into,
     cluster_get_into,
     out_of_memory_fails_only_its_chunks,

@@ -4,6 +4,7 @@
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use rayon::prelude::*;
 
 mod into;
 mod split;
@@ -233,27 +234,23 @@ impl ChunkStore {
         if let (Layout::Framed, Some(m)) = (self.layout, &meta) {
             frame::fits(m)?;
         }
-        let keys: Vec<Bytes> = self.store_keys(keys).into_iter().map(Bytes::from).collect();
-        if self.layout == Layout::Framed {
-            // A frame's header carries the payload's checksum, so it is computed before the value goes out: the
-            // chunks are framed a few megabytes at a time (in parallel within a group), and each group is queued
-            // as soon as it is framed, so the checksum of the next chunk is computed while one is on the wire.
-            let lens: Vec<usize> = payloads.iter().map(|p| frame::FRAME_HEADER + p.len()).collect();
-            return self.call().put_made(keys, &lens, |i| SetValue {
-                head: frame::encode(&payloads[i], meta),
-                body: payloads[i].clone(),
-            });
-        }
+        // Checksums of large chunks are computed in parallel (rayon), so the framed layout costs little next to
+        // the transfer.
         let values = payloads
-            .into_iter()
+            .into_par_iter()
             .map(|body| match self.layout {
+                Layout::Framed => Ok(SetValue {
+                    head: frame::encode(&body, meta),
+                    body,
+                }),
                 Layout::Raw { size } if body.len() != size => Err(Error::InvalidInput(format!(
                     "a raw-layout chunk must be {size} bytes, this one is {}",
                     body.len()
                 ))),
-                Layout::Raw { .. } | Layout::Split { .. } | Layout::Framed => Ok(SetValue::from(body)),
+                Layout::Raw { .. } | Layout::Split { .. } => Ok(SetValue::from(body)),
             })
             .collect::<Result<Vec<_>>>()?;
+        let keys = self.store_keys(keys).into_iter().map(Bytes::from).collect();
         self.call().put_values(keys, values)
     }
 
